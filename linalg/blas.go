@@ -1,0 +1,61 @@
+package linalg
+
+import (
+	"gonum.org/v1/gonum/blas"
+)
+
+// Impl is the BLAS implementation in use: it satisfies both blas.Float32 and
+// blas.Float64, which is what gorgonia.Use expects.
+type Impl interface {
+	blas.Float32
+	blas.Float64
+}
+
+// BLAS returns the implementation chosen at build time.
+func BLAS() Impl { return impl }
+
+// Backend names the implementation in use, for `cskv inspect` and benchmarks.
+func Backend() string { return backend }
+
+// MatMulT computes C = A·Bᵀ (+ C if accumulate) for row-major float32 matrices:
+// A (m, k), B (n, k), C (m, n). This is y = x·Wᵀ for weights stored [out, in].
+func MatMulT(c []float32, a []float32, b []float32, m, n, k int, accumulate bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	impl.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, a, k, b, k, beta, c, n)
+}
+
+// MatMul computes C = A·B (+ C if accumulate): A (m, k), B (k, n), C (m, n).
+func MatMul(c []float32, a []float32, b []float32, m, n, k int, accumulate bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	impl.Sgemm(blas.NoTrans, blas.NoTrans, m, n, k, 1, a, k, b, n, beta, c, n)
+}
+
+// Gemm32 is the general float32 product C = alpha·op(A)·op(B) + beta·C with
+// leading dimensions equal to the row lengths of the stored matrices.
+func Gemm32(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	impl.Sgemm(trans(tA), trans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// Gemm64 is the float64 counterpart of Gemm32.
+func Gemm64(tA, tB bool, m, n, k int, alpha float64, a []float64, lda int, b []float64, ldb int, beta float64, c []float64, ldc int) {
+	impl.Dgemm(trans(tA), trans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+func trans(t bool) blas.Transpose {
+	if t {
+		return blas.Trans
+	}
+	return blas.NoTrans
+}
