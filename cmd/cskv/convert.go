@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+func runConvert(ctx context.Context, args []string) error {
+	fs := newFlagSet("convert", "--model M.gguf --out DIR")
+	var lf logFlags
+	lf.register(fs)
+	modelPath := fs.String("model", "", "GGUF model to convert (required)")
+	out := fs.String("out", "", "output Hugging Face directory; must not exist (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if *modelPath == "" || *out == "" {
+		return fmt.Errorf("%w: --model and --out are required", errUsage)
+	}
+	m, err := openModel(*modelPath)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.ConvertHF(*out); err != nil {
+		return err
+	}
+	log.WithFields(map[string]any{"from": m.Path, "to": *out}).Info("converted to a Hugging Face directory (Q/K rows in rotate-half layout)")
+	return nil
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/model"
+)
+
+func runEval(ctx context.Context, args []string) error {
+	fs := newFlagSet("eval", "[--model M] [--data T] [flags]")
+	var lf logFlags
+	lf.register(fs)
+	var d dataFlags
+	modelPath := fs.String("model", "", "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
+	fs.StringVar(&d.path, "data", "", "evaluation data: text, .ids (whitespace-separated ids) or llm.c .bin (default with the synthetic model: sampled from it)")
+	fs.StringVar(&d.format, "data-format", "auto", "data format: auto, text, ids or bin")
+	fs.IntVar(&d.seqLen, "seq-len", 512, "tokens per chunk (the synthetic default uses 128 unless set)")
+	fs.IntVar(&d.chunks, "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")
+	batch := fs.Int("batch", 4, "chunks evaluated together")
+	projPath := fs.String("projections", "", "CSKV projections file (from init, train or export): evaluate the compressed cache")
+	window := fs.Int("window", 32, "with --projections: bi-branch window W (0 = every token compressed)")
+	windowMode := fs.String("window-mode", "block", "with --projections: block (reference rule) or sliding (last W tokens)")
+	kBits := fs.Int("k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = off)")
+	vBits := fs.Int("v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = off)")
+	kQuant := fs.String("k-quant", "channel", "key quantisation groups: channel (per channel over --quant-window tokens) or token")
+	quantWindow := fs.Int("quant-window", 32, "tokens per per-channel key group")
+	quantZero := fs.String("quant-zero", "free", "zero point: free or clamp")
+	force := fs.Bool("force", false, "evaluate projections made for a different base model (digest mismatch)")
+	asJSON := fs.Bool("json", false, "print one JSON object on stdout instead of text")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if *batch < 1 {
+		return fmt.Errorf("%w: --batch %d: must be ≥ 1", errUsage, *batch)
+	}
+	m, err := openModel(*modelPath)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if isSynthetic(m) && !flagSet(fs, "seq-len") {
+		d.seqLen = syntheticSeqLen
+	}
+	log.WithField("model", describe(m)).Info("model loaded")
+	chunks, err := loadChunks(m, d, syntheticEvalSeed, syntheticEvalSeqs)
+	if err != nil {
+		return err
+	}
+	progress := func(desc string) (eval.Progress, func()) {
+		bar := lf.bar(len(chunks), desc)
+		return func(done, total int) {
+				if bar != nil {
+					bar.Set(done)
+				}
+			}, func() {
+				if bar != nil {
+					bar.Finish()
+				}
+			}
+	}
+	if *projPath != "" {
+		return evalCompressed(ctx, m, chunks, *projPath, *force, *batch, *asJSON, progress, log, func(kRank, vRank int) (eval.Settings, error) {
+			return settingsFrom(m.Config, kRank, vRank, *window, *windowMode, *kBits, *vBits, *kQuant, *quantWindow, *quantZero)
+		})
+	}
+	p, done := progress("eval chunks")
+	res, err := eval.Perplexity(ctx, m, chunks, nil, *batch, p)
+	done()
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Model     string `json:"model"`
+		Synthetic bool   `json:"synthetic"`
+		eval.Result
+	}{m.Path, isSynthetic(m), res}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	fmt.Printf("model       %s\n", describe(m))
+	fmt.Printf("tokens      %d (%d chunks of %d; %d targets)\n", res.Tokens, res.Chunks, res.SeqLen, res.Targets)
+	fmt.Printf("mean loss   %.5f nats\n", res.MeanLoss)
+	fmt.Printf("perplexity  %.4f\n", res.Perplexity)
+	fmt.Printf("speed       %.0f tokens/s (%.2f s)\n", res.TokensPerS, res.Seconds)
+	return nil
+}
+
+// evalCompressed evaluates the compressed cache from a projections file:
+// perplexity, per-layer reconstruction errors and the memory table.
+func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path string, force bool, batch int, asJSON bool,
+	progress func(string) (eval.Progress, func()), log *logrus.Logger, settings func(kRank, vRank int) (eval.Settings, error)) error {
+	proj, err := checkpoints.ReadProjections(path)
+	if err != nil {
+		return err
+	}
+	if d := proj.Meta["base_digest"]; d != "" && d != m.Digest {
+		msg := fmt.Sprintf("projections %s were made for base model %q (digest %.12s…), not this model (digest %.12s…)", path, proj.Meta["base_model"], d, m.Digest)
+		if !force {
+			return fmt.Errorf("%s; use --force to evaluate anyway", msg)
+		}
+		log.Warn(msg)
+	}
+	if len(proj.Layers) == 0 {
+		return fmt.Errorf("projections %s hold no layers", path)
+	}
+	kRank, vRank := proj.Layers[0].KRank, proj.Layers[0].VRank
+	s, err := settings(kRank, vRank)
+	if err != nil {
+		return err
+	}
+	warnQuantMismatch(proj.Meta, s, log)
+	p, done := progress("baseline")
+	base, err := eval.Perplexity(ctx, m, chunks, nil, batch, p)
+	done()
+	if err != nil {
+		return err
+	}
+	p, done = progress("compressed")
+	res, errs, err := eval.Compressed(ctx, m, chunks, proj, s, batch, p)
+	done()
+	if err != nil {
+		return err
+	}
+	mem, err := memoryTable(m.Config, kRank, vRank, s, 4096, m.Config.ContextLength)
+	if err != nil {
+		return err
+	}
+	k, v := eval.MeanErrors(errs)
+	out := struct {
+		Model       string            `json:"model"`
+		Synthetic   bool              `json:"synthetic"`
+		Projections string            `json:"projections"`
+		Window      int               `json:"window"`
+		WindowMode  string            `json:"window_mode"`
+		KQuant      string            `json:"k_quant"`
+		VQuant      string            `json:"v_quant"`
+		Baseline    float64           `json:"baseline_perplexity"`
+		Result      eval.Result       `json:"compressed"`
+		KRel        float64           `json:"k_rel_err"`
+		VRel        float64           `json:"v_rel_err"`
+		Layers      []eval.LayerError `json:"layers"`
+		Memory      []memRow          `json:"memory"`
+	}{m.Path, isSynthetic(m), path, s.Window, s.Mode.String(), s.K.String(), s.V.String(), base.Perplexity, res, k, v, errs, mem}
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	fmt.Printf("model        %s\n", describe(m))
+	fmt.Printf("projections  %s (k rank %d, v rank %d)\n", path, kRank, vRank)
+	fmt.Printf("cache        window %d (%s), keys %s, values %s\n", s.Window, s.Mode, s.K, s.V)
+	fmt.Printf("tokens       %d (%d chunks of %d)\n", res.Tokens, res.Chunks, res.SeqLen)
+	fmt.Printf("perplexity   %.4f compressed vs %.4f uncompressed (%+.2f%%)\n", res.Perplexity, base.Perplexity, 100*(res.Perplexity/base.Perplexity-1))
+	fmt.Printf("rel err      K %.4f, V %.4f (mean over layers)\n\n", k, v)
+	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(w, "layer\t‖K−K̂‖/‖K‖\t‖V−V̂‖/‖V‖")
+	for _, e := range errs {
+		fmt.Fprintf(w, "%d\t%.4f\t%.4f\n", e.Layer, e.K, e.V)
+	}
+	w.Flush()
+	fmt.Println()
+	printMemory(mem)
+	return nil
+}
+
+// warnQuantMismatch warns when projections trained with QAT settings are
+// evaluated with other quantisation settings.
+func warnQuantMismatch(meta map[string]string, s eval.Settings, log *logrus.Logger) {
+	want := map[string]string{"k_bits": fmt.Sprint(s.K.Bits), "v_bits": fmt.Sprint(s.V.Bits)}
+	for k, v := range want {
+		if got, ok := meta[k]; ok && got != "16" && got != v {
+			log.WithFields(logrus.Fields{"setting": k, "file": got, "requested": v}).Warn("projections were trained with other quantisation settings than requested for evaluation")
+		}
+	}
+}

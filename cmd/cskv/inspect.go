@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/cskv/cskv/linalg"
+)
+
+func runInspect(ctx context.Context, args []string) error {
+	fs := newFlagSet("inspect", "[--model M]")
+	var lf logFlags
+	lf.register(fs)
+	modelPath := fs.String("model", "", "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
+	tensors := fs.Bool("tensors", true, "list the tensor table")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if _, err := lf.logger(); err != nil {
+		return err
+	}
+	m, err := openModel(*modelPath)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	c := m.Config
+	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintf(w, "model\t%s\n", describe(m))
+	fmt.Fprintf(w, "format\t%s\n", m.Format)
+	fmt.Fprintf(w, "digest\t%s\n", m.Digest)
+	fmt.Fprintf(w, "architecture\t%s\n", c.Arch)
+	fmt.Fprintf(w, "hidden\t%d\n", c.Hidden)
+	fmt.Fprintf(w, "layers\t%d\n", c.Layers)
+	fmt.Fprintf(w, "heads\t%d (kv heads %d, head dim %d, kv dim %d)\n", c.Heads, c.KVHeads, c.HeadDim, c.KVDim())
+	fmt.Fprintf(w, "ffn\t%d\n", c.FFN)
+	fmt.Fprintf(w, "vocab\t%d\n", c.Vocab)
+	fmt.Fprintf(w, "context length\t%d\n", c.ContextLength)
+	fmt.Fprintf(w, "rope\tbase %g; file layout: %s\n", c.RopeBase, m.RopeLayoutName())
+	fmt.Fprintf(w, "rms eps\t%g\n", c.RMSEps)
+	fmt.Fprintf(w, "tied output\t%v\n", c.TiedOutput)
+	fmt.Fprintf(w, "qkv bias\t%v\n", c.QKVBias)
+	tok := "none"
+	if m.Tokenizer != nil {
+		tok = fmt.Sprintf("%T, %d tokens, BOS %d, EOS %d", m.Tokenizer, m.Tokenizer.VocabSize(), m.Tokenizer.BOS(), m.Tokenizer.EOS())
+	}
+	fmt.Fprintf(w, "tokenizer\t%s\n", tok)
+	fmt.Fprintf(w, "BLAS\t%s\n", linalg.Backend())
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if !*tensors {
+		return nil
+	}
+	fmt.Println()
+	w = tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(w, "tensor\tshape\ttype")
+	for _, t := range m.Tensors() {
+		fmt.Fprintf(w, "%s\t%v\t%s\n", t.Name, t.Shape, t.Type)
+	}
+	return w.Flush()
+}

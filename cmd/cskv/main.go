@@ -1,0 +1,171 @@
+// Command cskv compresses the key/value cache of Llama-family models by CSKV
+// channel shrinking: it loads real models (GGUF or Hugging Face safetensors),
+// measures them, initialises and trains low-rank K/V projections, and
+// evaluates the compressed cache.
+//
+// Usage: cskv <command> [flags]; `cskv help` lists the commands and
+// `cskv <command> -h` their flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/sirupsen/logrus"
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string) error
+}
+
+// commands is the table of subcommands, in the order `cskv help` lists them.
+var commands []command
+
+func init() {
+	commands = []command{
+		{"eval", "perplexity (and, with --projections, the compressed cache) on a model", runEval},
+		{"generate", "greedy text generation", runGenerate},
+		{"inspect", "print a model's configuration, tensors and the BLAS backend", runInspect},
+		{"convert", "convert a GGUF model to a Hugging Face directory", runConvert},
+		{"init", "initialise projections (svd, asvd or whiten) without training and write them", runInit},
+		{"train", "the main job: capture, initialise and train the K/V factors layer by layer, export them", runTrain},
+		{"export", "write the projections file from a run's checkpoint", runExport},
+	}
+}
+
+// errUsage marks a command-line mistake: exit status 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		if len(args) > 1 {
+			return run([]string{args[1], "-h"}, stdout, stderr)
+		}
+		usage(stdout)
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands {
+		if c.name == args[0] {
+			err := c.run(ctx, args[1:])
+			switch {
+			case err == nil:
+				return 0
+			case errors.Is(err, flag.ErrHelp):
+				return 0
+			case errors.Is(err, errUsage):
+				fmt.Fprintf(stderr, "cskv %s: %v\n", c.name, err)
+				return 2
+			default:
+				fmt.Fprintf(stderr, "cskv %s: error: %v\n", c.name, err)
+				return 1
+			}
+		}
+	}
+	fmt.Fprintf(stderr, "cskv: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "cskv: CSKV channel shrinking of the KV cache of Llama-family models")
+	fmt.Fprintln(w, "\nUsage: cskv <command> [flags]\n\nCommands:")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun `cskv <command> -h` for a command's flags and defaults.")
+	fmt.Fprintln(w, "With no --model, commands use the embedded default: a small SYNTHETIC Llama built from a seed.")
+}
+
+// logFlags are the logging flags every command shares.
+type logFlags struct {
+	level  string
+	format string
+	quiet  bool
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&l.format, "log-format", "text", "log format: text or json")
+	fs.BoolVar(&l.quiet, "quiet", false, "no progress bars and only warnings and errors in the log")
+}
+
+// logger builds the logrus logger (on stderr, so stdout stays clean).
+func (l *logFlags) logger() (*logrus.Logger, error) {
+	log := logrus.New()
+	log.SetOutput(os.Stderr)
+	lvl, err := logrus.ParseLevel(l.level)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, l.level)
+	}
+	if l.quiet && lvl > logrus.WarnLevel {
+		lvl = logrus.WarnLevel
+	}
+	log.SetLevel(lvl)
+	switch l.format {
+	case "text":
+		log.SetFormatter(&logrus.TextFormatter{DisableColors: true, FullTimestamp: true})
+	case "json":
+		log.SetFormatter(&logrus.JSONFormatter{})
+	default:
+		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, l.format)
+	}
+	return log, nil
+}
+
+// bar returns a progress bar on stderr, or nil when quiet.
+func (l *logFlags) bar(total int, desc string) *progressbar.ProgressBar {
+	if l.quiet {
+		return nil
+	}
+	return progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(desc),
+		progressbar.OptionShowCount(),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionClearOnFinish(),
+		progressbar.OptionSetWidth(30),
+	)
+}
+
+// newFlagSet returns a FlagSet that reports errors instead of exiting and
+// prints its defaults on -h.
+func newFlagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet("cskv "+name, flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: cskv %s %s\n\nFlags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses flags and rejects stray arguments.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q (flags go before nothing else; see -h)", errUsage, strings.Join(fs.Args(), " "))
+	}
+	return nil
+}

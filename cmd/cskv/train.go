@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/sirupsen/logrus"
+
+	"github.com/cskv/cskv/report"
+	"github.com/cskv/cskv/train"
+)
+
+// registerProblem registers the flags shared by init and train.
+func registerProblem(fs *flag.FlagSet, c *train.Config) {
+	fs.StringVar(&c.Model, "model", c.Model, "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
+	fs.StringVar(&c.Data, "data", c.Data, "calibration data: text, .ids or llm.c .bin (default with the synthetic model: sampled from it)")
+	fs.StringVar(&c.DataFormat, "data-format", c.DataFormat, "data format: auto, text, ids or bin")
+	fs.IntVar(&c.SeqLen, "seq-len", c.SeqLen, "tokens per calibration sequence (the synthetic default uses 128 unless set)")
+	fs.IntVar(&c.CalibChunks, "calib-chunks", c.CalibChunks, "calibration sequences: consecutive chunks of the data, as the evaluation protocol cuts them")
+	fs.BoolVar(&c.RandomPick, "random-chunks", c.RandomPick, "pick the calibration chunks at random (seeded by --seed) instead of the first ones")
+	fs.IntVar(&c.Holdout, "holdout", c.Holdout, "held-out chunks (after the calibration ones) for before/after errors; 0 = none")
+	fs.Float64Var(&c.KDensity, "k-density", c.KDensity, "key density in (0, 1): rank = int(density·head_dim)·kv_heads")
+	fs.Float64Var(&c.VDensity, "v-density", c.VDensity, "value density in (0, 1)")
+	fs.IntVar(&c.KRank, "k-rank", c.KRank, "explicit key rank in [1, kv_dim] (overrides --k-density)")
+	fs.IntVar(&c.VRank, "v-rank", c.VRank, "explicit value rank in [1, kv_dim] (overrides --v-density)")
+	fs.StringVar(&c.Init, "init", c.Init, "initialisation: svd, asvd or whiten")
+	fs.Float64Var(&c.Alpha, "alpha", c.Alpha, "ASVD exponent α")
+	fs.Float64Var(&c.Ridge, "ridge", c.Ridge, "whitening ridge (0 = automatic)")
+	fs.IntVar(&c.KBits, "k-bits", c.KBits, "quantisation-aware training: key feature bits (2, 3, 4, 8; 16 = off)")
+	fs.IntVar(&c.VBits, "v-bits", c.VBits, "value feature bits (2, 3, 4, 8; 16 = off)")
+	fs.StringVar(&c.KQuant, "k-quant", c.KQuant, "key quantisation groups: channel (KIVI, per channel over --quant-window tokens) or token")
+	fs.IntVar(&c.QuantWindow, "quant-window", c.QuantWindow, "tokens per per-channel key group")
+	fs.StringVar(&c.QuantZero, "quant-zero", c.QuantZero, "zero point: free (default) or clamp (the reference code's rule)")
+	fs.StringVar(&c.Window, "window-mode", c.Window, "bi-branch rule: block (reference) or sliding")
+	fs.StringVar(&c.DType, "dtype", c.DType, "exported factor dtype: f32, f16 or bf16")
+}
+
+// trainEnv wires logging and a progress bar to train.Run.
+func trainEnv(lf *logFlags, log *logrus.Logger, steps int) train.Env {
+	var bar *progressbar.ProgressBar
+	return train.Env{
+		Log: log,
+		OnPhase: func(phase string, l int) {
+			log.WithFields(logrus.Fields{"layer": l, "phase": phase}).Debug("phase")
+			if phase == "train" && steps > 0 && !lf.quiet {
+				bar = lf.bar(steps, fmt.Sprintf("layer %d", l))
+			}
+		},
+		OnStep: func(s train.StepInfo) {
+			log.WithFields(logrus.Fields{"layer": s.Layer, "step": s.Step, "loss_kv": s.Loss.KV, "loss_out": s.Loss.Out, "lr": s.LR}).Debug("step")
+			if bar != nil {
+				bar.Describe(fmt.Sprintf("layer %d/%d kv %.3g out %.3g", s.Layer+1, s.Layers, s.Loss.KV, s.Loss.Out))
+				bar.Set(s.Step)
+				if s.Step == s.Steps {
+					bar.Finish()
+					bar = nil
+				}
+			}
+		},
+	}
+}
+
+func runTrain(ctx context.Context, args []string) error {
+	return trainOrInit(ctx, args, true)
+}
+
+func runInit(ctx context.Context, args []string) error {
+	return trainOrInit(ctx, args, false)
+}
+
+func trainOrInit(ctx context.Context, args []string, training bool) error {
+	cfg := train.Defaults()
+	name, synopsis := "init", "[--model M --data T] --out P.safetensors [flags]"
+	if training {
+		name, synopsis = "train", "[--model M --data T] [--out DIR] [flags]"
+	}
+	fs := newFlagSet(name, synopsis)
+	var lf logFlags
+	lf.register(fs)
+	registerProblem(fs, &cfg)
+	out := fs.String("out", "", "output: the projections file (init) or the run directory (train; default cskv-run)")
+	evalData := fs.String("eval-data", "", "evaluation data for the final report's perplexity (train)")
+	evalChunks := fs.Int("eval-chunks", 64, "evaluation chunks for the report")
+	evalWindow := fs.Int("window", 32, "bi-branch window W for the report's evaluation")
+	asJSON := fs.Bool("json", false, "print the report as one JSON object on stdout")
+	if training {
+		fs.IntVar(&cfg.Steps, "steps", cfg.Steps, "Adam steps per layer")
+		fs.Float64Var(&cfg.LR, "lr", cfg.LR, "learning rate")
+		fs.StringVar(&cfg.Schedule, "schedule", cfg.Schedule, "learning-rate schedule: constant or cosine (with --warmup)")
+		fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "warm-up steps of the cosine schedule")
+		fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per step")
+		fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the batch sampler (and of --random-chunks)")
+		fs.Float64Var(&cfg.LambdaKV, "lambda-kv", cfg.LambdaKV, "weight of the KV term MSE(K,K̂)+MSE(V,V̂)")
+		fs.Float64Var(&cfg.LambdaOut, "lambda-out", cfg.LambdaOut, "weight of the layer-output term MSE(out,out̂) (0 = the paper's loss)")
+		fs.IntVar(&cfg.OutSeqs, "out-seqs", cfg.OutSeqs, "sequences of each batch that feed the output term")
+		fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
+		fs.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "checkpoint every k steps (0 = only at layer ends)")
+		fs.IntVar(&cfg.Keep, "keep", cfg.Keep, "checkpoints kept")
+		fs.BoolVar(&cfg.Resume, "resume", false, "continue the run in --out from its latest checkpoint")
+		fs.BoolVar(&cfg.Force, "force", false, "replace a run directory that holds another run")
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if cfg.Model == "" && !flagSet(fs, "seq-len") {
+		cfg.SeqLen = syntheticSeqLen
+	}
+	if cfg.Model == "" && !flagSet(fs, "calib-chunks") {
+		cfg.CalibChunks = 32
+	}
+	if training {
+		cfg.Out = *out
+		if cfg.Out == "" {
+			cfg.Out = "cskv-run"
+		}
+	} else {
+		cfg.Steps = 0
+		if *out == "" {
+			return fmt.Errorf("%w: --out P.safetensors is required", errUsage)
+		}
+		cfg.Export = *out
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	res, err := train.Run(ctx, cfg, trainEnv(&lf, log, cfg.Steps))
+	if err != nil {
+		return err
+	}
+	defer res.Model.Close()
+	rep, err := buildReport(ctx, res, *evalData, *evalChunks, *evalWindow, &lf, log)
+	if err != nil {
+		return err
+	}
+	if training {
+		if err := lossPlots(cfg.Out, res); err != nil {
+			return err
+		}
+		raw, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(filepath.Join(cfg.Out, "report.json"), append(raw, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	printReport(rep)
+	return nil
+}
+
+// lossPlots writes DIR/plots/layer-N-loss.png with both loss terms.
+func lossPlots(dir string, res *train.Result) error {
+	pd := filepath.Join(dir, "plots")
+	if err := os.MkdirAll(pd, 0o755); err != nil {
+		return err
+	}
+	for _, l := range res.Layers {
+		if len(l.CurveKV) == 0 {
+			continue
+		}
+		curves := []report.Series{{Name: "KV term", Values: l.CurveKV}}
+		if res.Config.LambdaOut > 0 {
+			curves = append(curves, report.Series{Name: "output term", Values: l.CurveOut})
+		}
+		p := filepath.Join(pd, fmt.Sprintf("layer-%d-loss.png", l.Layer))
+		if err := report.LossPNG(p, fmt.Sprintf("layer %d training loss", l.Layer), curves); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printLayers(w *tabwriter.Writer, res *train.Result) {
+	fmt.Fprintln(w, "layer\tk/v rank\tcalib KV init\tcalib KV final\theld K rel\theld V rel\theld out rel\tseconds")
+	for _, l := range res.Layers {
+		k, v, o := "-", "-", "-"
+		if l.HeldBefore != nil {
+			k = fmt.Sprintf("%.4f", l.HeldBefore.KRel)
+			v = fmt.Sprintf("%.4f", l.HeldBefore.VRel)
+			o = fmt.Sprintf("%.4f", l.HeldBefore.OutRel)
+			if l.HeldAfter != nil {
+				k += fmt.Sprintf("→%.4f", l.HeldAfter.KRel)
+				v += fmt.Sprintf("→%.4f", l.HeldAfter.VRel)
+				o += fmt.Sprintf("→%.4f", l.HeldAfter.OutRel)
+			}
+		}
+		fmt.Fprintf(w, "%d\t%d/%d\t%.5g\t%.5g\t%s\t%s\t%s\t%.1f\n", l.Layer, l.KRank, l.VRank, l.CalibKVInit, l.CalibKVFinal, k, v, o, l.Seconds)
+	}
+}
+
+func runExport(ctx context.Context, args []string) error {
+	fs := newFlagSet("export", "--checkpoint DIR/ckpt-… --out P.safetensors")
+	var lf logFlags
+	lf.register(fs)
+	ckpt := fs.String("checkpoint", "", "checkpoint directory (a run's last one, e.g. cskv-run/ckpt-L05-S000000), or a run directory for its latest")
+	out := fs.String("out", "", "projections file to write")
+	dtype := fs.String("dtype", "f32", "factor dtype: f32, f16 or bf16")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if _, err := lf.logger(); err != nil {
+		return err
+	}
+	if *ckpt == "" || *out == "" {
+		return fmt.Errorf("%w: --checkpoint and --out are required", errUsage)
+	}
+	return train.ExportCheckpoint(*ckpt, *out, *dtype)
+}

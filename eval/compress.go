@@ -1,0 +1,187 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/quant"
+)
+
+// Settings choose how the compressed cache is evaluated.
+type Settings struct {
+	Window int              // W: tokens kept original (0 = every key/value reconstructed)
+	Mode   model.WindowMode // block (reference rule) or sliding
+	K, V   quant.Spec       // post-training (or QAT) quantisation of the features; Bits 16 = off
+}
+
+// QuantSpecs builds the key and value quantisation specs of METHOD.md §4 for
+// ranks rk, rv: values per token in groups of one head's compressed channels;
+// keys per channel over quantWindow tokens (KIVI) or per token like values.
+func QuantSpecs(kBits, vBits int, kPerChannel bool, quantWindow int, clampZero bool, rk, rv, kvHeads int) (k, v quant.Spec, err error) {
+	if rk%kvHeads != 0 || rv%kvHeads != 0 {
+		return k, v, fmt.Errorf("ranks %d/%d are not multiples of the %d kv heads (needed for per-head quantisation groups)", rk, rv, kvHeads)
+	}
+	k = quant.Spec{Bits: kBits, Grouping: quant.PerToken, GroupSize: rk / kvHeads, ClampZero: clampZero}
+	if kPerChannel {
+		k.Grouping, k.GroupSize = quant.PerChannel, quantWindow
+	}
+	v = quant.Spec{Bits: vBits, Grouping: quant.PerToken, GroupSize: rv / kvHeads, ClampZero: clampZero}
+	if err := k.Validate(); err != nil {
+		return k, v, fmt.Errorf("keys: %w", err)
+	}
+	if err := v.Validate(); err != nil {
+		return k, v, fmt.Errorf("values: %w", err)
+	}
+	return k, v, nil
+}
+
+// Compressor is one layer's compressed keys and values as a model.KVOverride:
+// K̂ = Q(X·Akᵀ)·Bkᵀ (+ bias), V̂ likewise, with Q the fake quantisation. It
+// accumulates the relative reconstruction error over everything it sees.
+type Compressor struct {
+	Layer  int
+	f      checkpoints.LayerFactors
+	bk, bv []float32 // (KV) biases of the original projections, or nil
+	hidden int
+	kvDim  int
+	s      Settings
+
+	mu                       sync.Mutex
+	kErr, kNorm, vErr, vNorm float64
+}
+
+// NewCompressors builds one Compressor per layer, checking every factor's
+// shape against the model.
+func NewCompressors(m *model.Model, p *checkpoints.Projections, s Settings) ([]*Compressor, error) {
+	c := m.Config
+	if len(p.Layers) != c.Layers {
+		return nil, fmt.Errorf("projections have %d layers, the model %d", len(p.Layers), c.Layers)
+	}
+	if p.Hidden != c.Hidden || p.KVDim != c.KVDim() {
+		return nil, fmt.Errorf("projections are for hidden %d / kv dim %d, the model has %d / %d", p.Hidden, p.KVDim, c.Hidden, c.KVDim())
+	}
+	out := make([]*Compressor, c.Layers)
+	for l, f := range p.Layers {
+		want := [][2]int{{f.KRank, c.Hidden}, {c.KVDim(), f.KRank}, {f.VRank, c.Hidden}, {c.KVDim(), f.VRank}}
+		got := [][]float32{f.Ak, f.Bk, f.Av, f.Bv}
+		names := []string{"k_proj_a", "k_proj_b", "v_proj_a", "v_proj_b"}
+		for i := range want {
+			if len(got[i]) != want[i][0]*want[i][1] {
+				return nil, fmt.Errorf("layer %d: %s has %d values, want shape %v", l, names[i], len(got[i]), want[i])
+			}
+		}
+		b, err := m.Block(l)
+		if err != nil {
+			return nil, err
+		}
+		out[l] = &Compressor{Layer: l, f: f, bk: b.Bk, bv: b.Bv, hidden: c.Hidden, kvDim: c.KVDim(), s: s}
+	}
+	return out, nil
+}
+
+// Overrides returns the compressors as the model's per-layer overrides.
+func Overrides(cs []*Compressor) []model.KVOverride {
+	out := make([]model.KVOverride, len(cs))
+	for i, c := range cs {
+		out[i] = c
+	}
+	return out
+}
+
+// Window implements model.KVOverride.
+func (c *Compressor) Window() (int, model.WindowMode) { return c.s.Window, c.s.Mode }
+
+// Replace implements model.KVOverride.
+func (c *Compressor) Replace(kr, vr, x, k, v []float32, nSeq, T int) error {
+	if err := c.reconstruct(kr, x, c.f.Ak, c.f.Bk, c.bk, c.f.KRank, c.s.K, nSeq, T); err != nil {
+		return fmt.Errorf("layer %d: keys: %w", c.Layer, err)
+	}
+	if err := c.reconstruct(vr, x, c.f.Av, c.f.Bv, c.bv, c.f.VRank, c.s.V, nSeq, T); err != nil {
+		return fmt.Errorf("layer %d: values: %w", c.Layer, err)
+	}
+	ke, kn := sqDiff(k, kr)
+	ve, vn := sqDiff(v, vr)
+	c.mu.Lock()
+	c.kErr += ke
+	c.kNorm += kn
+	c.vErr += ve
+	c.vNorm += vn
+	c.mu.Unlock()
+	return nil
+}
+
+// reconstruct writes out (n, KV) = Q(X·Aᵀ)·Bᵀ (+ bias), quantising each
+// sequence's (T, rank) features separately.
+func (c *Compressor) reconstruct(out, x, a, b, bias []float32, rank int, q quant.Spec, nSeq, T int) error {
+	n := nSeq * T
+	feat := make([]float32, n*rank) // (n, rank)
+	linalg.MatMulT(feat, x, a, n, rank, c.hidden, false)
+	if q.Enabled() {
+		for s := 0; s < nSeq; s++ {
+			f := feat[s*T*rank : (s+1)*T*rank]
+			if err := quant.FakeQuant(f, nil, f, T, rank, q); err != nil {
+				return err
+			}
+		}
+	}
+	model.Linear(out, feat, b, bias, n, c.kvDim, rank)
+	return nil
+}
+
+func sqDiff(a, b []float32) (diff, norm float64) {
+	for i := range a {
+		d := float64(a[i] - b[i])
+		diff += d * d
+		norm += float64(a[i]) * float64(a[i])
+	}
+	return diff, norm
+}
+
+// RelErrors returns ‖K − K̂‖/‖K‖ and ‖V − V̂‖/‖V‖ over everything seen.
+func (c *Compressor) RelErrors() (k, v float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return math.Sqrt(c.kErr / c.kNorm), math.Sqrt(c.vErr / c.vNorm)
+}
+
+// LayerError is one layer's relative reconstruction errors on the evaluated
+// tokens: ‖K − K̂‖/‖K‖ and ‖V − V̂‖/‖V‖.
+type LayerError struct {
+	Layer int     `json:"layer"`
+	K     float64 `json:"k"`
+	V     float64 `json:"v"`
+}
+
+// Compressed is the perplexity with every layer's keys and values
+// reconstructed from the projections under s, plus per-layer errors.
+func Compressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, batch int, progress Progress) (Result, []LayerError, error) {
+	cs, err := NewCompressors(m, p, s)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	res, err := Perplexity(ctx, m, chunks, Overrides(cs), batch, progress)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	errs := make([]LayerError, len(cs))
+	for i, c := range cs {
+		k, v := c.RelErrors()
+		errs[i] = LayerError{Layer: i, K: k, V: v}
+	}
+	return res, errs, nil
+}
+
+// MeanErrors averages per-layer errors (the reference table's "rel err").
+func MeanErrors(errs []LayerError) (k, v float64) {
+	for _, e := range errs {
+		k += e.K
+		v += e.V
+	}
+	n := float64(len(errs))
+	return k / n, v / n
+}

@@ -1,0 +1,134 @@
+package graph
+
+import (
+	"fmt"
+
+	"github.com/chewxy/hm"
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/cskv/cskv/quant"
+)
+
+// Quantisation-aware mode (METHOD.md §4): the compressed features C (M, R)
+// are fake-quantised per sequence with the rule of package quant; the
+// gradient is straight-through inside each group's clip range and zero
+// outside it.
+
+// quantSpecs returns the key and value rules of a layer spec.
+func (s LayerSpec) quantSpecs() (k, v quant.Spec) {
+	q := s.Quant
+	k = quant.Spec{Bits: quant.Off}
+	v = quant.Spec{Bits: quant.Off}
+	if bitsOn(q.KBits) {
+		k = quant.Spec{Bits: q.KBits, Grouping: quant.PerToken, GroupSize: s.KRank / s.NKVHeads, ClampZero: q.ClampZero}
+		if q.KPerChannel {
+			k.Grouping, k.GroupSize = quant.PerChannel, q.QuantWindow
+		}
+	}
+	if bitsOn(q.VBits) {
+		v = quant.Spec{Bits: q.VBits, Grouping: quant.PerToken, GroupSize: s.VRank / s.NKVHeads, ClampZero: q.ClampZero}
+	}
+	return k, v
+}
+
+// fakeQuant is the forward rule on one batch: dst = x̂ and mask (both (M,
+// cols)), each sequence of tokens rows quantised on its own.
+type fakeQuant[T float] struct {
+	spec         quant.Spec
+	tokens, cols int
+	mask         []float32 // (M, cols) of the last run
+	x32, y32     []float32 // float64 graphs only
+}
+
+func (f *fakeQuant[T]) run(dst, x []T) error {
+	n := len(x)
+	if len(f.mask) != n {
+		f.mask = make([]float32, n)
+	}
+	seq := f.tokens * f.cols
+	if n%seq != 0 {
+		return fmt.Errorf("graph: fake-quant of %d values, not whole sequences of (%d, %d)", n, f.tokens, f.cols)
+	}
+	xs, ok := any(x).([]float32)
+	ys, _ := any(dst).([]float32)
+	if !ok {
+		if len(f.x32) != n {
+			f.x32, f.y32 = make([]float32, n), make([]float32, n)
+		}
+		convert(f.x32, x)
+		xs, ys = f.x32, f.y32
+	}
+	for off := 0; off < n; off += seq {
+		if err := quant.FakeQuant(ys[off:off+seq], f.mask[off:off+seq], xs[off:off+seq], f.tokens, f.cols, f.spec); err != nil {
+			return fmt.Errorf("graph: fake-quant of sequence %d: %w", off/seq, err)
+		}
+	}
+	if !ok {
+		convert(dst, ys)
+	}
+	return nil
+}
+
+// fakeQuantOp: Ĉ = FakeQuant(C).
+type fakeQuantOp[T float] struct {
+	opBase
+	fq  *fakeQuant[T]
+	out buf[T]
+}
+
+func (o *fakeQuantOp[T]) Arity() int    { return 1 }
+func (o *fakeQuantOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2) }
+func (o *fakeQuantOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
+}
+
+func (o *fakeQuantOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	x, err := data[T](in[0])
+	if err != nil {
+		return nil, err
+	}
+	t, y := o.out.get(in[0].Shape()[0], in[0].Shape()[1])
+	if err := o.fq.run(y, x); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (o *fakeQuantOp[T]) DiffWRT(int) []bool { return []bool{true} }
+
+func (o *fakeQuantOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+	g, err := gorgonia.ApplyOp(&fakeQuantGradOp[T]{opBase: opBase{name: o.name + ".grad"}, fq: o.fq}, grad)
+	if err != nil {
+		return nil, err
+	}
+	return gorgonia.Nodes{g}, nil
+}
+
+// fakeQuantGradOp: dC = mask ⊙ dĈ (straight-through, clipped).
+type fakeQuantGradOp[T float] struct {
+	opBase
+	fq  *fakeQuant[T]
+	out buf[T]
+}
+
+func (o *fakeQuantGradOp[T]) Arity() int    { return 1 }
+func (o *fakeQuantGradOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2) }
+func (o *fakeQuantGradOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
+}
+
+func (o *fakeQuantGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	g, err := data[T](in[0])
+	if err != nil {
+		return nil, err
+	}
+	if len(o.fq.mask) != len(g) {
+		return nil, fmt.Errorf("%s: forward did not run", o.name)
+	}
+	t, d := o.out.get(in[0].Shape()[0], in[0].Shape()[1])
+	for i, m := range o.fq.mask {
+		d[i] = g[i] * T(m)
+	}
+	return t, nil
+}

@@ -1,0 +1,134 @@
+package graph
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestAttentionSoftmaxRows feeds the fused causal softmax score rows whose
+// maximum is not the first element and logits of ±1000 (which break
+// tensor.SoftMax), with and without the bi-branch window, and compares with a
+// float64 softmax written here: relative 1e-12 (float64), 1e-5 (float32).
+func TestAttentionSoftmaxRows(t *testing.T) {
+	// One-hot keys (Dh = T) make the score of (t, j) equal to q[t][j].
+	scores := [][]float64{
+		{5},
+		{0, 1000},
+		{1000, 0, 0},
+		{-1000, -999, -1000, 3},
+		{0, 0, 1000, 0, 1000},
+		{-1000, -1000, -1000, -1000, -1000, -1000},
+	}
+	const T = 6
+	r := rand.New(rand.NewPCG(1, 2))
+	v := make([]float64, T*T)
+	vo := make([]float64, T*T)
+	for i := range v {
+		v[i], vo[i] = r.NormFloat64(), r.NormFloat64()
+	}
+	for _, w := range []int{0, 2} {
+		// want: original keys (score 2·q, values vo) for j in (t − w, t], sliding.
+		want := make([]float64, T*T)
+		for t0, row := range scores {
+			s := make([]float64, len(row))
+			mx := math.Inf(-1)
+			for j, x := range row {
+				s[j] = x
+				if w > 0 && t0-j < w {
+					s[j] = 2 * x
+				}
+				mx = math.Max(mx, s[j])
+			}
+			var sum float64
+			for j := range s {
+				s[j] = math.Exp(s[j] - mx)
+				sum += s[j]
+			}
+			for j := range s {
+				vv := v
+				if w > 0 && t0-j < w {
+					vv = vo
+				}
+				for i := 0; i < T; i++ {
+					want[t0*T+i] += s[j] / sum * vv[j*T+i]
+				}
+			}
+		}
+		q := make([]float64, T*T)
+		k := make([]float64, T*T)
+		ko := make([]float64, T*T)
+		for t0, row := range scores {
+			copy(q[t0*T:], row)
+			k[t0*T+t0], ko[t0*T+t0] = 1, 2
+		}
+		check := func(name string, got []float64, tol float64) {
+			for i := range want {
+				if math.IsNaN(got[i]) || math.Abs(got[i]-want[i]) > tol*math.Max(1, math.Abs(want[i])) {
+					t.Fatalf("%s, window %d: o[%d][%d] = %g, want %g", name, w, i/T, i%T, got[i], want[i])
+				}
+			}
+		}
+		a64 := newAttention[float64](1, T, 1, 1, T, w, WindowSliding)
+		o64 := make([]float64, T*T)
+		a64.forward(o64, q, k, v, ko, vo)
+		check("float64", o64, 1e-12)
+
+		a32 := newAttention[float32](1, T, 1, 1, T, w, WindowSliding)
+		a32.block = 4 // two tiles
+		o32 := make([]float32, T*T)
+		a32.forward(o32, f32s(q), f32s(k), f32s(v), f32s(ko), f32s(vo))
+		check("float32", f64s(o32), 1e-5)
+	}
+}
+
+func f32s(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
+}
+
+// TestExp32 checks the float32 exp against math.Exp: relative 3e-7 on
+// [−87, 88], 0 below the float32 range, NaN passes through.
+func TestExp32(t *testing.T) {
+	var worst float64
+	for x := -87.0; x <= 88; x += 0.0137 {
+		got := float64(exp32(float32(x)))
+		want := math.Exp(float64(float32(x)))
+		worst = math.Max(worst, math.Abs(got-want)/want)
+	}
+	if worst > 3e-7 {
+		t.Errorf("exp32 max relative error %.3g > 3e-7", worst)
+	}
+	if exp32(-1000) != 0 || exp32(-88) < 0 {
+		t.Errorf("exp32(-1000) = %g, exp32(-88) = %g", exp32(-1000), exp32(-88))
+	}
+	if v := exp32(float32(math.NaN())); v == v {
+		t.Errorf("exp32(NaN) = %g", v)
+	}
+}
+
+// TestRopeInverse: the inverse rotation undoes the rotation, and position 0
+// is the identity.
+func TestRopeInverse(t *testing.T) {
+	r := newRope[float64](5, 8, 10000)
+	x := make([]float64, 5*16)
+	for i := range x {
+		x[i] = float64(i%7) - 3
+	}
+	y := make([]float64, len(x))
+	r.apply(y, x, 5, 16, false)
+	for i := 0; i < 16; i++ {
+		if y[i] != x[i] {
+			t.Fatalf("position 0 not the identity: %v vs %v", y[:16], x[:16])
+		}
+	}
+	r.apply(y, y, 5, 16, true)
+	for i := range x {
+		if math.Abs(y[i]-x[i]) > 1e-12 {
+			t.Fatalf("inverse rope: %g, want %g", y[i], x[i])
+		}
+	}
+}

@@ -1,0 +1,378 @@
+package graph
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+
+	"github.com/cskv/cskv/linalg"
+)
+
+func init() {
+	// gorgonia's own ops use the same BLAS as the rest of the program.
+	if b, ok := linalg.BLAS().(gorgonia.BLAS); ok {
+		gorgonia.Use(b)
+	}
+}
+
+// Layer is one decoder layer's objective with its compiled tape machine. It
+// is not safe for concurrent use.
+type Layer struct {
+	spec LayerSpec
+	c32  *core[float32]
+	c64  *core[float64]
+}
+
+// NewLayer builds the graph of spec with the factors init (copied). It
+// validates shapes and weights and turns any gorgonia panic into an error.
+func NewLayer(spec LayerSpec, init Factors) (*Layer, error) {
+	if err := spec.validate(init); err != nil {
+		return nil, err
+	}
+	l := &Layer{spec: spec}
+	var err error
+	if spec.Float64 {
+		l.c64, err = build[float64](spec, init)
+	} else {
+		l.c32, err = build[float32](spec, init)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Spec returns the layer's spec.
+func (l *Layer) Spec() LayerSpec { return l.spec }
+
+// Run does one forward and backward pass on x (N·T, D): afterwards the Grad
+// slices of Params hold the gradient of Total. It does not update the factors.
+func (l *Layer) Run(x []float32) (Loss, error) {
+	if l.c32 != nil {
+		return l.c32.run(x)
+	}
+	if l.c64 != nil {
+		return l.c64.run(x)
+	}
+	return Loss{}, errClosed
+}
+
+// Eval computes the loss on x (N·T, D) without gradients (plain Go, same
+// kernels). The output term is evaluated whenever OutSeqs > 0, even when
+// LambdaOut is 0.
+func (l *Layer) Eval(x []float32) (Loss, error) {
+	if l.c32 != nil {
+		return l.c32.eval(x)
+	}
+	if l.c64 != nil {
+		return l.c64.eval(x)
+	}
+	return Loss{}, errClosed
+}
+
+// Params returns Ak, Bk, Av, Bv with live backing slices (nil for a Float64
+// spec: use Params64).
+func (l *Layer) Params() []Param {
+	if l.c32 == nil {
+		return nil
+	}
+	ps := make([]Param, 4)
+	for i := range ps {
+		ps[i] = Param{Name: paramNames[i], Value: l.c32.vals[i], Grad: l.c32.grads[i]}
+	}
+	return ps
+}
+
+// Params64 is Params for a Float64 spec (nil otherwise).
+func (l *Layer) Params64() []Param64 {
+	if l.c64 == nil {
+		return nil
+	}
+	ps := make([]Param64, 4)
+	for i := range ps {
+		ps[i] = Param64{Name: paramNames[i], Value: l.c64.vals[i], Grad: l.c64.grads[i]}
+	}
+	return ps
+}
+
+// Factors returns copies of the current factors.
+func (l *Layer) Factors() Factors {
+	var v [4][]float32
+	for i := range v {
+		switch {
+		case l.c32 != nil:
+			v[i] = append([]float32(nil), l.c32.vals[i]...)
+		case l.c64 != nil:
+			v[i] = make([]float32, len(l.c64.vals[i]))
+			convert(v[i], l.c64.vals[i])
+		}
+	}
+	return Factors{Ak: v[0], Bk: v[1], Av: v[2], Bv: v[3]}
+}
+
+// Close releases the tape machine. The layer cannot be used afterwards.
+func (l *Layer) Close() error {
+	var err error
+	if l.c32 != nil {
+		err = l.c32.vm.Close()
+	}
+	if l.c64 != nil {
+		err = l.c64.vm.Close()
+	}
+	l.c32, l.c64 = nil, nil
+	return err
+}
+
+var (
+	errClosed  = errors.New("graph: layer is closed")
+	paramNames = [4]string{"Ak", "Bk", "Av", "Bv"}
+)
+
+// core is the layer in one element type.
+type core[T float] struct {
+	s                       LayerSpec
+	m, mo, d, kv, qd        int
+	wq, wk, wv, wo, bq, bk  []T // frozen weights (aliases of the spec for float32)
+	bv                      []T
+	x                       []T    // (M, D) graph input
+	kt, vt                  []T    // (M, KV) targets X·Wkᵀ + bk, X·Wvᵀ + bv
+	qs                      []T    // (Mo, QD) RoPE(X·Wqᵀ + bq)/√Dh
+	kr                      []T    // (Mo, KV) RoPE(K)
+	vo                      []T    // (Mo, KV) = vt[:Mo·KV]
+	ot                      []T    // (Mo, QD) original attention heads
+	outT                    []T    // (Mo, D) original attention output
+	ms                      [3]float64 // mean squares of K, V, out targets
+	vals, grads             [4][]T // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
+	rope                    *ropeTable[T]
+	att                     *attention[T] // bi-branch attention of the output term
+	orig                    *attention[T] // all-original attention for the target
+	fqK, fqV                *fakeQuant[T]
+	mseK, mseV, mseO        *mseOp[T]
+	g                       *gorgonia.ExprGraph
+	vm                      gorgonia.VM
+	ck, cv, kh, vh, khr, oh []T // Eval scratch
+	ob                      []T
+}
+
+func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("graph: building the layer graph: %v", r)
+		}
+	}()
+	c = &core[T]{s: s, m: s.Rows(), mo: s.OutSeqs * s.Tokens, d: s.Hidden, kv: s.KVDim(), qd: s.QDim()}
+	frozen := func(w []float32) []T {
+		if w == nil {
+			return nil
+		}
+		if v, ok := any(w).([]T); ok {
+			return v
+		}
+		v := make([]T, len(w))
+		convert(v, w)
+		return v
+	}
+	c.wq, c.wk, c.wv, c.wo = frozen(s.Wq), frozen(s.Wk), frozen(s.Wv), frozen(s.Wo)
+	c.bq, c.bk, c.bv = frozen(s.Bq), frozen(s.Bk), frozen(s.Bv)
+	for i, f := range [4][]float32{init.Ak, init.Bk, init.Av, init.Bv} {
+		c.vals[i] = make([]T, len(f))
+		convert(c.vals[i], f)
+		c.grads[i] = make([]T, len(f))
+	}
+	c.x = make([]T, c.m*c.d)
+	c.kt, c.vt = make([]T, c.m*c.kv), make([]T, c.m*c.kv)
+	if s.OutSeqs > 0 {
+		c.qs, c.kr = make([]T, c.mo*c.qd), make([]T, c.mo*c.kv)
+		c.vo = c.vt[:c.mo*c.kv]
+		c.ot, c.outT = make([]T, c.mo*c.qd), make([]T, c.mo*c.d)
+		c.rope = newRope[T](s.Tokens, s.HeadDim, s.RopeBase)
+		c.att = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, s.OutWindow, s.WindowMode)
+		c.orig = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, 0, WindowBlock)
+	}
+	kq, vq := s.quantSpecs()
+	if kq.Enabled() {
+		c.fqK = &fakeQuant[T]{spec: kq, tokens: s.Tokens, cols: s.KRank}
+	}
+	if vq.Enabled() {
+		c.fqV = &fakeQuant[T]{spec: vq, tokens: s.Tokens, cols: s.VRank}
+	}
+
+	g := gorgonia.NewGraph()
+	c.g = g
+	dt := tensor.Float32
+	if _, ok := any(c.x).([]float64); ok {
+		dt = tensor.Float64
+	}
+	mat := func(name string, v []T, rows, cols int) *gorgonia.Node {
+		t := tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(v))
+		return gorgonia.NewMatrix(g, dt, gorgonia.WithShape(rows, cols), gorgonia.WithName(name), gorgonia.WithValue(t))
+	}
+	apply := func(op gorgonia.Op, in ...*gorgonia.Node) *gorgonia.Node {
+		return gorgonia.Must(gorgonia.ApplyOp(op, in...))
+	}
+	X := mat("X", c.x, c.m, c.d)
+	learn := gorgonia.Nodes{
+		mat("Ak", c.vals[0], s.KRank, c.d), mat("Bk", c.vals[1], c.kv, s.KRank),
+		mat("Av", c.vals[2], s.VRank, c.d), mat("Bv", c.vals[3], c.kv, s.VRank),
+	}
+	// KV term: Ĉ = FakeQuant(X·Aᵀ), K̂ = Ĉ·Bᵀ + b, MSE against the target.
+	recon := func(side string, a, b *gorgonia.Node, bias []T, fq *fakeQuant[T], target []T, lossOp *mseOp[T]) (hat, loss *gorgonia.Node) {
+		cn := apply(newLinOp[T]("C"+side, nil, false, true), X, a)
+		if fq != nil {
+			cn = apply(&fakeQuantOp[T]{opBase: opBase{name: "FakeQuant" + side}, fq: fq}, cn)
+		}
+		hat = apply(newLinOp[T](side+"hat", bias, true, true), cn, b)
+		loss = apply(lossOp, hat, mat(side, target, c.m, c.kv))
+		return hat, loss
+	}
+	c.mseK = &mseOp[T]{opBase: opBase{name: "MSE(K)"}, w: s.LambdaKV}
+	c.mseV = &mseOp[T]{opBase: opBase{name: "MSE(V)"}, w: s.LambdaKV}
+	kh, lk := recon("K", learn[0], learn[1], c.bk, c.fqK, c.kt, c.mseK)
+	vh, lv := recon("V", learn[2], learn[3], c.bv, c.fqV, c.vt, c.mseV)
+	cost := gorgonia.Must(gorgonia.Add(lk, lv))
+
+	// Output term on the first Mo rows.
+	if s.hasOut() {
+		att := &attnOp[T]{opBase: opBase{name: "Attention"}, att: c.att, rope: c.rope, mo: c.mo, kv: c.kv}
+		args := gorgonia.Nodes{mat("Qs", c.qs, c.mo, c.qd), kh, vh}
+		if s.OutWindow > 0 {
+			args = append(args, mat("Kr", c.kr, c.mo, c.kv), mat("Vo", c.vo, c.mo, c.kv))
+		}
+		o := apply(att, args...)
+		oh := apply(newLinOp[T]("outhat", nil, true, false), o, mat("Wo", c.wo, c.d, c.qd))
+		c.mseO = &mseOp[T]{opBase: opBase{name: "MSE(out)"}, w: s.LambdaOut}
+		cost = gorgonia.Must(gorgonia.Add(cost, apply(c.mseO, oh, mat("out", c.outT, c.mo, c.d))))
+	}
+
+	grads, err := gorgonia.Grad(cost, learn...)
+	if err != nil {
+		return nil, fmt.Errorf("graph: differentiating the layer loss: %w", err)
+	}
+	for i, gn := range grads {
+		// The gradient ops write straight into the Grad slices.
+		op, ok := gn.Op().(*gemmOp[T])
+		if !ok {
+			return nil, fmt.Errorf("graph: gradient of %s is a %T node, want the factor's gemm", paramNames[i], gn.Op())
+		}
+		op.out.data = c.grads[i]
+		op.out.t = tensor.New(tensor.WithShape(gn.Shape()...), tensor.WithBacking(c.grads[i]))
+	}
+	outs := append(gorgonia.Nodes{cost}, grads...)
+	prog, locMap, err := gorgonia.CompileFunction(g, g.ExactSubgraphRoots(outs...).Inputs(), outs)
+	if err != nil {
+		return nil, fmt.Errorf("graph: compiling the layer graph: %w", err)
+	}
+	c.vm = gorgonia.NewTapeMachine(g, gorgonia.WithPrecompiled(prog, locMap))
+	return c, nil
+}
+
+// load copies x into the graph input and computes everything that does not
+// depend on the factors: the K and V targets and, with out, the rotated
+// scaled queries, rotated original keys and the original attention output.
+func (c *core[T]) load(x []float32, out bool) error {
+	if len(x) != c.m*c.d {
+		return fmt.Errorf("graph: input has %d values, want %d = %d rows × %d", len(x), c.m*c.d, c.m, c.d)
+	}
+	if xs, ok := any(c.x).([]float32); ok {
+		copy(xs, x)
+	} else {
+		convert(c.x, x)
+	}
+	linear(c.kt, c.x, c.wk, c.bk, c.m, c.kv, c.d)
+	linear(c.vt, c.x, c.wv, c.bv, c.m, c.kv, c.d)
+	c.ms[0] = sumSq(c.kt) / float64(len(c.kt))
+	c.ms[1] = sumSq(c.vt) / float64(len(c.vt))
+	if !out {
+		return nil
+	}
+	linear(c.qs, c.x[:c.mo*c.d], c.wq, c.bq, c.mo, c.qd, c.d)
+	c.rope.apply(c.qs, c.qs, c.mo, c.qd, false)
+	inv := T(1 / math.Sqrt(float64(c.s.HeadDim)))
+	for i := range c.qs {
+		c.qs[i] *= inv
+	}
+	c.rope.apply(c.kr, c.kt, c.mo, c.kv, false)
+	c.orig.forward(c.ot, c.qs, c.kr, c.vo, nil, nil)
+	linear(c.outT, c.ot, c.wo, nil, c.mo, c.d, c.qd)
+	c.ms[2] = sumSq(c.outT) / float64(len(c.outT))
+	return nil
+}
+
+func (c *core[T]) loss(k, v, out float64, hasOut bool) Loss {
+	l := Loss{KV: k + v, KRel: k / c.ms[0], VRel: v / c.ms[1]}
+	if hasOut {
+		l.Out, l.OutRel = out, out/c.ms[2]
+	}
+	l.Total = c.s.LambdaKV*l.KV + c.s.LambdaOut*l.Out
+	return l
+}
+
+func (c *core[T]) run(x []float32) (Loss, error) {
+	if err := c.load(x, c.s.hasOut()); err != nil {
+		return Loss{}, err
+	}
+	err := c.vm.RunAll()
+	c.vm.Reset()
+	if err != nil {
+		return Loss{}, fmt.Errorf("graph: running the layer graph: %w", err)
+	}
+	var out float64
+	if c.mseO != nil {
+		out = c.mseO.last
+	}
+	return c.loss(c.mseK.last, c.mseV.last, out, c.s.hasOut()), nil
+}
+
+func (c *core[T]) eval(x []float32) (Loss, error) {
+	hasOut := c.s.OutSeqs > 0
+	if err := c.load(x, hasOut); err != nil {
+		return Loss{}, err
+	}
+	s := c.s
+	grow := func(b *[]T, n int) []T {
+		if len(*b) != n {
+			*b = make([]T, n)
+		}
+		return *b
+	}
+	ck, cv := grow(&c.ck, c.m*s.KRank), grow(&c.cv, c.m*s.VRank)
+	kh, vh := grow(&c.kh, c.m*c.kv), grow(&c.vh, c.m*c.kv)
+	linear(ck, c.x, c.vals[0], nil, c.m, s.KRank, c.d)
+	linear(cv, c.x, c.vals[2], nil, c.m, s.VRank, c.d)
+	if c.fqK != nil {
+		if err := c.fqK.run(ck, ck); err != nil {
+			return Loss{}, err
+		}
+	}
+	if c.fqV != nil {
+		if err := c.fqV.run(cv, cv); err != nil {
+			return Loss{}, err
+		}
+	}
+	linear(kh, ck, c.vals[1], c.bk, c.m, c.kv, s.KRank)
+	linear(vh, cv, c.vals[3], c.bv, c.m, c.kv, s.VRank)
+	k := sqDiffSum(kh, c.kt) / float64(len(kh))
+	v := sqDiffSum(vh, c.vt) / float64(len(vh))
+	var out float64
+	if hasOut {
+		khr, ob, oh := grow(&c.khr, c.mo*c.kv), grow(&c.ob, c.mo*c.qd), grow(&c.oh, c.mo*c.d)
+		c.rope.apply(khr, kh, c.mo, c.kv, false)
+		c.att.forward(ob, c.qs, khr, vh, c.kr, c.vo)
+		linear(oh, ob, c.wo, nil, c.mo, c.d, c.qd)
+		out = sqDiffSum(oh, c.outT) / float64(len(oh))
+	}
+	return c.loss(k, v, out, hasOut), nil
+}
+
+func sqDiffSum[T float](a, b []T) float64 {
+	var s float64
+	b = b[:len(a)]
+	for i, v := range a {
+		d := float64(v - b[i])
+		s += d * d
+	}
+	return s
+}

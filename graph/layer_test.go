@@ -1,0 +1,349 @@
+package graph
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// tinyShape is a small GQA layer: hidden 16, 4 heads, 2 KV heads × 4, ranks 4,
+// 2 sequences × 8 tokens.
+var tinyShape = BenchShape{Name: "tiny", Hidden: 16, NHeads: 4, NKVHeads: 2, HeadDim: 4, Rank: 4, Seqs: 2, Tokens: 8}
+
+type lossCase struct {
+	name      string
+	lkv, lout float64
+	outSeqs   int
+	window    int
+	mode      Mode
+	bias      bool
+	tile      int // query rows per attention tile (0 = default)
+}
+
+var lossCases = []lossCase{
+	{name: "kv only", lkv: 1},
+	{name: "kv only, out seqs set, lambda out 0", lkv: 1, outSeqs: 1},
+	{name: "both terms, W 0", lkv: 1, lout: 2, outSeqs: 1},
+	{name: "out only", lout: 1, outSeqs: 2},
+	{name: "block W 3", lkv: 0.5, lout: 1, outSeqs: 1, window: 3, mode: WindowBlock},
+	{name: "sliding W 3", lkv: 0.5, lout: 1, outSeqs: 2, window: 3, mode: WindowSliding},
+	{name: "biases, block W 4", lkv: 1, lout: 1, outSeqs: 1, window: 4, mode: WindowBlock, bias: true},
+	{name: "biases, sliding W 2", lkv: 1, lout: 3, outSeqs: 1, window: 2, mode: WindowSliding, bias: true},
+	{name: "block W 3, tiles of 3", lkv: 1, lout: 1, outSeqs: 2, window: 3, mode: WindowBlock, tile: 3},
+	{name: "sliding W 4, tiles of 5", lkv: 1, lout: 1, outSeqs: 2, window: 4, mode: WindowSliding, tile: 5},
+	{name: "W 0, tiles of 3", lkv: 1, lout: 1, outSeqs: 1, tile: 3},
+}
+
+// setTile shrinks the attention tiles of a layer so that several query tiles
+// (and bands crossing tile boundaries) are exercised.
+func setTile(l *Layer, n int) {
+	if n == 0 {
+		return
+	}
+	if l.c32 != nil && l.c32.att != nil {
+		l.c32.att.block, l.c32.orig.block = n, n
+	}
+	if l.c64 != nil && l.c64.att != nil {
+		l.c64.att.block, l.c64.orig.block = n, n
+	}
+}
+
+func tinySpec(c lossCase, seed uint64) LayerSpec {
+	s := NewRandomSpec(tinyShape, seed)
+	s.LambdaKV, s.LambdaOut, s.OutSeqs, s.OutWindow, s.WindowMode = c.lkv, c.lout, c.outSeqs, c.window, c.mode
+	if c.bias {
+		r := RandomInput(LayerSpec{Seqs: 1, Tokens: 1, Hidden: s.QDim() + 2*s.KVDim()}, seed+100)
+		s.Bq, s.Bk, s.Bv = r[:s.QDim()], r[s.QDim():s.QDim()+s.KVDim()], r[s.QDim()+s.KVDim():]
+	}
+	return s
+}
+
+func factors64(f Factors) [4][]float64 {
+	return [4][]float64{f64s(f.Ak), f64s(f.Bk), f64s(f.Av), f64s(f.Bv)}
+}
+
+func relErr(got, want float64) float64 {
+	return math.Abs(got-want) / math.Max(math.Abs(want), 1e-300)
+}
+
+// vecErr is max|got − want| / max|want|.
+func vecErr[T float](got []T, want []float64) float64 {
+	var num, den float64
+	for i := range want {
+		num = math.Max(num, math.Abs(float64(got[i])-want[i]))
+		den = math.Max(den, math.Abs(want[i]))
+	}
+	return num / den
+}
+
+// fdGrad is the central finite-difference gradient of loss with respect to
+// every element of f[i].
+func fdGrad(loss func([4][]float64) float64, f [4][]float64, i int, h float64) []float64 {
+	g := make([]float64, len(f[i]))
+	for j := range f[i] {
+		v := f[i][j]
+		f[i][j] = v + h
+		lp := loss(f)
+		f[i][j] = v - h
+		lm := loss(f)
+		f[i][j] = v
+		g[j] = (lp - lm) / (2 * h)
+	}
+	return g
+}
+
+// TestFloat64LossAndGradients checks the float64 graph's loss against the
+// independent reference (relative 1e-10) and its gradients of all four
+// factors against central finite differences of the reference (max-norm
+// relative 1e-6, h = 1e-5).
+func TestFloat64LossAndGradients(t *testing.T) {
+	for i, c := range lossCases {
+		t.Run(c.name, func(t *testing.T) {
+			s := tinySpec(c, uint64(10+i))
+			s.Float64 = true
+			f := RandomFactors(s, uint64(20+i))
+			x := RandomInput(s, uint64(30+i))
+			l, err := NewLayer(s, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			setTile(l, c.tile)
+			got, err := l.Run(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := newRef(s, x)
+			f64 := factors64(f)
+			total, kv, out := ref.loss(f64)
+			for _, q := range []struct {
+				name      string
+				got, want float64
+			}{{"total", got.Total, total}, {"kv", got.KV, kv}, {"out", got.Out, out}} {
+				if e := relErr(q.got, q.want); e > 1e-10 && math.Abs(q.got-q.want) > 1e-14 {
+					t.Errorf("%s loss = %.15g, want %.15g (rel err %.2g > 1e-10)", q.name, q.got, q.want, e)
+				}
+			}
+			if (out == 0) != (c.lout == 0) {
+				t.Errorf("out term %g with lambda out %g", out, c.lout)
+			}
+			ev, err := l.Eval(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := relErr(ev.Total, got.Total); e > 1e-12 {
+				t.Errorf("Eval total %.15g, Run total %.15g", ev.Total, got.Total)
+			}
+			lossFn := func(f [4][]float64) float64 { tot, _, _ := ref.loss(f); return tot }
+			for k, p := range l.Params64() {
+				fd := fdGrad(lossFn, f64, k, 1e-5)
+				if e := vecErr(p.Grad, fd); e > 1e-6 {
+					t.Errorf("grad %s: max rel err %.3g > 1e-6\n got %.6g\nwant %.6g", p.Name, e, p.Grad[:4], fd[:4])
+				}
+			}
+		})
+	}
+}
+
+// TestFloat32AgainstReference checks the float32 graph (the training path)
+// against the float64 reference: loss relative 1e-4, gradients (vs finite
+// differences of the reference) max-norm relative 1e-3.
+func TestFloat32AgainstReference(t *testing.T) {
+	for i, c := range lossCases {
+		t.Run(c.name, func(t *testing.T) {
+			s := tinySpec(c, uint64(40+i))
+			f := RandomFactors(s, uint64(50+i))
+			x := RandomInput(s, uint64(60+i))
+			l, err := NewLayer(s, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			setTile(l, c.tile)
+			got, err := l.Run(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref := newRef(s, x)
+			f64 := factors64(f)
+			total, _, _ := ref.loss(f64)
+			if e := relErr(got.Total, total); e > 1e-4 {
+				t.Errorf("float32 total = %.8g, reference %.8g (rel err %.2g > 1e-4)", got.Total, total, e)
+			}
+			ev, err := l.Eval(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := relErr(ev.Total, total); e > 1e-4 {
+				t.Errorf("float32 Eval total = %.8g, reference %.8g", ev.Total, total)
+			}
+			lossFn := func(f [4][]float64) float64 { tot, _, _ := ref.loss(f); return tot }
+			for k, p := range l.Params() {
+				fd := fdGrad(lossFn, f64, k, 1e-5)
+				if e := vecErr(p.Grad, fd); e > 1e-3 {
+					t.Errorf("float32 grad %s: max rel err %.3g > 1e-3", p.Name, e)
+				}
+			}
+		})
+	}
+}
+
+// TestRunIsRepeatable: a second Run on the same input gives the same loss
+// and gradients (buffers are reused, gradients are not accumulated).
+func TestRunIsRepeatable(t *testing.T) {
+	s := tinySpec(lossCases[5], 7)
+	l, err := NewLayer(s, RandomFactors(s, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	x := RandomInput(s, 9)
+	a, err := l.Run(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ga := slices.Clone(l.Params()[0].Grad)
+	if _, err := l.Run(RandomInput(s, 10)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := l.Run(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Errorf("second run loss %+v, first %+v", b, a)
+	}
+	if !slices.Equal(ga, l.Params()[0].Grad) {
+		t.Errorf("gradient changed between identical runs")
+	}
+}
+
+// TestFrozenWeights: after Run only the four factors have gradients, and the
+// weight slices of the spec are unchanged.
+func TestFrozenWeights(t *testing.T) {
+	for _, c := range []lossCase{lossCases[4], lossCases[6]} {
+		s := tinySpec(c, 3)
+		orig := [][]float32{slices.Clone(s.Wq), slices.Clone(s.Wk), slices.Clone(s.Wv), slices.Clone(s.Wo),
+			slices.Clone(s.Bq), slices.Clone(s.Bk), slices.Clone(s.Bv)}
+		l, err := NewLayer(s, RandomFactors(s, 4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := RandomInput(s, 5)
+		xc := slices.Clone(x)
+		for range 2 {
+			if _, err := l.Run(x); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range l.Params() {
+				for j := range p.Value {
+					p.Value[j] -= 0.1 * p.Grad[j]
+				}
+			}
+		}
+		for i, w := range [][]float32{s.Wq, s.Wk, s.Wv, s.Wo, s.Bq, s.Bk, s.Bv} {
+			if !slices.Equal(w, orig[i]) {
+				t.Errorf("%s: frozen weight %d changed", c.name, i)
+			}
+		}
+		if !slices.Equal(x, xc) {
+			t.Errorf("%s: input changed", c.name)
+		}
+		learn := map[string]bool{"Ak": true, "Bk": true, "Av": true, "Bv": true}
+		inputs := 0
+		for _, n := range l.c32.g.Inputs() {
+			_, gerr := n.Grad()
+			switch {
+			case learn[n.Name()] && gerr != nil:
+				t.Errorf("%s: learnable %s has no gradient: %v", c.name, n.Name(), gerr)
+			case !learn[n.Name()] && gerr == nil:
+				t.Errorf("%s: frozen input %s has a gradient", c.name, n.Name())
+			}
+			inputs++
+		}
+		if inputs < 8 {
+			t.Errorf("%s: only %d graph inputs", c.name, inputs)
+		}
+		l.Close()
+	}
+}
+
+// TestNewLayerErrors: invalid specs return ErrSpec, not a panic.
+func TestNewLayerErrors(t *testing.T) {
+	base := tinySpec(lossCases[2], 1)
+	f := RandomFactors(base, 2)
+	for _, c := range []struct {
+		name string
+		mod  func(*LayerSpec, *Factors)
+	}{
+		{"both lambdas zero", func(s *LayerSpec, _ *Factors) { s.LambdaKV, s.LambdaOut = 0, 0 }},
+		{"negative lambda", func(s *LayerSpec, _ *Factors) { s.LambdaKV = -1 }},
+		{"lambda out without out seqs", func(s *LayerSpec, _ *Factors) { s.OutSeqs = 0 }},
+		{"out seqs > seqs", func(s *LayerSpec, _ *Factors) { s.OutSeqs = 3 }},
+		{"heads not multiple", func(s *LayerSpec, _ *Factors) { s.NKVHeads = 3 }},
+		{"short Wk", func(s *LayerSpec, _ *Factors) { s.Wk = s.Wk[:10] }},
+		{"short Bk factor", func(_ *LayerSpec, f *Factors) { f.Bk = f.Bk[1:] }},
+		{"bias length", func(s *LayerSpec, _ *Factors) { s.Bv = make([]float32, 3) }},
+		{"bits 5", func(s *LayerSpec, _ *Factors) { s.Quant.KBits = 5 }},
+		{"window not dividing", func(s *LayerSpec, _ *Factors) { s.Quant = QuantSpec{KBits: 4, KPerChannel: true, QuantWindow: 3} }},
+		{"odd head dim", func(s *LayerSpec, _ *Factors) { s.HeadDim, s.NHeads = 3, 4 }},
+	} {
+		s, ff := base, f
+		c.mod(&s, &ff)
+		l, err := NewLayer(s, ff)
+		if !errors.Is(err, ErrSpec) {
+			t.Errorf("%s: err = %v, want ErrSpec", c.name, err)
+		}
+		if l != nil {
+			t.Errorf("%s: got a layer", c.name)
+		}
+	}
+	l, err := NewLayer(base, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Run(make([]float32, 5)); err == nil {
+		t.Error("Run with a short input: no error")
+	}
+	l.Close()
+	if _, err := l.Run(RandomInput(base, 1)); err == nil {
+		t.Error("Run after Close: no error")
+	}
+}
+
+func ExampleNewLayer() {
+	spec := NewRandomSpec(BenchShape{Hidden: 16, NHeads: 4, NKVHeads: 2, HeadDim: 4, Rank: 4, Seqs: 2, Tokens: 8}, 1)
+	spec.OutSeqs, spec.LambdaOut, spec.OutWindow = 1, 1, 4 // add the output term, bi-branch window of 4
+	layer, err := NewLayer(spec, RandomFactors(spec, 2))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer layer.Close()
+	x := RandomInput(spec, 3) // (2·8, 16)
+	first, _ := layer.Run(x)
+	for range 20 {
+		if _, err := layer.Run(x); err != nil {
+			fmt.Println(err)
+			return
+		}
+		for _, p := range layer.Params() { // plain SGD; package train owns the real optimiser
+			for i := range p.Value {
+				p.Value[i] -= 0.05 * p.Grad[i]
+			}
+		}
+	}
+	last, _ := layer.Eval(x)
+	names := []string{}
+	for _, p := range layer.Params() {
+		names = append(names, p.Name)
+	}
+	fmt.Println(strings.Join(names, " "))
+	fmt.Println("loss decreased:", last.Total < first.Total/2)
+	// Output:
+	// Ak Bk Av Bv
+	// loss decreased: true
+}

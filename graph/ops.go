@@ -1,0 +1,433 @@
+package graph
+
+import (
+	"fmt"
+	"hash"
+	"hash/fnv"
+
+	"github.com/chewxy/hm"
+	"gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// The custom gorgonia ops of the layer objective. Each op instance belongs to
+// one node, owns its output buffer and reuses it on every step (the tape
+// machine drops its registers on Reset, so nothing else keeps a reference
+// across steps). None of them overwrites its inputs. Ops that only appear in
+// the backward graph do not implement SymDiff.
+
+// buf is an op-owned output buffer with its tensor header.
+type buf[T float] struct {
+	data []T
+	t    *tensor.Dense
+}
+
+func (b *buf[T]) get(rows, cols int) (*tensor.Dense, []T) {
+	n := rows * cols
+	if b.t == nil || b.t.Shape()[0] != rows || b.t.Shape()[1] != cols {
+		b.data = make([]T, n)
+		b.t = tensor.New(tensor.WithShape(rows, cols), tensor.WithBacking(b.data))
+	}
+	return b.t, b.data
+}
+
+// data returns the backing slice of a matrix value.
+func data[T float](v gorgonia.Value) ([]T, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, fmt.Errorf("graph: want *tensor.Dense, got %T", v)
+	}
+	s, ok := d.Data().([]T)
+	if !ok {
+		return nil, fmt.Errorf("graph: tensor of %v, want %T", d.Dtype(), s)
+	}
+	return s, nil
+}
+
+// scalar returns the value of a scalar (or one-element tensor).
+func scalar(v gorgonia.Value) (float64, error) {
+	switch x := v.(type) {
+	case *gorgonia.F32:
+		return float64(*x), nil
+	case *gorgonia.F64:
+		return float64(*x), nil
+	case *tensor.Dense:
+		if x.Size() == 1 {
+			switch s := x.Data().(type) {
+			case []float32:
+				return float64(s[0]), nil
+			case []float64:
+				return s[0], nil
+			case float32:
+				return float64(s), nil
+			case float64:
+				return s, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("graph: want a scalar, got %T", v)
+}
+
+func newScalar[T float](v float64) gorgonia.Value {
+	var z T
+	if _, ok := any(z).(float32); ok {
+		return gorgonia.NewF32(float32(v))
+	}
+	return gorgonia.NewF64(v)
+}
+
+func dims(d gorgonia.DimSizer, axis int) int {
+	n, err := d.DimSize(axis)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+var (
+	tvA  = hm.TypeVariable('a')
+	mat2 = gorgonia.TensorType{Dims: 2, Of: tvA}
+)
+
+// opBase supplies the methods every op here shares.
+type opBase struct{ name string }
+
+func (o *opBase) ReturnsPtr() bool      { return false }
+func (o *opBase) CallsExtern() bool     { return false }
+func (o *opBase) OverwritesInput() int  { return -1 }
+func (o *opBase) String() string        { return o.name }
+func (o *opBase) WriteHash(h hash.Hash) { fmt.Fprintf(h, "%s@%p", o.name, o) }
+func (o *opBase) Hashcode() uint32 {
+	h := fnv.New32a()
+	o.WriteHash(h)
+	return h.Sum32()
+}
+
+// ---------------------------------------------------------------------------
+// linOp: Y = A·Bᵀ (+ bias): A (m, k), B (n, k), Y (m, n). bias is a frozen
+// constant (n). diff says which inputs are differentiated (a constant input
+// gets no gradient node at all).
+
+type linOp[T float] struct {
+	opBase
+	bias []T
+	diff [2]bool
+	out  buf[T]
+}
+
+func newLinOp[T float](name string, bias []T, diffA, diffB bool) *linOp[T] {
+	return &linOp[T]{opBase: opBase{name: name}, bias: bias, diff: [2]bool{diffA, diffB}}
+}
+
+func (o *linOp[T]) Arity() int    { return 2 }
+func (o *linOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2, mat2) }
+func (o *linOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	if len(in) != 2 || dims(in[0], 1) != dims(in[1], 1) {
+		return nil, fmt.Errorf("%s: inner dimensions of %v and %v differ", o.name, in[0], in[1])
+	}
+	return tensor.Shape{dims(in[0], 0), dims(in[1], 0)}, nil
+}
+
+func (o *linOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	a, err := data[T](in[0])
+	if err != nil {
+		return nil, err
+	}
+	b, err := data[T](in[1])
+	if err != nil {
+		return nil, err
+	}
+	m, k, n := in[0].Shape()[0], in[0].Shape()[1], in[1].Shape()[0]
+	t, y := o.out.get(m, n)
+	linear(y, a, b, o.bias, m, n, k)
+	return t, nil
+}
+
+func (o *linOp[T]) DiffWRT(int) []bool { return o.diff[:] }
+
+func (o *linOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+	res := make(gorgonia.Nodes, 2)
+	var err error
+	if o.diff[0] { // dA = dY·B
+		if res[0], err = gorgonia.ApplyOp(&gemmOp[T]{opBase: opBase{name: o.name + ".dA"}}, grad, in[1]); err != nil {
+			return nil, err
+		}
+	}
+	if o.diff[1] { // dB = dYᵀ·A
+		if res[1], err = gorgonia.ApplyOp(&gemmOp[T]{opBase: opBase{name: o.name + ".dB"}, tA: true}, grad, in[0]); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// gemmOp: C = op(A)·op(B), backward graph only.
+type gemmOp[T float] struct {
+	opBase
+	tA, tB bool
+	out    buf[T]
+}
+
+func (o *gemmOp[T]) Arity() int    { return 2 }
+func (o *gemmOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2, mat2) }
+func (o *gemmOp[T]) shape(a, b gorgonia.DimSizer) (m, k, n int) {
+	m, k = dims(a, 0), dims(a, 1)
+	if o.tA {
+		m, k = k, m
+	}
+	k2, n := dims(b, 0), dims(b, 1)
+	if o.tB {
+		k2, n = n, k2
+	}
+	if k != k2 {
+		return -1, -1, -1
+	}
+	return m, k, n
+}
+func (o *gemmOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	m, _, n := o.shape(in[0], in[1])
+	if m < 0 {
+		return nil, fmt.Errorf("%s: shapes %v and %v do not multiply", o.name, in[0], in[1])
+	}
+	return tensor.Shape{m, n}, nil
+}
+
+func (o *gemmOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	a, err := data[T](in[0])
+	if err != nil {
+		return nil, err
+	}
+	b, err := data[T](in[1])
+	if err != nil {
+		return nil, err
+	}
+	m, k, n := o.shape(in[0].Shape(), in[1].Shape())
+	t, c := o.out.get(m, n)
+	gemm(o.tA, o.tB, m, n, k, 1, a, in[0].Shape()[1], b, in[1].Shape()[1], 0, c, n)
+	return t, nil
+}
+
+// ---------------------------------------------------------------------------
+// mseOp: L = w·mean((P − Y)²) for a prediction P and a constant target Y.
+// It records the unweighted MSE of its last run.
+
+type mseOp[T float] struct {
+	opBase
+	w    float64
+	last float64 // unweighted MSE of the last Do
+	diff []T     // P − Y of the last Do
+	grad buf[T]
+}
+
+func (o *mseOp[T]) Arity() int    { return 2 }
+func (o *mseOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2, tvA) }
+func (o *mseOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.ScalarShape(), nil
+}
+
+func (o *mseOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	p, err := data[T](in[0])
+	if err != nil {
+		return nil, err
+	}
+	y, err := data[T](in[1])
+	if err != nil {
+		return nil, err
+	}
+	if len(p) != len(y) {
+		return nil, fmt.Errorf("%s: prediction has %d values, target %d", o.name, len(p), len(y))
+	}
+	if len(o.diff) != len(p) {
+		o.diff = make([]T, len(p))
+	}
+	o.last = sqDiff(o.diff, p, y) / float64(len(p))
+	return newScalar[T](o.w * o.last), nil
+}
+
+func (o *mseOp[T]) DiffWRT(int) []bool { return []bool{true, false} }
+
+func (o *mseOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+	g, err := gorgonia.ApplyOp(&mseGradOp[T]{opBase: opBase{name: o.name + ".grad"}, fwd: o}, in[0], in[1], grad)
+	if err != nil {
+		return nil, err
+	}
+	return gorgonia.Nodes{g, nil}, nil
+}
+
+// mseGradOp: dP = 2·w·g·(P − Y)/n from the forward's stored difference.
+type mseGradOp[T float] struct {
+	opBase
+	fwd *mseOp[T]
+}
+
+func (o *mseGradOp[T]) Arity() int    { return 3 }
+func (o *mseGradOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2, tvA, mat2) }
+func (o *mseGradOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
+}
+
+func (o *mseGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	g, err := scalar(in[2])
+	if err != nil {
+		return nil, err
+	}
+	sh := in[0].Shape()
+	t, d := o.fwd.grad.get(sh[0], sh[1])
+	if len(o.fwd.diff) != len(d) {
+		return nil, fmt.Errorf("%s: forward did not run", o.name)
+	}
+	c := T(2 * o.fwd.w * g / float64(len(d)))
+	for i, v := range o.fwd.diff {
+		d[i] = c * v
+	}
+	return t, nil
+}
+
+// ---------------------------------------------------------------------------
+// attnOp: the output term's attention. Inputs: Qs (Mo, QD) rotated and
+// scaled queries (constant), K̂ and V̂ (M, KV) reconstructed keys and values
+// before RoPE (only the first Mo rows are read), and when the bi-branch
+// window is on, the original rotated keys Kr and values Vo (Mo, KV)
+// (constants). Output: the concatenated head outputs (Mo, QD).
+
+type attnOp[T float] struct {
+	opBase
+	att    *attention[T]
+	rope   *ropeTable[T]
+	mo, kv int
+	khr    []T // (Mo, KV) RoPE(K̂) of the last forward
+	out    buf[T]
+}
+
+func (o *attnOp[T]) Arity() int {
+	if o.att.window > 0 {
+		return 5
+	}
+	return 3
+}
+
+func (o *attnOp[T]) Type() hm.Type {
+	ts := make([]hm.Type, o.Arity()+1)
+	for i := range ts {
+		ts[i] = mat2
+	}
+	return hm.NewFnType(ts...)
+}
+
+func (o *attnOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
+}
+
+// inputs unpacks q, kh, vh, ko, vo.
+func (o *attnOp[T]) inputs(in []gorgonia.Value) (q, kh, vh, ko, vo []T, err error) {
+	all := make([][]T, 5)
+	for i := 0; i < o.Arity(); i++ {
+		if all[i], err = data[T](in[i]); err != nil {
+			return
+		}
+	}
+	return all[0], all[1], all[2], all[3], all[4], nil
+}
+
+func (o *attnOp[T]) forward(out, q, kh, vh, ko, vo []T) {
+	if len(o.khr) != o.mo*o.kv {
+		o.khr = make([]T, o.mo*o.kv)
+	}
+	o.rope.apply(o.khr, kh, o.mo, o.kv, false)
+	o.att.forward(out, q, o.khr, vh, ko, vo)
+}
+
+func (o *attnOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	q, kh, vh, ko, vo, err := o.inputs(in)
+	if err != nil {
+		return nil, err
+	}
+	t, out := o.out.get(in[0].Shape()[0], in[0].Shape()[1])
+	o.forward(out, q, kh, vh, ko, vo)
+	return t, nil
+}
+
+func (o *attnOp[T]) DiffWRT(n int) []bool {
+	d := make([]bool, n)
+	d[1], d[2] = true, true
+	return d
+}
+
+func (o *attnOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
+	bk := &attnGradOp[T]{opBase: opBase{name: o.name + ".dK"}, fwd: o}
+	args := append(append(gorgonia.Nodes{}, in...), out, grad)
+	dk, err := gorgonia.ApplyOp(bk, args...)
+	if err != nil {
+		return nil, err
+	}
+	dv, err := gorgonia.ApplyOp(&attnGradVOp[T]{opBase: opBase{name: o.name + ".dV"}, src: bk}, dk)
+	if err != nil {
+		return nil, err
+	}
+	res := make(gorgonia.Nodes, len(in))
+	res[1], res[2] = dk, dv
+	return res, nil
+}
+
+// attnGradOp computes both input gradients of attnOp; it returns dK̂ (M, KV)
+// and keeps dV̂ (M, KV) for attnGradVOp, which reads it next.
+type attnGradOp[T float] struct {
+	opBase
+	fwd    *attnOp[T]
+	dk, dv buf[T]
+}
+
+func (o *attnGradOp[T]) Arity() int { return o.fwd.Arity() + 2 }
+func (o *attnGradOp[T]) Type() hm.Type {
+	ts := make([]hm.Type, o.Arity()+1)
+	for i := range ts {
+		ts[i] = mat2
+	}
+	return hm.NewFnType(ts...)
+}
+func (o *attnGradOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{dims(in[1], 0), dims(in[1], 1)}, nil
+}
+
+func (o *attnGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	f := o.fwd
+	q, _, vh, ko, vo, err := f.inputs(in)
+	if err != nil {
+		return nil, err
+	}
+	n := f.Arity()
+	out, err := data[T](in[n])
+	if err != nil {
+		return nil, err
+	}
+	dout, err := data[T](in[n+1])
+	if err != nil {
+		return nil, err
+	}
+	rows := in[1].Shape()[0]
+	tk, dk := o.dk.get(rows, f.kv)
+	_, dv := o.dv.get(rows, f.kv)
+	f.att.backward(dk, dv, q, f.khr, vh, ko, vo, out, dout)
+	clear(dk[f.mo*f.kv:])
+	clear(dv[f.mo*f.kv:])
+	f.rope.apply(dk, dk, f.mo, f.kv, true)
+	return tk, nil
+}
+
+// attnGradVOp hands out the dV̂ that its attnGradOp input computed.
+type attnGradVOp[T float] struct {
+	opBase
+	src *attnGradOp[T]
+}
+
+func (o *attnGradVOp[T]) Arity() int    { return 1 }
+func (o *attnGradVOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2) }
+func (o *attnGradVOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
+}
+func (o *attnGradVOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
+	if o.src.dv.t == nil {
+		return nil, fmt.Errorf("%s: gradient op did not run", o.name)
+	}
+	return o.src.dv.t, nil
+}

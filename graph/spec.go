@@ -1,0 +1,192 @@
+package graph
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Mode is the bi-branch window rule inside the output term (METHOD.md §5).
+type Mode int
+
+const (
+	// WindowBlock: key j is original for query t iff floor(j/W) == floor(t/W).
+	WindowBlock Mode = iota
+	// WindowSliding: key j is original for query t iff t − j < W.
+	WindowSliding
+)
+
+// String names the mode.
+func (m Mode) String() string {
+	switch m {
+	case WindowBlock:
+		return "block"
+	case WindowSliding:
+		return "sliding"
+	}
+	return fmt.Sprintf("mode(%d)", int(m))
+}
+
+// QuantSpec sets quantisation-aware training of the compressed features
+// Ck = X·Akᵀ and Cv = X·Avᵀ (METHOD.md §4).
+type QuantSpec struct {
+	KBits, VBits int  // 2, 3, 4 or 8; 16 (or 0) = off
+	KPerChannel  bool // keys: KIVI per-channel groups of QuantWindow tokens; else per-token groups of Rk/Hkv channels
+	QuantWindow  int  // tokens per per-channel key group; must divide Tokens
+	ClampZero    bool // clamp the zero point to [0, 2^b − 1] as the reference code does
+}
+
+func bitsOn(b int) bool { return b != 0 && b != 16 }
+
+// LayerSpec describes one decoder layer's objective. Weights are row-major
+// [out, in] float32 and are never written.
+type LayerSpec struct {
+	Hidden, NHeads, NKVHeads, HeadDim int
+	RopeBase                          float64
+
+	Wq         []float32 // (QD, D)
+	Wk, Wv     []float32 // (KV, D)
+	Wo         []float32 // (D, QD)
+	Bq         []float32 // (QD) optional bias (Qwen2), nil if absent
+	Bk, Bv     []float32 // (KV) optional biases, nil if absent
+	KRank      int       // Rk
+	VRank      int       // Rv
+	Seqs       int       // N: X is (N·T, D)
+	Tokens     int       // T
+	OutSeqs    int       // No: the first No sequences feed the output term (0 = none)
+	LambdaKV   float64   // weight of MSE(K, K̂) + MSE(V, V̂)
+	LambdaOut  float64   // weight of MSE(out, out̂)
+	OutWindow  int       // W: 0 = every key/value reconstructed in out̂; W > 0 = bi-branch rule
+	WindowMode Mode      // how W is applied
+	Quant      QuantSpec
+	Float64    bool // build the graph in float64 (gradient checks); default float32
+}
+
+// KVDim is Hkv·Dh.
+func (s LayerSpec) KVDim() int { return s.NKVHeads * s.HeadDim }
+
+// QDim is H·Dh.
+func (s LayerSpec) QDim() int { return s.NHeads * s.HeadDim }
+
+// Rows is N·T, the rows of one batch.
+func (s LayerSpec) Rows() int { return s.Seqs * s.Tokens }
+
+// hasOut reports whether Run builds and trains the output term.
+func (s LayerSpec) hasOut() bool { return s.OutSeqs > 0 && s.LambdaOut > 0 }
+
+// Factors holds the learnables, row-major.
+type Factors struct {
+	Ak []float32 // (Rk, D)
+	Bk []float32 // (KV, Rk)
+	Av []float32 // (Rv, D)
+	Bv []float32 // (KV, Rv)
+}
+
+// Param is one learnable with live backing slices: Value is read by the
+// graph on every Run and may be updated in place by an optimiser; Grad is
+// overwritten by every Run.
+type Param struct {
+	Name  string
+	Value []float32
+	Grad  []float32
+}
+
+// Param64 is the float64 counterpart of Param, for Float64 specs.
+type Param64 struct {
+	Name  string
+	Value []float64
+	Grad  []float64
+}
+
+// Loss reports one batch. KV = MSE(K, K̂) + MSE(V, V̂), Out = MSE(out, out̂)
+// (0 when there is no output term); *Rel divide each MSE by the mean square
+// of its target. Total = LambdaKV·KV + LambdaOut·Out.
+type Loss struct {
+	Total, KV, Out     float64
+	KRel, VRel, OutRel float64
+}
+
+// ErrSpec is wrapped by every error that NewLayer returns for an invalid spec.
+var ErrSpec = errors.New("graph: invalid layer spec")
+
+func specErr(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrSpec}, args...)...)
+}
+
+// validate checks shapes, weights, λ and the quantisation setting.
+func (s LayerSpec) validate(init Factors) error {
+	switch {
+	case s.Hidden <= 0 || s.NHeads <= 0 || s.NKVHeads <= 0 || s.HeadDim <= 0:
+		return specErr("hidden %d, heads %d, kv heads %d, head dim %d must be positive", s.Hidden, s.NHeads, s.NKVHeads, s.HeadDim)
+	case s.NHeads%s.NKVHeads != 0:
+		return specErr("heads %d not a multiple of kv heads %d", s.NHeads, s.NKVHeads)
+	case s.HeadDim%2 != 0:
+		return specErr("head dim %d must be even for RoPE", s.HeadDim)
+	case s.KRank <= 0 || s.VRank <= 0:
+		return specErr("ranks k %d, v %d must be positive", s.KRank, s.VRank)
+	case s.Seqs <= 0 || s.Tokens <= 0:
+		return specErr("batch shape %d sequences × %d tokens must be positive", s.Seqs, s.Tokens)
+	case s.OutSeqs < 0 || s.OutSeqs > s.Seqs:
+		return specErr("out seqs %d not in [0, %d]", s.OutSeqs, s.Seqs)
+	case math.IsNaN(s.LambdaKV) || math.IsNaN(s.LambdaOut) || s.LambdaKV < 0 || s.LambdaOut < 0:
+		return specErr("lambdas kv %g, out %g must be non-negative", s.LambdaKV, s.LambdaOut)
+	case s.LambdaKV == 0 && s.LambdaOut == 0:
+		return specErr("lambda kv and lambda out are both zero")
+	case s.LambdaOut > 0 && s.OutSeqs == 0:
+		return specErr("lambda out %g needs out seqs > 0", s.LambdaOut)
+	case s.OutWindow < 0:
+		return specErr("out window %d must be non-negative", s.OutWindow)
+	case s.WindowMode != WindowBlock && s.WindowMode != WindowSliding:
+		return specErr("unknown window mode %d", int(s.WindowMode))
+	case s.OutSeqs > 0 && !(s.RopeBase > 0):
+		return specErr("rope base %g must be positive", s.RopeBase)
+	}
+	d, kv, qd := s.Hidden, s.KVDim(), s.QDim()
+	mats := []struct {
+		name string
+		got  []float32
+		want int
+		opt  bool
+	}{
+		{"Wq", s.Wq, qd * d, s.OutSeqs == 0},
+		{"Wk", s.Wk, kv * d, false},
+		{"Wv", s.Wv, kv * d, false},
+		{"Wo", s.Wo, d * qd, s.OutSeqs == 0},
+		{"Bq", s.Bq, qd, true},
+		{"Bk", s.Bk, kv, true},
+		{"Bv", s.Bv, kv, true},
+		{"Ak", init.Ak, s.KRank * d, false},
+		{"Bk factor", init.Bk, kv * s.KRank, false},
+		{"Av", init.Av, s.VRank * d, false},
+		{"Bv factor", init.Bv, kv * s.VRank, false},
+	}
+	for _, m := range mats {
+		if m.got == nil && m.opt {
+			continue
+		}
+		if len(m.got) != m.want {
+			return specErr("%s has %d values, want %d", m.name, len(m.got), m.want)
+		}
+	}
+	q := s.Quant
+	for _, b := range []int{q.KBits, q.VBits} {
+		switch b {
+		case 0, 16, 2, 3, 4, 8:
+		default:
+			return specErr("quant bits %d not in {2, 3, 4, 8, 16}", b)
+		}
+	}
+	if bitsOn(q.KBits) {
+		if q.KPerChannel {
+			if q.QuantWindow <= 0 || s.Tokens%q.QuantWindow != 0 {
+				return specErr("per-channel key quant window %d must divide tokens %d", q.QuantWindow, s.Tokens)
+			}
+		} else if s.KRank%s.NKVHeads != 0 {
+			return specErr("key rank %d not a multiple of kv heads %d for per-token groups", s.KRank, s.NKVHeads)
+		}
+	}
+	if bitsOn(q.VBits) && s.VRank%s.NKVHeads != 0 {
+		return specErr("value rank %d not a multiple of kv heads %d for per-token groups", s.VRank, s.NKVHeads)
+	}
+	return nil
+}

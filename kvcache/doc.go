@@ -1,0 +1,56 @@
+// Package kvcache is a real bi-branch KV cache for decoding with CSKV factors
+// (METHOD.md §5), one Layer per decoder layer.
+//
+// Shape legend: T tokens appended so far (Len), D = KVDim = NKVHeads·HeadDim,
+// Rk, Rv the key and value ranks.
+//
+// # Branches
+//
+//   - Full-precision branch: the original pre-RoPE keys and values of the
+//     tokens a present or future query still reads as originals, stored in
+//     fp16 (like any inference engine's cache; KV returns them widened to
+//     float32, so an original key is RoundF16 of what was appended).
+//   - Compressed branch: the features Ck (Rk) and Cv (Rv) of every token, kept
+//     as bit-packed codes (quant.AppendPacked, one continuous stream per side,
+//     token-major (T, R)) plus per-group fp16 scale and zero, appended as
+//     groups complete. Per-token groups complete when the token is appended;
+//     a per-channel (KIVI) group of G tokens completes with its G-th token, and
+//     until then its tokens' features wait as float32 (pending). With bits 16
+//     a side stores its features as fp16 instead.
+//
+// # Which tokens are original
+//
+// For the query at position t (the last appended token):
+//
+//	Block   (reference code): j is original iff floor(j/W) == floor(t/W)
+//	Sliding (paper's text):   j is original iff t − j < W
+//
+// Every other j ≤ t is reconstructed as K̂_j[d] = Σ_r dequant(Ck_j)[r]·Bk[d, r]
+// (same for V). Block keeps the originals of the current block (dropped when
+// the next block starts); Sliding keeps the last W tokens in a ring.
+//
+// # Supported quantisation groups
+//
+// Per-token groups (any GroupSize that divides the side's rank) and per-channel
+// groups whose GroupSize G divides the window W. With G | W, a token that a
+// query reads from the compressed branch always sits in a complete group that
+// lies entirely in the past: Block reconstructs only j < floor(t/W)·W, a
+// multiple of G that is ≤ t+1; Sliding reconstructs only j ≤ t − W, and the
+// completed prefix floor((t+1)/G)·G ≥ t + 2 − G > t − W. Other group sizes are
+// rejected by Config.Validate.
+//
+// # Arithmetic
+//
+// Reconstruction is a plain float32 loop, accumulating r = 0 … R−1 in order,
+// each product rounded to float32 before it is added (no fused multiply-add),
+// so results are reproducible bit for bit and equal the "parallel" evaluation
+// B·FakeQuant(C) done the same way. Dequantisation goes through
+// quant.Dequantize, which equals quant.FakeQuant bit for bit.
+//
+// # Memory
+//
+// Bytes is the one formula for what a Layer holds, and AllocatedBytes counts
+// the live length of every backing store; the two agree after every Append.
+// The factors Bk, Bv (model weights) and the transient workspace of KV are not
+// cache memory and are not counted.
+package kvcache

@@ -1,0 +1,296 @@
+package model
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/cskv/cskv/model/tokenizer"
+)
+
+// Block holds one decoder layer's frozen weights in canonical layout.
+type Block struct {
+	AttnNorm []float32 // (D)
+	Wq       []float32 // (H·Dh, D), rows in rotate-half layout
+	Wk       []float32 // (KV, D), rows in rotate-half layout
+	Wv       []float32 // (KV, D)
+	Wo       []float32 // (D, H·Dh)
+	Bq       []float32 // (H·Dh) or nil
+	Bk       []float32 // (KV) or nil
+	Bv       []float32 // (KV) or nil
+	FFNNorm  []float32 // (D)
+	Wgate    []float32 // (F, D)
+	Wup      []float32 // (F, D)
+	Wdown    []float32 // (D, F)
+}
+
+// Model is an opened frozen model. Blocks are read from the file on demand
+// (and kept when the model is small), so a model larger than memory can be
+// walked layer by layer.
+type Model struct {
+	Config    Config
+	Path      string              // file or directory opened
+	Format    string              // "gguf" or "safetensors"
+	Digest    string              // sha256 of the weight file(s), hex
+	Tokenizer tokenizer.Tokenizer // nil when the source has none
+
+	Embed      []float32 // (V, D)
+	OutputNorm []float32 // (D)
+	Output     []float32 // (V, D); aliases Embed when tied
+
+	src      source
+	rope     ropeLayout // layout of Q/K rows in the file
+	mu       sync.Mutex
+	blocks   []*Block // cached blocks (nil entries when not loaded)
+	keepAll  bool     // cache every block once read
+	tensorsN []TensorEntry
+}
+
+// TensorEntry describes one tensor of the source file, for `cskv inspect`.
+type TensorEntry struct {
+	Name  string
+	Shape []int
+	Type  string
+}
+
+// source is one file format's tensor reader.
+type source interface {
+	read(name string) ([]float32, []int, error) // row-major float32 and shape
+	has(name string) bool
+	list() []TensorEntry
+	names() map[Role]string
+	close() error
+}
+
+// keepAllBytes is the size below which every block is cached after loading.
+const keepAllBytes = 2 << 30
+
+// Open opens a GGUF file or a Hugging Face model directory (config.json plus
+// model.safetensors or a sharded index), sniffing which it is.
+func Open(path string) (*Model, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("open model: %w", err)
+	}
+	var m *Model
+	if st.IsDir() {
+		m, err = openHF(path)
+	} else {
+		magic := make([]byte, 4)
+		f, ferr := os.Open(path)
+		if ferr != nil {
+			return nil, fmt.Errorf("open model: %w", ferr)
+		}
+		_, rerr := io.ReadFull(f, magic)
+		if cerr := f.Close(); cerr != nil && rerr == nil {
+			rerr = cerr
+		}
+		switch {
+		case rerr != nil:
+			return nil, fmt.Errorf("open model %s: too short to be a model file: %w", path, rerr)
+		case string(magic) == "GGUF":
+			m, err = openGGUF(path)
+		case filepath.Ext(path) == ".safetensors":
+			m, err = openHF(filepath.Dir(path))
+		default:
+			return nil, fmt.Errorf("open model %s: not a GGUF file (magic %q) nor a Hugging Face directory", path, magic)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := m.finish(); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("open model %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// finish loads the global tensors and checks every expected tensor exists.
+func (m *Model) finish() error {
+	if err := m.Config.Validate(); err != nil {
+		return err
+	}
+	c := m.Config
+	names := m.src.names()
+	for l := 0; l < c.Layers; l++ {
+		for r := range perLayer {
+			if (r == Bq || r == Bk || r == Bv) && !c.QKVBias {
+				continue
+			}
+			if n := fmt.Sprintf(names[r], l); !m.src.has(n) {
+				return fmt.Errorf("missing tensor %q", n)
+			}
+		}
+	}
+	var err error
+	if m.Embed, err = m.load(names[Embed], c.Vocab, c.Hidden); err != nil {
+		return err
+	}
+	if m.OutputNorm, err = m.load(names[OutputNorm], c.Hidden); err != nil {
+		return err
+	}
+	if m.src.has(names[Output]) && !c.TiedOutput {
+		if m.Output, err = m.load(names[Output], c.Vocab, c.Hidden); err != nil {
+			return err
+		}
+	} else {
+		m.Output = m.Embed
+		m.Config.TiedOutput = true
+	}
+	m.blocks = make([]*Block, c.Layers)
+	return nil
+}
+
+// load reads a tensor and checks its shape.
+func (m *Model) load(name string, shape ...int) ([]float32, error) {
+	data, got, err := m.src.read(name)
+	if err != nil {
+		return nil, err
+	}
+	if !sameShape(got, shape) {
+		return nil, fmt.Errorf("tensor %q has shape %v, want %v", name, got, shape)
+	}
+	for i, v := range data {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("tensor %q: non-finite value %g at index %d", name, v, i)
+		}
+	}
+	return data, nil
+}
+
+func sameShape(a, b []int) bool {
+	// a vector may be stored as (n) or (1, n)
+	trim := func(s []int) []int {
+		for len(s) > 1 && s[0] == 1 {
+			s = s[1:]
+		}
+		return s
+	}
+	a, b = trim(a), trim(b)
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Block returns layer l's weights, reading them from the file if needed.
+func (m *Model) Block(l int) (*Block, error) {
+	c := m.Config
+	if l < 0 || l >= c.Layers {
+		return nil, fmt.Errorf("layer %d out of range [0, %d)", l, c.Layers)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if b := m.blocks[l]; b != nil {
+		return b, nil
+	}
+	names := m.src.names()
+	get := func(r Role, shape ...int) ([]float32, error) {
+		return m.load(fmt.Sprintf(names[r], l), shape...)
+	}
+	b := &Block{}
+	var err error
+	type want struct {
+		r     Role
+		dst   *[]float32
+		shape []int
+	}
+	wants := []want{
+		{AttnNorm, &b.AttnNorm, []int{c.Hidden}},
+		{Wq, &b.Wq, []int{c.QDim(), c.Hidden}},
+		{Wk, &b.Wk, []int{c.KVDim(), c.Hidden}},
+		{Wv, &b.Wv, []int{c.KVDim(), c.Hidden}},
+		{Wo, &b.Wo, []int{c.Hidden, c.QDim()}},
+		{FFNNorm, &b.FFNNorm, []int{c.Hidden}},
+		{Wgate, &b.Wgate, []int{c.FFN, c.Hidden}},
+		{Wup, &b.Wup, []int{c.FFN, c.Hidden}},
+		{Wdown, &b.Wdown, []int{c.Hidden, c.FFN}},
+	}
+	if c.QKVBias {
+		wants = append(wants, want{Bq, &b.Bq, []int{c.QDim()}}, want{Bk, &b.Bk, []int{c.KVDim()}}, want{Bv, &b.Bv, []int{c.KVDim()}})
+	}
+	for _, w := range wants {
+		if *w.dst, err = get(w.r, w.shape...); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+	}
+	if m.rope == ropeAdjacent {
+		b.Wq = ropeToHalves(b.Wq, c.Heads, c.HeadDim, c.Hidden)
+		b.Wk = ropeToHalves(b.Wk, c.KVHeads, c.HeadDim, c.Hidden)
+		if b.Bq != nil {
+			b.Bq = ropeToHalves(b.Bq, c.Heads, c.HeadDim, 1)
+			b.Bk = ropeToHalves(b.Bk, c.KVHeads, c.HeadDim, 1)
+		}
+	}
+	if m.keepAll {
+		m.blocks[l] = b
+	}
+	return b, nil
+}
+
+// Tensors lists the source file's tensors (name, shape, type).
+func (m *Model) Tensors() []TensorEntry { return m.src.list() }
+
+// RopeLayoutName says how the file stored Q/K rows.
+func (m *Model) RopeLayoutName() string {
+	if m.rope == ropeAdjacent {
+		return "adjacent pairs (Meta layout; converted to rotate-half at load)"
+	}
+	return "rotate-half (Hugging Face layout)"
+}
+
+// Close releases the underlying file(s).
+func (m *Model) Close() error {
+	if m.src == nil {
+		return nil
+	}
+	return m.src.close()
+}
+
+// digestFiles is the sha256 of the named files' bytes, in order.
+func digestFiles(paths ...string) (string, error) {
+	h := sha256.New()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		_, err = io.Copy(h, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("digest %s: %w", p, err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// sortedEntries sorts tensor entries by name.
+func sortedEntries(e []TensorEntry) []TensorEntry {
+	sort.Slice(e, func(i, j int) bool { return e[i].Name < e[j].Name })
+	return e
+}
+
+var errNoTokenizer = errors.New("model has no tokenizer")
+
+// Encode tokenizes text with the model's tokenizer (no BOS).
+func (m *Model) Encode(text string) ([]int, error) {
+	if m.Tokenizer == nil {
+		return nil, fmt.Errorf("%s: %w (give token ids instead of text)", m.Path, errNoTokenizer)
+	}
+	return m.Tokenizer.Encode(text)
+}

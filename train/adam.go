@@ -1,0 +1,57 @@
+package train
+
+import (
+	"math"
+
+	"github.com/cskv/cskv/graph"
+)
+
+// Adam is the Adam optimiser (PyTorch's formulation) with exported state, so
+// that a checkpoint can hold its moments and resume bit-for-bit.
+type Adam struct {
+	Beta1, Beta2, Eps float64
+	T                 int         // steps taken
+	M, V              [][]float32 // first and second moments, one per parameter
+}
+
+// NewAdam returns Adam with zero moments for parameters of the given sizes.
+func NewAdam(sizes []int) *Adam {
+	a := &Adam{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
+	for _, n := range sizes {
+		a.M = append(a.M, make([]float32, n))
+		a.V = append(a.V, make([]float32, n))
+	}
+	return a
+}
+
+// Step updates every parameter's Value in place from its Grad with learning
+// rate lr.
+func (a *Adam) Step(params []graph.Param, lr float64) {
+	a.T++
+	bc1 := 1 - math.Pow(a.Beta1, float64(a.T))
+	bc2 := 1 - math.Pow(a.Beta2, float64(a.T))
+	stepSize := float32(lr / bc1)
+	sqrtBC2 := float32(math.Sqrt(bc2))
+	b1, b2, eps := float32(a.Beta1), float32(a.Beta2), float32(a.Eps)
+	for i, p := range params {
+		m, v := a.M[i], a.V[i]
+		for j, g := range p.Grad {
+			m[j] = b1*m[j] + (1-b1)*g
+			v[j] = b2*v[j] + (1-b2)*g*g
+			denom := float32(math.Sqrt(float64(v[j])))/sqrtBC2 + eps
+			p.Value[j] -= stepSize * m[j] / denom
+		}
+	}
+}
+
+// LR is the learning rate at step t (0-based) of total steps.
+func (c Config) LRAt(t, total int) float64 {
+	if c.Schedule != "cosine" {
+		return c.LR
+	}
+	if t < c.Warmup {
+		return c.LR * float64(t+1) / float64(c.Warmup)
+	}
+	span := max(1, total-c.Warmup)
+	return c.LR * 0.5 * (1 + math.Cos(math.Pi*float64(t-c.Warmup)/float64(span)))
+}

@@ -1,0 +1,141 @@
+package train
+
+import (
+	"fmt"
+	"math"
+)
+
+// Config is one run's settings, with the defaults of the reference recipe.
+// Fields marked "problem" define the result and must match on resume;
+// "steering" fields may change on resume (with a logged warning).
+type Config struct {
+	Model       string // problem: GGUF file or HF directory; "" = the embedded synthetic model
+	Data        string // problem: calibration data (text, .ids or llm.c .bin); "" = sampled from the synthetic model
+	DataFormat  string // problem: auto, text, ids or bin
+	SeqLen      int    // problem: T, tokens per calibration sequence (512)
+	CalibChunks int    // problem: N, calibration sequences (128)
+	RandomPick  bool   // problem: pick the N chunks at random (seeded) instead of the first N
+	Holdout     int    // problem: held-out chunks after the calibration ones for before/after errors (8; 0 = none)
+
+	KDensity, VDensity float64 // problem: densities in (0, 1) (0.5); ranks per METHOD.md §1
+	KRank, VRank       int     // problem: explicit ranks overriding the densities (0 = from density)
+	Init               string  // problem: svd, asvd or whiten (asvd)
+	Alpha              float64 // problem: ASVD exponent α (0.5)
+	Ridge              float64 // problem: whitening ridge; 0 = automatic (1e-6 · mean diagonal, raised ×10 until positive definite)
+
+	Steps     int     // steering: Adam steps per layer (300); 0 = initialisation only
+	LR        float64 // steering: peak learning rate (1e-3)
+	Schedule  string  // steering: constant or cosine (warm-up then cosine decay to 0)
+	Warmup    int     // steering: warm-up steps of the cosine schedule
+	Batch     int     // problem: sequences per step (8)
+	Seed      uint64  // problem: seed of the batch sampler (0)
+	LambdaKV  float64 // problem: weight of MSE(K,K̂)+MSE(V,V̂) (1)
+	LambdaOut float64 // problem: weight of MSE(out,out̂) (1)
+	OutSeqs   int     // problem: sequences of each batch in the output term (2)
+	OutWindow int     // problem: bi-branch window inside out̂ (0 = every token reconstructed)
+	Window    string  // problem: block or sliding, for OutWindow and evaluation
+
+	KBits, VBits int    // problem: QAT bits (16 = off)
+	KQuant       string // problem: keys "channel" (KIVI, default) or "token"
+	QuantWindow  int    // problem: tokens per per-channel key group (32)
+	QuantZero    string // problem: "free" (default) or "clamp"
+
+	Out       string // run directory (checkpoints, run.json, projections); "" = none
+	Export    string // projections file; "" = Out/projections.safetensors
+	DType     string // export dtype: f32, f16 or bf16
+	SaveEvery int    // steering: checkpoint every k steps (100; 0 = only at layer ends)
+	Keep      int    // steering: checkpoints kept (3)
+	Resume    bool   // continue from the latest checkpoint in Out
+	Force     bool   // overwrite an Out that holds another run
+}
+
+// Defaults returns the reference recipe.
+func Defaults() Config {
+	return Config{
+		DataFormat: "auto", SeqLen: 512, CalibChunks: 128, Holdout: 8,
+		KDensity: 0.5, VDensity: 0.5, Init: "asvd", Alpha: 0.5,
+		Steps: 300, LR: 1e-3, Schedule: "constant", Batch: 8,
+		LambdaKV: 1, LambdaOut: 1, OutSeqs: 2, Window: "block",
+		KBits: 16, VBits: 16, KQuant: "channel", QuantWindow: 32, QuantZero: "free",
+		DType: "f32", SaveEvery: 100, Keep: 3,
+	}
+}
+
+// inits is the table of initialisations.
+var inits = map[string]bool{"svd": true, "asvd": true, "whiten": true}
+
+// Validate checks every field, naming the flag and value at fault.
+func (c Config) Validate() error {
+	bad := func(flag string, v any, why string) error { return fmt.Errorf("--%s %v: %s", flag, v, why) }
+	switch {
+	case c.SeqLen < 2:
+		return bad("seq-len", c.SeqLen, "must be at least 2")
+	case c.CalibChunks < 1:
+		return bad("calib-chunks", c.CalibChunks, "must be at least 1")
+	case c.Holdout < 0:
+		return bad("holdout", c.Holdout, "must be ≥ 0")
+	case c.KRank == 0 && !(c.KDensity > 0 && c.KDensity < 1):
+		return bad("k-density", c.KDensity, "must be in (0, 1)")
+	case c.VRank == 0 && !(c.VDensity > 0 && c.VDensity < 1):
+		return bad("v-density", c.VDensity, "must be in (0, 1)")
+	case c.KRank < 0:
+		return bad("k-rank", c.KRank, "must be ≥ 1")
+	case c.VRank < 0:
+		return bad("v-rank", c.VRank, "must be ≥ 1")
+	case !inits[c.Init]:
+		return bad("init", c.Init, "want svd, asvd or whiten")
+	case !(c.Alpha >= 0) || math.IsInf(c.Alpha, 0):
+		return bad("alpha", c.Alpha, "must be ≥ 0")
+	case c.Ridge < 0:
+		return bad("ridge", c.Ridge, "must be ≥ 0")
+	case c.Steps < 0:
+		return bad("steps", c.Steps, "must be ≥ 0")
+	case !(c.LR > 0) || math.IsInf(c.LR, 0):
+		return bad("lr", c.LR, "must be positive")
+	case c.Schedule != "constant" && c.Schedule != "cosine":
+		return bad("schedule", c.Schedule, "want constant or cosine")
+	case c.Warmup < 0:
+		return bad("warmup", c.Warmup, "must be ≥ 0")
+	case c.Batch < 1:
+		return bad("batch", c.Batch, "must be ≥ 1")
+	case c.Batch > c.CalibChunks:
+		return bad("batch", c.Batch, fmt.Sprintf("larger than the %d calibration sequences", c.CalibChunks))
+	case c.LambdaKV < 0 || c.LambdaOut < 0 || math.IsNaN(c.LambdaKV+c.LambdaOut):
+		return bad("lambda-kv/--lambda-out", fmt.Sprintf("%g/%g", c.LambdaKV, c.LambdaOut), "must be ≥ 0")
+	case c.LambdaKV == 0 && c.LambdaOut == 0:
+		return bad("lambda-kv/--lambda-out", "0/0", "both zero: nothing to train")
+	case c.OutSeqs < 0 || c.OutSeqs > c.Batch:
+		return bad("out-seqs", c.OutSeqs, fmt.Sprintf("must be in [0, --batch %d]", c.Batch))
+	case c.OutWindow < 0:
+		return bad("out-window", c.OutWindow, "must be ≥ 0")
+	case c.Window != "block" && c.Window != "sliding":
+		return bad("window-mode", c.Window, "want block or sliding")
+	case !validBits[c.KBits]:
+		return bad("k-bits", c.KBits, "want 2, 3, 4, 8 or 16")
+	case !validBits[c.VBits]:
+		return bad("v-bits", c.VBits, "want 2, 3, 4, 8 or 16")
+	case c.KQuant != "channel" && c.KQuant != "token":
+		return bad("k-quant", c.KQuant, "want channel or token")
+	case c.QuantWindow < 1:
+		return bad("quant-window", c.QuantWindow, "must be a positive integer")
+	case c.KBits != 16 && c.KQuant == "channel" && c.SeqLen%c.QuantWindow != 0:
+		return bad("quant-window", c.QuantWindow, fmt.Sprintf("does not divide --seq-len %d", c.SeqLen))
+	case c.QuantZero != "free" && c.QuantZero != "clamp":
+		return bad("quant-zero", c.QuantZero, "want free or clamp")
+	case !dtypes[c.DType]:
+		return bad("dtype", c.DType, "want f32, f16 or bf16")
+	case c.SaveEvery < 0:
+		return bad("save-every", c.SaveEvery, "must be ≥ 0")
+	case c.Keep < 1:
+		return bad("keep", c.Keep, "must be ≥ 1")
+	case c.Resume && c.Out == "":
+		return bad("resume", true, "needs --out (the run directory)")
+	case c.Out == "" && c.Export == "":
+		return fmt.Errorf("--out or an export path is required")
+	}
+	return nil
+}
+
+var validBits = map[int]bool{2: true, 3: true, 4: true, 8: true, 16: true}
+
+var dtypes = map[string]bool{"f32": true, "f16": true, "bf16": true}

@@ -1,0 +1,124 @@
+package train
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/model/safetensors"
+)
+
+// Version is the cskv version recorded in exported files.
+const Version = "0.1.0"
+
+// exportDTypes maps the --dtype flag to the file's element type.
+var exportDTypes = map[string]safetensors.DType{"f32": safetensors.F32, "f16": safetensors.F16, "bf16": safetensors.BF16}
+
+// export writes the projections file (checkpoints.WriteProjections) with the
+// run's settings in its metadata. Factors are already in the Hugging Face
+// rotate-half row layout (the model loader normalises Meta-layout files).
+func export(cfg Config, m *model.Model, factors []graph.Factors, kRank, vRank int, layers []LayerInfo) (string, error) {
+	path := cfg.exportPath()
+	p := ToProjections(m.Config, factors, kRank, vRank)
+	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, m.Config.Arch, kRank, vRank)
+	if err := checkpoints.WriteProjections(path, p, exportDTypes[cfg.DType]); err != nil {
+		return "", fmt.Errorf("export %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// ToProjections packs per-layer factors into the export structure.
+func ToProjections(mc model.Config, factors []graph.Factors, kRank, vRank int) *checkpoints.Projections {
+	p := &checkpoints.Projections{Hidden: mc.Hidden, KVDim: mc.KVDim()}
+	for _, f := range factors {
+		p.Layers = append(p.Layers, checkpoints.LayerFactors{Ak: f.Ak, Bk: f.Bk, Av: f.Av, Bv: f.Bv, KRank: kRank, VRank: vRank})
+	}
+	return p
+}
+
+// Metadata is the __metadata__ of an exported projections file: everything
+// needed to know how the factors were made and how to evaluate them.
+func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) map[string]string {
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	i := strconv.Itoa
+	meta := map[string]string{
+		"cskv_version": Version,
+		"base_model":   baseName,
+		"base_digest":  baseDigest,
+		"base_arch":    arch,
+		"rope_layout":  "hf-rotate-half",
+		"k_density":    f(cfg.KDensity),
+		"v_density":    f(cfg.VDensity),
+		"k_rank":       i(kRank),
+		"v_rank":       i(vRank),
+		"init":         cfg.Init,
+		"alpha":        f(cfg.Alpha),
+		"k_bits":       i(cfg.KBits),
+		"v_bits":       i(cfg.VBits),
+		"k_quant":      cfg.KQuant,
+		"quant_window": i(cfg.QuantWindow),
+		"quant_zero":   cfg.QuantZero,
+		"window_mode":  cfg.Window,
+		"out_window":   i(cfg.OutWindow),
+		"seq_len":      i(cfg.SeqLen),
+		"calib_chunks": i(cfg.CalibChunks),
+		"steps":        i(cfg.Steps),
+		"lr":           f(cfg.LR),
+		"schedule":     cfg.Schedule,
+		"batch":        i(cfg.Batch),
+		"seed":         strconv.FormatUint(cfg.Seed, 10),
+		"lambda_kv":    f(cfg.LambdaKV),
+		"lambda_out":   f(cfg.LambdaOut),
+		"out_seqs":     i(cfg.OutSeqs),
+	}
+	return meta
+}
+
+// ExportCheckpoint writes the projections file from a checkpoint in which
+// every layer is finished (the one written at the end of the last layer).
+func ExportCheckpoint(ckpt, out, dtype string) error {
+	dt, ok := exportDTypes[dtype]
+	if !ok {
+		return fmt.Errorf("--dtype %q: want f32, f16 or bf16", dtype)
+	}
+	st, err := checkpoints.Load(ckpt)
+	if err != nil {
+		return err
+	}
+	var fp fingerprint
+	if err := json.Unmarshal(st.Config, &fp); err != nil {
+		return fmt.Errorf("checkpoint %s: configuration unreadable: %w", ckpt, err)
+	}
+	if st.Layer < st.NumLayers {
+		return fmt.Errorf("checkpoint %s is at layer %d step %d: only %d of %d layers are finished; export needs all (use the run's last checkpoint)", ckpt, st.Layer, st.Step, st.Layer, st.NumLayers)
+	}
+	tensors := map[string][]float32{}
+	for _, t := range st.Tensors {
+		tensors[t.Name] = t.Data
+	}
+	factors := make([]graph.Factors, st.NumLayers)
+	for l := range factors {
+		f := &factors[l]
+		for _, p := range []struct {
+			name string
+			dst  *[]float32
+		}{{"Ak", &f.Ak}, {"Bk", &f.Bk}, {"Av", &f.Av}, {"Bv", &f.Bv}} {
+			v, ok := tensors[fmt.Sprintf("layers.%d.%s", l, p.name)]
+			if !ok {
+				return fmt.Errorf("checkpoint %s lacks layer %d's %s", ckpt, l, p.name)
+			}
+			*p.dst = v
+		}
+	}
+	mc := model.Config{Hidden: fp.Hidden, KVHeads: 1, HeadDim: fp.KVDim}
+	p := ToProjections(mc, factors, fp.KRank, fp.VRank)
+	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRank, fp.VRank)
+	if err := checkpoints.WriteProjections(out, p, dt); err != nil {
+		return fmt.Errorf("export %s: %w", out, err)
+	}
+	return nil
+}
