@@ -15,13 +15,13 @@ import (
 
 // Result is one perplexity measurement.
 type Result struct {
-	Tokens     int     `json:"tokens"`      // tokens evaluated (chunks × seq_len)
-	Targets    int     `json:"targets"`     // next-token predictions scored
-	Chunks     int     `json:"chunks"`      // chunks evaluated
-	SeqLen     int     `json:"seq_len"`     // tokens per chunk
-	MeanLoss   float64 `json:"mean_loss"`   // mean cross-entropy, nats
-	Perplexity float64 `json:"perplexity"`  // exp(mean loss)
-	Seconds    float64 `json:"seconds"`     // wall time
+	Tokens     int     `json:"tokens"`       // tokens evaluated (chunks × seq_len)
+	Targets    int     `json:"targets"`      // next-token predictions scored
+	Chunks     int     `json:"chunks"`       // chunks evaluated
+	SeqLen     int     `json:"seq_len"`      // tokens per chunk
+	MeanLoss   float64 `json:"mean_loss"`    // mean cross-entropy, nats
+	Perplexity float64 `json:"perplexity"`   // exp(mean loss)
+	Seconds    float64 `json:"seconds"`      // wall time
 	TokensPerS float64 `json:"tokens_per_s"` // Tokens / Seconds
 }
 

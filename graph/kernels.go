@@ -152,14 +152,7 @@ func (r *ropeTable[T]) apply(dst, src []T, rows, width int, inverse bool) {
 func expShift[T float](x []T, m T) T {
 	switch xs := any(x).(type) {
 	case []float32:
-		m32 := float32(m)
-		var s float32
-		for i, v := range xs {
-			e := exp32(v - m32)
-			xs[i] = e
-			s += e
-		}
-		return T(s)
+		return T(expShift32(xs, float32(m)))
 	case []float64:
 		m64 := float64(m)
 		var s float64
@@ -173,48 +166,85 @@ func expShift[T float](x []T, m T) T {
 	return 0
 }
 
-// exp32 is exp for float32 (Cephes expf: range reduction by ln 2 and a degree-6
-// polynomial; about 1 ulp).
+// Constants of exp32 (Cephes expf): range reduction by ln 2 split in two
+// parts, a degree-6 polynomial on [−ln2/2, ln2/2], and rounding to the
+// nearest integer by adding 1.5·2²³.
+const (
+	expLo    = -87.33654 // exp(expLo) is the smallest normal float32
+	expHi    = 88.72283
+	expLog2e = 1.44269504088896341
+	expLn2Hi = 0.693359375
+	expLn2Lo = -2.12194440e-4
+	expMagic = 12582912 // 1.5·2²³
+	expP0    = 1.9875691500e-4
+	expP1    = 1.3981999507e-3
+	expP2    = 8.3334519073e-3
+	expP3    = 4.1665795894e-2
+	expP4    = 1.6666665459e-1
+	expP5    = 5.0000001201e-1
+)
+
+// exp32 is exp for float32, about 1 ulp; inputs below expLo give the
+// smallest normal float32 (≈ 1.2e-38) rather than 0.
 func exp32(x float32) float32 {
-	switch {
-	case x != x:
-		return x
-	case x < -87.33654:
-		return 0
-	case x > 88.72283:
-		return float32(math.Inf(1))
+	var one [1]float32
+	one[0] = x
+	expShift32(one[:], 0)
+	return one[0]
+}
+
+// expShift32 replaces x by exp(x − m) and returns the sum (float32, about 1
+// ulp, no branches beyond the clamp).
+func expShift32(x []float32, m float32) float32 {
+	var s float32
+	for i, v := range x {
+		v -= m
+		if v < expLo {
+			v = expLo
+		}
+		if v > expHi {
+			v = expHi
+		}
+		t := v*expLog2e + expMagic
+		fk := t - expMagic
+		k := int32(math.Float32bits(t)) - 0x4B400000
+		r := v - fk*expLn2Hi - fk*expLn2Lo
+		p := float32(expP0)
+		p = p*r + expP1
+		p = p*r + expP2
+		p = p*r + expP3
+		p = p*r + expP4
+		p = p*r + expP5
+		e := (p*r*r + r + 1) * math.Float32frombits(uint32(k+127)<<23)
+		x[i] = e
+		s += e
 	}
-	z := x*1.44269504088896341 + 0.5
-	k := int32(z)
-	if z < 0 && float32(k) != z {
-		k--
-	}
-	fk := float32(k)
-	r := x - fk*0.693359375 - fk*(-2.12194440e-4)
-	p := float32(1.9875691500e-4)
-	p = p*r + 1.3981999507e-3
-	p = p*r + 8.3334519073e-3
-	p = p*r + 4.1665795894e-2
-	p = p*r + 1.6666665459e-1
-	p = p*r + 5.0000001201e-1
-	y := p*r*r + r + 1
-	if k < -126 {
-		return y * math.Float32frombits(uint32(k+126+127)<<23) * 0x1p-126
-	}
-	return y * math.Float32frombits(uint32(k+127)<<23)
+	return s
 }
 
 // attention is causal grouped-query attention with the bi-branch rule and a
 // fused, numerically safe softmax. Q is already rotated and scaled by
 // 1/√Dh. For query t the original keys and values are those j in
 // [lo(t), t]; keys j < lo(t) are the reconstructed ones (already rotated).
+//
+// Work is split into tiles of block query rows of one head; tasks are
+// (sequence, KV head) pairs, so that concurrent tasks write disjoint parts of
+// the key and value gradients.
 type attention[T float] struct {
 	seqs, tokens, heads, kvHeads, headDim int
 	window                                int
 	mode                                  Mode
 	block                                 int   // query rows per tile
+	keep                                  bool  // store the probabilities of forward for backward
 	scratch                               [][]T // per worker
+	store                                 []T   // kept probabilities, (N, H, per-head layout)
+	tileOff                               []int // offset of each tile inside one head's store
+	headSize                              int   // store elements per (sequence, head)
 }
+
+// keepBudget is the largest probability store (elements) that forward keeps
+// for backward; above it backward recomputes the probabilities.
+const keepBudget = 1 << 25
 
 func newAttention[T float](seqs, tokens, heads, kvHeads, headDim, window int, mode Mode) *attention[T] {
 	return &attention[T]{seqs: seqs, tokens: tokens, heads: heads, kvHeads: kvHeads, headDim: headDim,
@@ -234,6 +264,16 @@ func (a *attention[T]) lo(t int) int {
 	}
 }
 
+// band is the key range [b0, t1) of the original branch for the query tile
+// [t0, t1); bw = t1 − b0 (0 when the window is off).
+func (a *attention[T]) band(t0, t1 int) (b0, bw int) {
+	if a.window <= 0 {
+		return t1, 0
+	}
+	b0 = a.lo(t0)
+	return b0, t1 - b0
+}
+
 // tile returns worker k's buffers: p (block, T), po (block, block+W), dp (block, T).
 func (a *attention[T]) tile(k int) (p, po, dp []T) {
 	nb, nt := a.block, a.tokens
@@ -249,17 +289,48 @@ func (a *attention[T]) tile(k int) (p, po, dp []T) {
 	return s[:nb*nt], s[nb*nt : nb*nt+nb*bw], s[nb*nt+nb*bw : need]
 }
 
-func (a *attention[T]) reserve() {
+// prepare allocates the per-worker tiles and, when keep is set and it fits
+// keepBudget, the probability store. It reports whether the store is used.
+func (a *attention[T]) prepare() bool {
 	for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
 		a.tile(k - 1)
 	}
+	if !a.keep {
+		return false
+	}
+	if a.tileOff == nil {
+		n := 0
+		for t0 := 0; t0 < a.tokens; t0 += a.block {
+			t1 := min(t0+a.block, a.tokens)
+			_, bw := a.band(t0, t1)
+			a.tileOff = append(a.tileOff, n)
+			n += (t1 - t0) * (t1 + bw)
+		}
+		a.headSize = n
+	}
+	total := a.seqs * a.heads * a.headSize
+	if total > keepBudget {
+		return false
+	}
+	if len(a.store) != total {
+		a.store = make([]T, total)
+	}
+	return true
+}
+
+// stored returns the kept probabilities of tile i of (sequence s, head h).
+func (a *attention[T]) stored(s, h, i, t0, t1 int) (p, po []T) {
+	_, bw := a.band(t0, t1)
+	off := (s*a.heads+h)*a.headSize + a.tileOff[i]
+	n := (t1 - t0) * t1
+	return a.store[off : off+n], a.store[off+n : off+n+(t1-t0)*bw]
 }
 
 // probs fills, for sequence s, query head h and query rows [t0, t1), the
 // probabilities of reconstructed keys p (t1−t0, end = t1) and of original
 // keys po (t1−t0, bw) over key band [b0, t1). Entries of the other branch
 // and future keys are zero.
-func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) (b0, bw int) {
+func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) {
 	Dh, KV, QD := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim
 	g := h / (a.heads / a.kvHeads)
 	nb, end := t1-t0, t1
@@ -267,10 +338,8 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) (b0, bw int
 	koff := s*a.tokens*KV + g*Dh
 	p = p[:nb*end]
 	gemm(false, true, nb, end, Dh, 1, q[qoff:], QD, kh[koff:], KV, 0, p, end)
-	b0, bw = t1, 0
-	if a.window > 0 {
-		b0 = a.lo(t0)
-		bw = t1 - b0
+	b0, bw := a.band(t0, t1)
+	if bw > 0 {
 		po = po[:nb*bw]
 		gemm(false, true, nb, bw, Dh, 1, q[qoff:], QD, ko[koff+b0*KV:], KV, 0, po, bw)
 	}
@@ -278,24 +347,24 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) (b0, bw int
 		t := t0 + i
 		row := p[i*end : i*end+end]
 		lo := min(a.lo(t), t+1)
-		var orow []T
+		rec := row[:lo]
+		var orow, orig []T
 		if bw > 0 {
 			orow = po[i*bw : i*bw+bw]
-		}
-		rec := row[:lo]
-		var orig []T
-		if lo <= t {
 			orig = orow[lo-b0 : t+1-b0]
 		}
 		m := T(math.Inf(-1))
 		for _, v := range rec {
-			m = max(m, v)
+			if v > m {
+				m = v
+			}
 		}
 		for _, v := range orig {
-			m = max(m, v)
+			if v > m {
+				m = v
+			}
 		}
-		sum := expShift(rec, m) + expShift(orig, m)
-		inv := 1 / sum
+		inv := 1 / (expShift(rec, m) + expShift(orig, m))
 		for j := range rec {
 			rec[j] *= inv
 		}
@@ -304,11 +373,10 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) (b0, bw int
 		}
 		clear(row[lo:])
 		if bw > 0 {
-			clear(orow[:max(lo-b0, 0)])
+			clear(orow[:lo-b0])
 			clear(orow[t+1-b0:])
 		}
 	}
-	return b0, bw
 }
 
 // forward computes o (N·T, QD) from q (N·T, QD), the reconstructed rotated
@@ -316,19 +384,22 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) (b0, bw int
 // only when window > 0).
 func (a *attention[T]) forward(o, q, kh, vh, ko, vo []T) {
 	Dh, KV, QD, G := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim, a.heads/a.kvHeads
-	a.reserve()
+	keep := a.prepare()
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, _ := a.tile(w)
 		koff := s*a.tokens*KV + g*Dh
 		for h := g * G; h < (g+1)*G; h++ {
-			for t0 := 0; t0 < a.tokens; t0 += a.block {
+			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.block {
 				t1 := min(t0+a.block, a.tokens)
 				nb := t1 - t0
-				b0, bw := a.probs(p, po, q, kh, ko, s, h, t0, t1)
+				if keep {
+					p, po = a.stored(s, h, i, t0, t1)
+				}
+				a.probs(p, po, q, kh, ko, s, h, t0, t1)
 				ooff := (s*a.tokens+t0)*QD + h*Dh
 				gemm(false, false, nb, Dh, t1, 1, p, t1, vh[koff:], KV, 0, o[ooff:], QD)
-				if bw > 0 {
+				if b0, bw := a.band(t0, t1); bw > 0 {
 					gemm(false, false, nb, Dh, bw, 1, po, bw, vo[koff+b0*KV:], KV, 1, o[ooff:], QD)
 				}
 			}
@@ -339,24 +410,30 @@ func (a *attention[T]) forward(o, q, kh, vh, ko, vo []T) {
 // backward computes the gradients of the loss with respect to the
 // reconstructed rotated keys dk and values dv ((N·T, KV), overwritten) from
 // the forward inputs, its output o and the output gradient do (N·T, QD).
+// With keep, it reuses the probabilities of the last forward, which must
+// have run on the same inputs.
 func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	Dh, KV, QD, G := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim, a.heads/a.kvHeads
 	n := a.seqs * a.tokens * KV
 	clear(dk[:n])
 	clear(dv[:n])
-	a.reserve()
+	keep := a.prepare()
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, dp := a.tile(w)
 		koff := s*a.tokens*KV + g*Dh
 		for h := g * G; h < (g+1)*G; h++ {
-			for t0 := 0; t0 < a.tokens; t0 += a.block {
+			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.block {
 				t1 := min(t0+a.block, a.tokens)
 				nb, end := t1-t0, t1
-				a.probs(p, po, q, kh, ko, s, h, t0, t1)
+				if keep {
+					p, _ = a.stored(s, h, i, t0, t1)
+				} else {
+					a.probs(p, po, q, kh, ko, s, h, t0, t1)
+				}
 				ooff := (s*a.tokens+t0)*QD + h*Dh
 				dp := dp[:nb*end]
-				// dP = dO·V̂ᵀ on the reconstructed branch
+				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O)
 				gemm(false, true, nb, end, Dh, 1, do[ooff:], QD, vh[koff:], KV, 0, dp, end)
 				for i := 0; i < nb; i++ {
 					orow := o[ooff+i*QD : ooff+i*QD+Dh]
@@ -365,11 +442,14 @@ func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					for j, v := range orow {
 						dot += v * drow[j]
 					}
-					prow := p[i*end : i*end+end]
+					t := t0 + i
+					lo := min(a.lo(t), t+1)
+					prow := p[i*end : i*end+lo]
 					srow := dp[i*end : i*end+end]
 					for j, pv := range prow {
 						srow[j] = pv * (srow[j] - dot)
 					}
+					clear(srow[lo:])
 				}
 				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q
 				gemm(true, false, end, Dh, nb, 1, p, end, do[ooff:], QD, 1, dv[koff:], KV)

@@ -190,6 +190,7 @@ func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
 		c.ot, c.outT = make([]T, c.mo*c.qd), make([]T, c.mo*c.d)
 		c.rope = newRope[T](s.Tokens, s.HeadDim, s.RopeBase)
 		c.att = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, s.OutWindow, s.WindowMode)
+		c.att.keep = s.hasOut()
 		c.orig = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, 0, WindowBlock)
 	}
 	kq, vq := s.quantSpecs()

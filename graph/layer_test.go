@@ -20,7 +20,8 @@ type lossCase struct {
 	window    int
 	mode      Mode
 	bias      bool
-	tile      int // query rows per attention tile (0 = default)
+	tile      int  // query rows per attention tile (0 = default)
+	recompute bool // backward recomputes the probabilities instead of keeping them
 }
 
 var lossCases = []lossCase{
@@ -33,21 +34,33 @@ var lossCases = []lossCase{
 	{name: "biases, block W 4", lkv: 1, lout: 1, outSeqs: 1, window: 4, mode: WindowBlock, bias: true},
 	{name: "biases, sliding W 2", lkv: 1, lout: 3, outSeqs: 1, window: 2, mode: WindowSliding, bias: true},
 	{name: "block W 3, tiles of 3", lkv: 1, lout: 1, outSeqs: 2, window: 3, mode: WindowBlock, tile: 3},
-	{name: "sliding W 4, tiles of 5", lkv: 1, lout: 1, outSeqs: 2, window: 4, mode: WindowSliding, tile: 5},
-	{name: "W 0, tiles of 3", lkv: 1, lout: 1, outSeqs: 1, tile: 3},
+	{name: "sliding W 4, tiles of 5, recompute", lkv: 1, lout: 1, outSeqs: 2, window: 4, mode: WindowSliding, tile: 5, recompute: true},
+	{name: "W 0, tiles of 3, recompute", lkv: 1, lout: 1, outSeqs: 1, tile: 3, recompute: true},
+	{name: "block W 3, recompute", lkv: 1, lout: 1, outSeqs: 1, window: 3, recompute: true},
 }
 
 // setTile shrinks the attention tiles of a layer so that several query tiles
-// (and bands crossing tile boundaries) are exercised.
-func setTile(l *Layer, n int) {
-	if n == 0 {
-		return
+// (and bands crossing tile boundaries) are exercised, and with recompute
+// makes backward recompute the probabilities.
+func setTile(l *Layer, c lossCase) {
+	set := func(a, orig interface{ set(int, bool) }) {
+		a.set(c.tile, c.recompute)
+		orig.set(c.tile, false)
 	}
 	if l.c32 != nil && l.c32.att != nil {
-		l.c32.att.block, l.c32.orig.block = n, n
+		set(l.c32.att, l.c32.orig)
 	}
 	if l.c64 != nil && l.c64.att != nil {
-		l.c64.att.block, l.c64.orig.block = n, n
+		set(l.c64.att, l.c64.orig)
+	}
+}
+
+func (a *attention[T]) set(tile int, recompute bool) {
+	if tile > 0 {
+		a.block = tile
+	}
+	if recompute {
+		a.keep = false
 	}
 }
 
@@ -111,7 +124,7 @@ func TestFloat64LossAndGradients(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			setTile(l, c.tile)
+			setTile(l, c)
 			got, err := l.Run(x)
 			if err != nil {
 				t.Fatal(err)
@@ -162,7 +175,7 @@ func TestFloat32AgainstReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			setTile(l, c.tile)
+			setTile(l, c)
 			got, err := l.Run(x)
 			if err != nil {
 				t.Fatal(err)

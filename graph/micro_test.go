@@ -28,3 +28,12 @@ func BenchmarkAttFwd32(b *testing.B) { benchAtt(b, 32, false) }
 func BenchmarkAttFwd16(b *testing.B) { benchAtt(b, 16, false) }
 func BenchmarkAttFB64(b *testing.B) { benchAtt(b, 64, true) }
 func BenchmarkAttFB32(b *testing.B) { benchAtt(b, 32, true) }
+
+func BenchmarkCalib(b *testing.B) {
+	x := make([]float32, 4096)
+	for i := range x { x[i] = -float32(i%100) * 0.1 }
+	var s float32
+	for b.Loop() { for i, v := range x { x[i] = v*1.0001 + 0.5; s += v } }
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(x)), "ns/elem")
+	_ = s
+}

@@ -186,58 +186,72 @@ func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 }
 
 // attention computes causal grouped-query attention for every (sequence,
-// head) pair in parallel. q (n, QD) and k, v (n, KV) are post-RoPE (v has no
-// RoPE); kr, vr are replacements (or nil); out (n, QD).
+// head) pair, in parallel over pairs. q (n, QD) and k, v (n, KV) are
+// post-RoPE (v has no RoPE); kr, vr are replacements (or nil) used for keys
+// before the override's window; out (n, QD). Each query row is done in one
+// pass (scores, softmax, weighted sum), so no (T, T) matrix is formed.
 func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride) {
 	QD, KV, dh := c.QDim(), c.KVDim(), c.HeadDim
 	group := c.Heads / c.KVHeads
 	scale := float32(1 / math.Sqrt(float64(dh)))
+	w, mode := 0, WindowBlock
+	if ov != nil {
+		w, mode = ov.Window()
+	}
 	jobs := make(chan [2]int)
 	var wg sync.WaitGroup
-	workers := runtime.GOMAXPROCS(0)
-	for w := 0; w < workers; w++ {
+	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s1 := make([]float32, T*T)
-			var s2 []float32
-			if kr != nil {
-				s2 = make([]float32, T*T)
-			}
+			scores := make([]float32, T)
 			for job := range jobs {
 				s, h := job[0], job[1]
 				kvh := h / group
-				qh := q[s*T*QD+h*dh:]
-				oh := out[s*T*QD+h*dh:]
-				kh := k[s*T*KV+kvh*dh:]
-				vh := v[s*T*KV+kvh*dh:]
-				if kr == nil {
-					linalg.Gemm32(false, true, T, T, dh, scale, qh, QD, kh, KV, 0, s1, T)
-					causalSoftmax(s1, T)
-					linalg.Gemm32(false, false, T, dh, T, 1, s1, T, vh, KV, 0, oh, QD)
-					continue
-				}
-				w, mode := ov.Window()
-				krh := kr[s*T*KV+kvh*dh:]
-				vrh := vr[s*T*KV+kvh*dh:]
-				linalg.Gemm32(false, true, T, T, dh, scale, qh, QD, kh, KV, 0, s1, T)
-				linalg.Gemm32(false, true, T, T, dh, scale, qh, QD, krh, KV, 0, s2, T)
-				// s1 becomes the merged scores, then the original-branch
-				// probabilities; s2 the reconstructed-branch probabilities.
 				for t := 0; t < T; t++ {
-					lo := mode.OriginalFrom(t, w)
-					copy(s1[t*T:t*T+lo], s2[t*T:t*T+lo])
+					qt := q[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
+					lo := 0 // keys before lo come from the replacement
+					if ov != nil {
+						lo = mode.OriginalFrom(t, w)
+					}
+					mx := float32(math.Inf(-1))
+					for j := 0; j <= t; j++ {
+						src := k
+						if j < lo {
+							src = kr
+						}
+						kj := src[(s*T+j)*KV+kvh*dh : (s*T+j)*KV+(kvh+1)*dh]
+						var acc float32
+						for i, x := range qt {
+							acc += x * kj[i]
+						}
+						acc *= scale
+						scores[j] = acc
+						if acc > mx {
+							mx = acc
+						}
+					}
+					var sum float32
+					for j := 0; j <= t; j++ {
+						e := float32(math.Exp(float64(scores[j] - mx)))
+						scores[j] = e
+						sum += e
+					}
+					inv := 1 / sum
+					ot := out[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
+					clear(ot)
+					for j := 0; j <= t; j++ {
+						src := v
+						if j < lo {
+							src = vr
+						}
+						p := scores[j] * inv
+						vj := src[(s*T+j)*KV+kvh*dh : (s*T+j)*KV+(kvh+1)*dh]
+						for i, x := range vj {
+							ot[i] += p * x
+						}
+					}
 				}
-				causalSoftmax(s1, T)
-				for t := 0; t < T; t++ {
-					lo := mode.OriginalFrom(t, w)
-					r1, r2 := s1[t*T:(t+1)*T], s2[t*T:(t+1)*T]
-					copy(r2[:lo], r1[:lo])
-					clear(r1[:lo])
-					clear(r2[lo:])
-				}
-				linalg.Gemm32(false, false, T, dh, T, 1, s1, T, vh, KV, 0, oh, QD)
-				linalg.Gemm32(false, false, T, dh, T, 1, s2, T, vrh, KV, 1, oh, QD)
 			}
 		}()
 	}
@@ -248,33 +262,6 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 	}
 	close(jobs)
 	wg.Wait()
-}
-
-// causalSoftmax replaces each row t of s (T, T) by the softmax of s[t, 0..t]
-// and zeroes s[t, t+1..].
-func causalSoftmax(s []float32, T int) {
-	for t := 0; t < T; t++ {
-		row := s[t*T : (t+1)*T]
-		mx := row[0]
-		for j := 1; j <= t; j++ {
-			if row[j] > mx {
-				mx = row[j]
-			}
-		}
-		var sum float32
-		for j := 0; j <= t; j++ {
-			e := float32(math.Exp(float64(row[j] - mx)))
-			row[j] = e
-			sum += e
-		}
-		inv := 1 / sum
-		for j := 0; j <= t; j++ {
-			row[j] *= inv
-		}
-		for j := t + 1; j < T; j++ {
-			row[j] = 0
-		}
-	}
 }
 
 // Logits computes the final norm and output projection: logits (n, V) from

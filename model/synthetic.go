@@ -65,7 +65,11 @@ func Synthetic(seed uint64) (*Model, error) {
 	}
 	D, KV, F := c.Hidden, c.KVDim(), c.FFN
 	src[hfNames[Embed]] = normal(c.Vocab, D, 1)
-	src[hfNames[OutputNorm]] = ones(D)
+	outNorm := ones(D)
+	for i := range outNorm.data {
+		outNorm.data[i] = 0.15 // softer logits: sampled text is neither random nor deterministic
+	}
+	src[hfNames[OutputNorm]] = outNorm
 	for l := 0; l < c.Layers; l++ {
 		name := func(role Role) string { return fmt.Sprintf(hfNames[role], l) }
 		src[name(AttnNorm)] = ones(D)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/term"
 )
 
 // command is one subcommand.
@@ -131,7 +132,7 @@ func (l *logFlags) logger() (*logrus.Logger, error) {
 
 // bar returns a progress bar on stderr, or nil when quiet.
 func (l *logFlags) bar(total int, desc string) *progressbar.ProgressBar {
-	if l.quiet {
+	if l.quiet || !term.IsTerminal(int(os.Stderr.Fd())) {
 		return nil
 	}
 	return progressbar.NewOptions(total,

@@ -48,7 +48,7 @@ var fuzzToks struct {
 
 // FuzzEncode encodes arbitrary text with the stories260K SPM and both HF
 // families: no panic, ids inside the vocabulary, SPM round trip exact,
-// GPT-2 round trip exact for valid UTF-8.
+// GPT-2 round trip exact for valid UTF-8, Mistral's where no space is lost.
 func FuzzEncode(f *testing.F) {
 	for _, s := range []string{"", "Hello world", "  two  spaces", "🙂!\n\r\n\t", "a\xffb\xc3", "<s></s><unk><|endoftext|>", "I'm 12345 naïve", "\u00a0\u2003x"} {
 		f.Add(s)
@@ -79,14 +79,15 @@ func FuzzEncode(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d, err := h.Decode(ids)
+			d, err := h.DecodeWithSpecial(ids)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if k == 0 && utf8.ValidString(s) && d != s {
 				t.Fatalf("gpt2 round trip %q → %q", s, d)
 			}
-			if k == 1 && utf8.ValidString(s) && !strings.HasPrefix(s, " ") && d != s {
+			// Mistral loses a leading space and turns a literal ▁ into a space.
+			if k == 1 && utf8.ValidString(s) && !strings.HasPrefix(s, " ") && !strings.Contains(s, "\u2581") && d != s {
 				t.Fatalf("mistral round trip %q → %q", s, d)
 			}
 		}

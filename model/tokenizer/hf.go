@@ -38,6 +38,7 @@ type HF struct {
 	normd   addedMatcher // added tokens with normalized=true
 	tokens  []string     // by id: added tokens override the model's
 	special []bool       // by id
+	valid   []bool       // by id: the id has a token
 	bos     int
 	eos     int
 	addBOS  bool // used only without a post-processor
@@ -184,8 +185,8 @@ func LoadHFJSON(tokenizerJSON, configJSON, specialMapJSON []byte) (*HF, error) {
 	}
 	for _, ids := range [][]int{t.post.before, t.post.after} {
 		for _, id := range ids {
-			if id < 0 || id >= len(t.tokens) {
-				return nil, fmt.Errorf("tokenizer.json: post_processor id %d outside vocabulary of %d", id, len(t.tokens))
+			if id < 0 || id >= len(t.tokens) || !t.valid[id] {
+				return nil, fmt.Errorf("tokenizer.json: post_processor id %d is not in the vocabulary", id)
 			}
 		}
 	}
@@ -238,6 +239,10 @@ func (t *HF) setAdded(added []addedToken) error {
 	t.tokens = make([]string, n)
 	copy(t.tokens, t.model.tokens)
 	t.special = make([]bool, n)
+	t.valid = make([]bool, n)
+	for id := range t.model.tokens {
+		t.valid[id] = t.model.valid[id]
+	}
 	t.added = added
 	for _, a := range added {
 		if mid, ok := t.model.vocab[a.Content]; ok && int(mid) != a.ID {
@@ -245,6 +250,7 @@ func (t *HF) setAdded(added []addedToken) error {
 		}
 		t.tokens[a.ID] = a.Content
 		t.special[a.ID] = a.Special
+		t.valid[a.ID] = true
 		if a.Normalized {
 			t.normd.add(a)
 		} else {
@@ -443,7 +449,7 @@ func (t *HF) DecodeWithSpecial(ids []int) (string, error) { return t.decode(ids,
 func (t *HF) decode(ids []int, skipSpecial bool) (string, error) {
 	toks := make([]string, 0, len(ids))
 	for k, id := range ids {
-		if id < 0 || id >= len(t.tokens) || t.tokens[id] == "" {
+		if id < 0 || id >= len(t.tokens) || !t.valid[id] {
 			return "", fmt.Errorf("hf decode: id %d at position %d outside vocabulary of %d", id, k, len(t.tokens))
 		}
 		if skipSpecial && t.special[id] {

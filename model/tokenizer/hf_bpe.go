@@ -11,6 +11,7 @@ import (
 type bpeModel struct {
 	vocab        map[string]int32
 	tokens       []string // by id ("" where the id is unused)
+	valid        []bool   // by id: the id is in the vocabulary
 	merges       map[uint64]bpeMerge
 	unk          int32 // -1 when none
 	fuseUnk      bool
@@ -69,6 +70,7 @@ func newBPEModel(vocab map[string]int32, merges [][2]string, unk string, fuseUnk
 		seen[id] = true
 		m.tokens[id] = tok
 	}
+	m.valid = seen
 	if unk != "" {
 		id, ok := vocab[unk]
 		if !ok {
