@@ -9,6 +9,7 @@ import (
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/model/dtype"
 	"github.com/cskv/cskv/quant"
 )
 
@@ -17,6 +18,10 @@ type Settings struct {
 	Window int              // W: tokens kept original (0 = every key/value reconstructed)
 	Mode   model.WindowMode // block (reference rule) or sliding
 	K, V   quant.Spec       // post-training (or QAT) quantisation of the features; Bits 16 = off
+	// FP16Cache emulates the real cache's storage (kvcache): original keys
+	// and values, and features of a side with Bits 16, are rounded to fp16.
+	// Parallel evaluation then equals token-by-token decoding with the cache.
+	FP16Cache bool
 }
 
 // QuantSpecs builds the key and value quantisation specs of METHOD.md §4 for
@@ -104,6 +109,10 @@ func (c *Compressor) Replace(kr, vr, x, k, v []float32, nSeq, T int) error {
 	if err := c.reconstruct(vr, x, c.f.Av, c.f.Bv, c.bv, c.f.VRank, c.s.V, nSeq, T); err != nil {
 		return fmt.Errorf("layer %d: values: %w", c.Layer, err)
 	}
+	if c.s.FP16Cache {
+		roundF16(k)
+		roundF16(v)
+	}
 	ke, kn := sqDiff(k, kr)
 	ve, vn := sqDiff(v, vr)
 	c.mu.Lock()
@@ -121,6 +130,9 @@ func (c *Compressor) reconstruct(out, x, a, b, bias []float32, rank int, q quant
 	n := nSeq * T
 	feat := make([]float32, n*rank) // (n, rank)
 	linalg.MatMulT(feat, x, a, n, rank, c.hidden, false)
+	if !q.Enabled() && c.s.FP16Cache {
+		roundF16(feat)
+	}
 	if q.Enabled() {
 		for s := 0; s < nSeq; s++ {
 			f := feat[s*T*rank : (s+1)*T*rank]
@@ -131,6 +143,12 @@ func (c *Compressor) reconstruct(out, x, a, b, bias []float32, rank int, q quant
 	}
 	model.Linear(out, feat, b, bias, n, c.kvDim, rank)
 	return nil
+}
+
+func roundF16(x []float32) {
+	for i, v := range x {
+		x[i] = dtype.RoundF16(v)
+	}
 }
 
 func sqDiff(a, b []float32) (diff, norm float64) {

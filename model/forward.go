@@ -131,8 +131,8 @@ func (b *Block) AttnInput(c Config, x, h []float32, n int) {
 
 // KVOverride replaces a layer's keys and values in attention. Replace fills
 // Kr, Vr (n, KV) (pre-RoPE) from the attention input X (n, D) of nSeq
-// sequences of T tokens (and may update error statistics given the original
-// K, V). Window gives the bi-branch rule: for query t, keys from
+// sequences of T tokens; it may update error statistics given the original
+// K, V, and may round K, V in place to emulate a cache's storage. Window gives the bi-branch rule: for query t, keys from
 // mode.OriginalFrom(t, w) to t keep their original K/V.
 type KVOverride interface {
 	Replace(kr, vr, x, k, v []float32, nSeq, T int) error
@@ -208,47 +208,41 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 			for job := range jobs {
 				s, h := job[0], job[1]
 				kvh := h / group
+				base := s * T * KV
 				for t := 0; t < T; t++ {
 					qt := q[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
 					lo := 0 // keys before lo come from the replacement
 					if ov != nil {
-						lo = mode.OriginalFrom(t, w)
+						lo = min(mode.OriginalFrom(t, w), t+1)
 					}
 					mx := float32(math.Inf(-1))
-					for j := 0; j <= t; j++ {
-						src := k
-						if j < lo {
-							src = kr
-						}
-						kj := src[(s*T+j)*KV+kvh*dh : (s*T+j)*KV+(kvh+1)*dh]
-						var acc float32
-						for i, x := range qt {
-							acc += x * kj[i]
-						}
-						acc *= scale
-						scores[j] = acc
-						if acc > mx {
-							mx = acc
+					for _, part := range [2]struct {
+						src    []float32
+						j0, j1 int
+					}{{kr, 0, lo}, {k, lo, t + 1}} {
+						for j := part.j0; j < part.j1; j++ {
+							off := base + j*KV + kvh*dh
+							acc := dot(qt, part.src[off:off+dh]) * scale
+							scores[j] = acc
+							mx = max(mx, acc)
 						}
 					}
 					var sum float32
-					for j := 0; j <= t; j++ {
-						e := float32(math.Exp(float64(scores[j] - mx)))
+					for j, x := range scores[:t+1] {
+						e := float32(math.Exp(float64(x - mx)))
 						scores[j] = e
 						sum += e
 					}
 					inv := 1 / sum
 					ot := out[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
 					clear(ot)
-					for j := 0; j <= t; j++ {
-						src := v
-						if j < lo {
-							src = vr
-						}
-						p := scores[j] * inv
-						vj := src[(s*T+j)*KV+kvh*dh : (s*T+j)*KV+(kvh+1)*dh]
-						for i, x := range vj {
-							ot[i] += p * x
+					for _, part := range [2]struct {
+						src    []float32
+						j0, j1 int
+					}{{vr, 0, lo}, {v, lo, t + 1}} {
+						for j := part.j0; j < part.j1; j++ {
+							off := base + j*KV + kvh*dh
+							axpy(ot, part.src[off:off+dh], scores[j]*inv)
 						}
 					}
 				}
@@ -262,6 +256,31 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 	}
 	close(jobs)
 	wg.Wait()
+}
+
+// dot is Σ a[i]·b[i] with four accumulators (len(b) ≥ len(a)).
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// axpy computes y += alpha·x (len(x) ≥ len(y)).
+func axpy(y, x []float32, alpha float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += alpha * x[i]
+	}
 }
 
 // Logits computes the final norm and output projection: logits (n, V) from

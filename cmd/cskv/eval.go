@@ -9,7 +9,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/model"
 )
@@ -101,19 +100,9 @@ func runEval(ctx context.Context, args []string) error {
 // perplexity, per-layer reconstruction errors and the memory table.
 func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path string, force bool, batch int, asJSON bool,
 	progress func(string) (eval.Progress, func()), log *logrus.Logger, settings func(kRank, vRank int) (eval.Settings, error)) error {
-	proj, err := checkpoints.ReadProjections(path)
+	proj, err := readProjectionsFor(m, path, force, log)
 	if err != nil {
 		return err
-	}
-	if d := proj.Meta["base_digest"]; d != "" && d != m.Digest {
-		msg := fmt.Sprintf("projections %s were made for base model %q (digest %.12s…), not this model (digest %.12s…)", path, proj.Meta["base_model"], d, m.Digest)
-		if !force {
-			return fmt.Errorf("%s; use --force to evaluate anyway", msg)
-		}
-		log.Warn(msg)
-	}
-	if len(proj.Layers) == 0 {
-		return fmt.Errorf("projections %s hold no layers", path)
 	}
 	kRank, vRank := proj.Layers[0].KRank, proj.Layers[0].VRank
 	s, err := settings(kRank, vRank)

@@ -3,7 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 )
 
@@ -15,10 +21,20 @@ func runGenerate(ctx context.Context, args []string) error {
 	prompt := fs.String("prompt", "Once upon a time", "prompt text (needs a tokenizer)")
 	ids := fs.String("prompt-ids", "", "prompt as whitespace-separated token ids (instead of --prompt; BOS is not added)")
 	n := fs.Int("n", 64, "tokens to generate")
+	projPath := fs.String("projections", "", "CSKV projections: decode with the real bi-branch compressed cache")
+	window := fs.Int("window", 32, "with --projections: tokens kept at full precision (W ≥ 1)")
+	windowMode := fs.String("window-mode", "block", "with --projections: block or sliding")
+	kBits := fs.Int("k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = fp16)")
+	vBits := fs.Int("v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = fp16)")
+	kQuant := fs.String("k-quant", "channel", "key groups: channel (over --quant-window tokens) or token")
+	quantWindow := fs.Int("quant-window", 32, "tokens per per-channel key group (must divide --window)")
+	quantZero := fs.String("quant-zero", "free", "zero point: free or clamp")
+	force := fs.Bool("force", false, "use projections made for a different base model")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if _, err := lf.logger(); err != nil {
+	log, err := lf.logger()
+	if err != nil {
 		return err
 	}
 	if *n < 1 {
@@ -44,9 +60,28 @@ func runGenerate(ctx context.Context, args []string) error {
 		}
 		toks = append([]int{m.Tokenizer.BOS()}, p...)
 	}
-	out, err := greedy(ctx, m, toks, *n)
+	var caches []model.LayerCache
+	var kls []*kvcache.Layer
+	if *projPath != "" {
+		proj, err := readProjectionsFor(m, *projPath, *force, log)
+		if err != nil {
+			return err
+		}
+		s, err := settingsFrom(m.Config, proj.Layers[0].KRank, proj.Layers[0].VRank, *window, *windowMode, *kBits, *vBits, *kQuant, *quantWindow, *quantZero)
+		if err != nil {
+			return err
+		}
+		warnQuantMismatch(proj.Meta, s, log)
+		if caches, kls, err = eval.NewCaches(m, proj, s); err != nil {
+			return err
+		}
+	}
+	out, err := greedy(ctx, m, toks, *n, caches)
 	if err != nil {
 		return err
+	}
+	if kls != nil {
+		defer reportCache(kls, len(toks)+*n-1, m.Config.KVDim())
 	}
 	if isSynthetic(m) {
 		fmt.Printf("(synthetic model: random weights; token ids)\n%v\n", out)
@@ -65,11 +100,11 @@ func runGenerate(ctx context.Context, args []string) error {
 }
 
 // greedy feeds the prompt and returns n greedily chosen next tokens.
-func greedy(ctx context.Context, m *model.Model, prompt []int, n int) ([]int, error) {
+func greedy(ctx context.Context, m *model.Model, prompt []int, n int, caches []model.LayerCache) ([]int, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("empty prompt")
 	}
-	d, err := m.NewDecoder(len(prompt)+n, nil)
+	d, err := m.NewDecoder(len(prompt)+n, caches)
 	if err != nil {
 		return nil, err
 	}
@@ -93,4 +128,38 @@ func greedy(ctx context.Context, m *model.Model, prompt []int, n int) ([]int, er
 		}
 	}
 	return out, nil
+}
+
+// reportCache prints, on stderr, the bytes the real cache holds per layer
+// after n tokens, against the memory formula and the fp16 baseline.
+func reportCache(kls []*kvcache.Layer, n, kvDim int) {
+	var total int64
+	for l, kl := range kls {
+		got := kl.AllocatedBytes()
+		total += got
+		want := kvcache.Bytes(kl.Config(), kl.Len()).Total
+		fmt.Fprintf(os.Stderr, "cache layer %d: %d tokens, %d bytes allocated (formula %d), %.2f bytes/token vs fp16 %d\n",
+			l, kl.Len(), got, want, float64(got)/float64(kl.Len()), kvcache.PerTokenBaseline(kvDim))
+	}
+	fmt.Fprintf(os.Stderr, "cache total: %d bytes for %d tokens × %d layers (fp16 cache: %d bytes)\n",
+		total, n, len(kls), int64(n)*int64(len(kls))*kvcache.PerTokenBaseline(kvDim))
+}
+
+// readProjectionsFor reads a projections file and checks it was made for m.
+func readProjectionsFor(m *model.Model, path string, force bool, log *logrus.Logger) (*checkpoints.Projections, error) {
+	proj, err := checkpoints.ReadProjections(path)
+	if err != nil {
+		return nil, err
+	}
+	if d := proj.Meta["base_digest"]; d != "" && d != m.Digest {
+		msg := fmt.Sprintf("projections %s were made for base model %q (digest %.12s…), not this model (digest %.12s…)", path, proj.Meta["base_model"], d, m.Digest)
+		if !force {
+			return nil, fmt.Errorf("%s; use --force to use them anyway", msg)
+		}
+		log.Warn(msg)
+	}
+	if len(proj.Layers) == 0 {
+		return nil, fmt.Errorf("projections %s hold no layers", path)
+	}
+	return proj, nil
 }

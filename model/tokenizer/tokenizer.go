@@ -1,11 +1,19 @@
 // Package tokenizer turns text into token ids and back for the models cskv
-// reads: SentencePiece-style BPE taken from a GGUF vocabulary (SPM), and
-// Hugging Face tokenizer.json files (HF) of both the SentencePiece-BPE family
-// (Llama-2, Mistral, TinyLlama) and the byte-level BPE family (GPT-2,
-// Llama-3, Qwen2, SmolLM).
+// reads: SentencePiece-style BPE taken from a GGUF vocabulary (SPM, as
+// llama.cpp does it), and Hugging Face tokenizer.json files (HF) of both the
+// SentencePiece-BPE family (Llama-2, Mistral, TinyLlama) and the byte-level
+// BPE family (GPT-2, Llama-3, Qwen2, SmolLM).
+//
+//   - FromGGUF: tokenizer.ggml.model "llama" → *SPM, "gpt2" → *HF.
+//   - LoadHF / LoadHFJSON: tokenizer.json (+ tokenizer_config.json,
+//     special_tokens_map.json) → *HF.
+//   - ToHFJSON / HFConfigJSON: an SPM written as an equivalent tokenizer.json.
 //
 // Encode never adds BOS/EOS; callers prepend BOS() themselves (or use
 // HF.EncodeWithSpecial, which follows the tokenizer's post-processor).
+// Encoding is O(n log n) in the text length: merges run on a heap, long
+// stretches are cut where no merge can cross, and repeated words are cached
+// within a call.
 package tokenizer
 
 // Tokenizer is what the rest of cskv needs from a tokenizer.
@@ -32,4 +40,9 @@ const (
 	TypeUserDefined int32 = 4
 	TypeUnused      int32 = 5
 	TypeByte        int32 = 6
+)
+
+var (
+	_ Tokenizer = (*SPM)(nil)
+	_ Tokenizer = (*HF)(nil)
 )

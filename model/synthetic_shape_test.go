@@ -1,0 +1,75 @@
+package model
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestSyntheticShape(t *testing.T) {
+	cfg := Config{Hidden: 48, Layers: 3, Heads: 6, KVHeads: 2, HeadDim: 8, FFN: 80, Vocab: 100,
+		RopeBase: 10000, RMSEps: 1e-6, QKVBias: true, TiedOutput: true}
+	m, err := SyntheticShape(cfg, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Config.Arch != "llama" || m.Format != "synthetic" || !strings.Contains(m.Path, "synthetic-shape") {
+		t.Errorf("config %+v format %q path %q", m.Config, m.Format, m.Path)
+	}
+	if len(m.Embed) != 100*48 || len(m.Output) != 100*48 || !m.Config.TiedOutput {
+		t.Errorf("embed %d output %d tied %v", len(m.Embed), len(m.Output), m.Config.TiedOutput)
+	}
+	blk, err := m.Block(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(blk.Wq) != 48*48 || len(blk.Wk) != 16*48 || len(blk.Wv) != 16*48 || len(blk.Wo) != 48*48 ||
+		len(blk.Wgate) != 80*48 || len(blk.Wdown) != 48*80 || len(blk.Bk) != 16 {
+		t.Fatal("block tensors have the wrong sizes")
+	}
+	// Standard deviation of Wgate ≈ 1/sqrt(48): 3840 draws, so within 5%.
+	var ss float64
+	for _, v := range blk.Wgate {
+		ss += float64(v) * float64(v)
+	}
+	if sd, want := math.Sqrt(ss/float64(len(blk.Wgate))), 1/math.Sqrt(48); math.Abs(sd/want-1) > 0.05 {
+		t.Errorf("Wgate std %.4f, want ≈ %.4f", sd, want)
+	}
+	for _, v := range blk.AttnNorm {
+		if v != 1 {
+			t.Fatal("attention norm not all ones")
+		}
+	}
+	// Deterministic in the seed, and the layers differ from each other.
+	m2, _ := SyntheticShape(cfg, 9)
+	m3, _ := SyntheticShape(cfg, 10)
+	b2, _ := m2.Block(2)
+	b3, _ := m3.Block(2)
+	b1, _ := m.Block(1)
+	if blk.Wk[7] != b2.Wk[7] || blk.Wk[7] == b3.Wk[7] || blk.Wk[7] == b1.Wk[7] {
+		t.Error("weights not a deterministic function of seed and tensor")
+	}
+	// It runs.
+	logits, err := m.Forward([][]int{{1, 2, 3, 99}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range logits {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatal("non-finite logits")
+		}
+	}
+	// Untied output gets its own matrix.
+	cfg.TiedOutput, cfg.QKVBias = false, false
+	mu, err := SyntheticShape(cfg, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &mu.Output[0] == &mu.Embed[0] {
+		t.Error("untied config got a tied output")
+	}
+	cfg.HeadDim = 7
+	if _, err := SyntheticShape(cfg, 9); err == nil || !strings.Contains(err.Error(), "odd") {
+		t.Errorf("odd head dim: err = %v", err)
+	}
+}
