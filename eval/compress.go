@@ -56,6 +56,8 @@ type Compressor struct {
 	kvDim  int
 	s      Settings
 
+	measure bool // only measure errors: attention keeps every original key/value
+
 	mu                       sync.Mutex
 	kErr, kNorm, vErr, vNorm float64
 }
@@ -99,7 +101,12 @@ func Overrides(cs []*Compressor) []model.KVOverride {
 }
 
 // Window implements model.KVOverride.
-func (c *Compressor) Window() (int, model.WindowMode) { return c.s.Window, c.s.Mode }
+func (c *Compressor) Window() (int, model.WindowMode) {
+	if c.measure {
+		return math.MaxInt32, model.WindowBlock // every key in the current block: all original
+	}
+	return c.s.Window, c.s.Mode
+}
 
 // Replace implements model.KVOverride.
 func (c *Compressor) Replace(kr, vr, x, k, v []float32, nSeq, T int) error {
@@ -181,6 +188,30 @@ func Compressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoi
 	cs, err := NewCompressors(m, p, s)
 	if err != nil {
 		return Result{}, nil, err
+	}
+	res, err := Perplexity(ctx, m, chunks, Overrides(cs), batch, progress)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	errs := make([]LayerError, len(cs))
+	for i, c := range cs {
+		k, v := c.RelErrors()
+		errs[i] = LayerError{Layer: i, K: k, V: v}
+	}
+	return res, errs, nil
+}
+
+// Baseline is the uncompressed perplexity; on the same pass it measures each
+// layer's reconstruction errors on the original model's attention inputs
+// (the reference's "rel err": K = X·Wkᵀ vs K̂ from the same X).
+func Baseline(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, batch int, progress Progress) (Result, []LayerError, error) {
+	s.FP16Cache = false
+	cs, err := NewCompressors(m, p, s)
+	if err != nil {
+		return Result{}, nil, err
+	}
+	for _, c := range cs {
+		c.measure = true
 	}
 	res, err := Perplexity(ctx, m, chunks, Overrides(cs), batch, progress)
 	if err != nil {

@@ -137,15 +137,15 @@ type core[T float] struct {
 	m, mo, d, kv, qd        int
 	wq, wk, wv, wo, bq, bk  []T // frozen weights (aliases of the spec for float32)
 	bv                      []T
-	x                       []T    // (M, D) graph input
-	kt, vt                  []T    // (M, KV) targets X·Wkᵀ + bk, X·Wvᵀ + bv
-	qs                      []T    // (Mo, QD) RoPE(X·Wqᵀ + bq)/√Dh
-	kr                      []T    // (Mo, KV) RoPE(K)
-	vo                      []T    // (Mo, KV) = vt[:Mo·KV]
-	ot                      []T    // (Mo, QD) original attention heads
-	outT                    []T    // (Mo, D) original attention output
+	x                       []T        // (M, D) graph input
+	kt, vt                  []T        // (M, KV) targets X·Wkᵀ + bk, X·Wvᵀ + bv
+	qs                      []T        // (Mo, QD) RoPE(X·Wqᵀ + bq)/√Dh
+	kr                      []T        // (Mo, KV) RoPE(K)
+	vo                      []T        // (Mo, KV) = vt[:Mo·KV]
+	ot                      []T        // (Mo, QD) original attention heads
+	outT                    []T        // (Mo, D) original attention output
 	ms                      [3]float64 // mean squares of K, V, out targets
-	vals, grads             [4][]T // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
+	vals, grads             [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
 	rope                    *ropeTable[T]
 	att                     *attention[T] // bi-branch attention of the output term
 	orig                    *attention[T] // all-original attention for the target

@@ -111,7 +111,7 @@ func fdGrad(loss func([4][]float64) float64, f [4][]float64, i int, h float64) [
 // TestFloat64LossAndGradients checks the float64 graph's loss against the
 // independent reference (relative 1e-10) and its gradients of all four
 // factors against central finite differences of the reference (max-norm
-// relative 1e-6, h = 1e-5).
+// relative 1e-7, h = 1e-5; measured ≤ 4e-10).
 func TestFloat64LossAndGradients(t *testing.T) {
 	for i, c := range lossCases {
 		t.Run(c.name, func(t *testing.T) {
@@ -153,8 +153,10 @@ func TestFloat64LossAndGradients(t *testing.T) {
 			lossFn := func(f [4][]float64) float64 { tot, _, _ := ref.loss(f); return tot }
 			for k, p := range l.Params64() {
 				fd := fdGrad(lossFn, f64, k, 1e-5)
-				if e := vecErr(p.Grad, fd); e > 1e-6 {
-					t.Errorf("grad %s: max rel err %.3g > 1e-6\n got %.6g\nwant %.6g", p.Name, e, p.Grad[:4], fd[:4])
+				e := vecErr(p.Grad, fd)
+				t.Logf("float64 grad %s: max rel err %.2g", p.Name, e)
+				if e > 1e-7 {
+					t.Errorf("grad %s: max rel err %.3g > 1e-7\n got %.6g\nwant %.6g", p.Name, e, p.Grad[:4], fd[:4])
 				}
 			}
 		})
@@ -162,8 +164,9 @@ func TestFloat64LossAndGradients(t *testing.T) {
 }
 
 // TestFloat32AgainstReference checks the float32 graph (the training path)
-// against the float64 reference: loss relative 1e-4, gradients (vs finite
-// differences of the reference) max-norm relative 1e-3.
+// against the float64 reference: loss relative 1e-5 (measured ≤ 5e-8),
+// gradients (vs finite differences of the reference) max-norm relative 1e-4
+// (measured ≤ 4e-7).
 func TestFloat32AgainstReference(t *testing.T) {
 	for i, c := range lossCases {
 		t.Run(c.name, func(t *testing.T) {
@@ -183,21 +186,24 @@ func TestFloat32AgainstReference(t *testing.T) {
 			ref := newRef(s, x)
 			f64 := factors64(f)
 			total, _, _ := ref.loss(f64)
-			if e := relErr(got.Total, total); e > 1e-4 {
-				t.Errorf("float32 total = %.8g, reference %.8g (rel err %.2g > 1e-4)", got.Total, total, e)
+			t.Logf("float32 total rel err %.2g", relErr(got.Total, total))
+			if e := relErr(got.Total, total); e > 1e-5 {
+				t.Errorf("float32 total = %.8g, reference %.8g (rel err %.2g > 1e-5)", got.Total, total, e)
 			}
 			ev, err := l.Eval(x)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if e := relErr(ev.Total, total); e > 1e-4 {
+			if e := relErr(ev.Total, total); e > 1e-5 {
 				t.Errorf("float32 Eval total = %.8g, reference %.8g", ev.Total, total)
 			}
 			lossFn := func(f [4][]float64) float64 { tot, _, _ := ref.loss(f); return tot }
 			for k, p := range l.Params() {
 				fd := fdGrad(lossFn, f64, k, 1e-5)
-				if e := vecErr(p.Grad, fd); e > 1e-3 {
-					t.Errorf("float32 grad %s: max rel err %.3g > 1e-3", p.Name, e)
+				e := vecErr(p.Grad, fd)
+				t.Logf("float32 grad %s: max rel err %.2g", p.Name, e)
+				if e > 1e-4 {
+					t.Errorf("float32 grad %s: max rel err %.3g > 1e-4", p.Name, e)
 				}
 			}
 		})

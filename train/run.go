@@ -169,8 +169,12 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 	} else {
 		rng = rand.NewPCG(cfg.Seed, uint64(l)+1)
 	}
-	needGraph := cfg.Steps > 0 || len(xHeld) > 0
-	if !needGraph {
+	if cfg.Steps == 0 {
+		if len(xHeld) > 0 {
+			if info.HeldBefore, err = heldOut(cfg, mc, blk, kRank, vRank, f, xHeld); err != nil {
+				return info, f, err
+			}
+		}
 		info.Seconds = time.Since(t0).Seconds()
 		return info, f, nil
 	}
@@ -181,11 +185,9 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 	}
 	defer layer.Close()
 	if len(xHeld) > 0 && startStep == 0 {
-		lb, err := layer.Eval(xHeld)
-		if err != nil {
+		if info.HeldBefore, err = heldOut(cfg, mc, blk, kRank, vRank, f, xHeld); err != nil {
 			return info, f, err
 		}
-		info.HeldBefore = &lb
 	}
 	if adam == nil {
 		var sizes []int
@@ -229,11 +231,9 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 	}
 	f = layer.Factors()
 	if len(xHeld) > 0 {
-		la, err := layer.Eval(xHeld)
-		if err != nil {
+		if info.HeldAfter, err = heldOut(cfg, mc, blk, kRank, vRank, f, xHeld); err != nil {
 			return info, f, err
 		}
-		info.HeldAfter = &la
 	}
 	if stats.Gram != nil {
 		info.CalibKVFinal = calibKV(stats, blk, f, mc, kRank, vRank)
@@ -247,6 +247,24 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 	}
 	env.Log.WithFields(fields).Info("layer done")
 	return info, f, nil
+}
+
+// heldOut evaluates factors f on the held-out sequences xHeld (all of them
+// in both terms, whatever the training weights).
+func heldOut(cfg Config, mc model.Config, blk *model.Block, kRank, vRank int, f graph.Factors, xHeld []float32) (*graph.Loss, error) {
+	n := len(xHeld) / (cfg.SeqLen * mc.Hidden)
+	spec := layerSpec(cfg, mc, blk, kRank, vRank, n)
+	spec.OutSeqs, spec.LambdaKV, spec.LambdaOut = n, 1, 1
+	layer, err := graph.NewLayer(spec, f)
+	if err != nil {
+		return nil, fmt.Errorf("held-out evaluation: %w", err)
+	}
+	defer layer.Close()
+	l, err := layer.Eval(xHeld)
+	if err != nil {
+		return nil, fmt.Errorf("held-out evaluation: %w", err)
+	}
+	return &l, nil
 }
 
 // pickBatch copies `batch` distinct sequences of x (nSeq of seqSize floats),

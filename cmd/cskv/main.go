@@ -42,6 +42,7 @@ func init() {
 		{"init", "initialise projections (svd, asvd or whiten) without training and write them", runInit},
 		{"train", "the main job: capture, initialise and train the K/V factors layer by layer, export them", runTrain},
 		{"export", "write the projections file from a run's checkpoint", runExport},
+		{"analyze", "singular spectra of each layer's K and V caches and weights (CSV + PNG plots)", runAnalyze},
 	}
 }
 
