@@ -71,3 +71,25 @@ func BenchmarkStepLlama2_7BKV(b *testing.B) {
 	}
 	benchStep(b, ShapeLlama2_7B, 0, 0)
 }
+
+// BenchmarkAttentionStories is the output term's attention kernel alone at
+// the stories260K shape (2 sequences × 512 tokens, 8 heads, 4 KV heads × 8):
+// forward, then backward on the kept probabilities.
+func BenchmarkAttentionStories(b *testing.B) {
+	sh := ShapeStories260K
+	a := newAttention[float32](2, sh.Tokens, sh.NHeads, sh.NKVHeads, sh.HeadDim, 0, WindowBlock)
+	a.keep = true
+	rows := 2 * sh.Tokens
+	q := RandomInput(LayerSpec{Seqs: 1, Tokens: rows, Hidden: sh.NHeads * sh.HeadDim}, 1)
+	k := RandomInput(LayerSpec{Seqs: 1, Tokens: rows, Hidden: sh.KVDim()}, 2)
+	v := RandomInput(LayerSpec{Seqs: 1, Tokens: rows, Hidden: sh.KVDim()}, 3)
+	o := make([]float32, len(q))
+	dk, dv := make([]float32, len(k)), make([]float32, len(k))
+	start, cpu0 := time.Now(), cpuTime()
+	for b.Loop() {
+		a.forward(o, q, k, v, nil, nil)
+		a.backward(dk, dv, q, k, v, nil, nil, o, q)
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/1000/float64(b.N), "ms/op")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}

@@ -98,7 +98,7 @@ func (c Config) Validate() error {
 		return bad("warmup", c.Warmup, "must be ≥ 0")
 	case c.Batch < 1:
 		return bad("batch", c.Batch, "must be ≥ 1")
-	case c.Batch > c.CalibChunks:
+	case c.Steps > 0 && c.Batch > c.CalibChunks:
 		return bad("batch", c.Batch, fmt.Sprintf("larger than the %d calibration sequences", c.CalibChunks))
 	case c.LambdaKV < 0 || c.LambdaOut < 0 || math.IsNaN(c.LambdaKV+c.LambdaOut):
 		return bad("lambda-kv/--lambda-out", fmt.Sprintf("%g/%g", c.LambdaKV, c.LambdaOut), "must be ≥ 0")
