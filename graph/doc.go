@@ -27,5 +27,14 @@
 // graph with package linalg. The heavy nodes are custom gorgonia ops
 // (ops.go) whose forward and backward are direct BLAS calls into buffers
 // reused across steps; the causal softmax is fused into the attention op
-// (correct per-row maximum, no mask tensor).
+// (correct per-row maximum, no mask tensor), which keeps its probabilities
+// for the backward pass when they fit (keepBudget) and recomputes them
+// otherwise. Only the needed subgraph is compiled (CompileFunction over
+// cost and the four factor gradients), so no gradient is ever formed for X,
+// the frozen weights or the precomputed targets.
+//
+// Use: NewLayer(spec, init); per step Run(x), then update Params()[i].Value
+// in place from Params()[i].Grad; Eval(x) for held-out losses; Factors() for
+// copies; Close(). Float64 specs (gradient checks) use Params64. A Layer is
+// not safe for concurrent use.
 package graph

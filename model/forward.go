@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"sync"
 
+	"gonum.org/v1/gonum/blas/gonum"
+
 	"github.com/cskv/cskv/linalg"
 )
 
@@ -205,45 +207,56 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 		go func() {
 			defer wg.Done()
 			scores := make([]float32, T)
+			kt := make([]float32, dh*T) // (Dh, T) keys of one head, transposed
+			vt := make([]float32, dh*T) // (Dh, T) values, transposed
+			var krt, vrt []float32
+			if kr != nil {
+				krt, vrt = make([]float32, dh*T), make([]float32, dh*T)
+			}
 			for job := range jobs {
 				s, h := job[0], job[1]
 				kvh := h / group
-				base := s * T * KV
+				base := s*T*KV + kvh*dh
+				transposeHead(kt, k[base:], T, dh, KV)
+				transposeHead(vt, v[base:], T, dh, KV)
+				if kr != nil {
+					transposeHead(krt, kr[base:], T, dh, KV)
+					transposeHead(vrt, vr[base:], T, dh, KV)
+				}
 				for t := 0; t < T; t++ {
 					qt := q[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
 					lo := 0 // keys before lo come from the replacement
 					if ov != nil {
 						lo = min(mode.OriginalFrom(t, w), t+1)
 					}
-					mx := float32(math.Inf(-1))
-					for _, part := range [2]struct {
-						src    []float32
-						j0, j1 int
-					}{{kr, 0, lo}, {k, lo, t + 1}} {
-						for j := part.j0; j < part.j1; j++ {
-							off := base + j*KV + kvh*dh
-							acc := dot(qt, part.src[off:off+dh]) * scale
-							scores[j] = acc
-							mx = max(mx, acc)
+					sc := scores[:t+1]
+					clear(sc)
+					for i, x := range qt {
+						x *= scale
+						if lo > 0 {
+							blas32.Saxpy(lo, x, krt[i*T:i*T+lo], 1, sc[:lo], 1)
 						}
+						blas32.Saxpy(t+1-lo, x, kt[i*T+lo:i*T+t+1], 1, sc[lo:], 1)
+					}
+					mx := sc[0]
+					for _, x := range sc {
+						mx = max(mx, x)
 					}
 					var sum float32
-					for j, x := range scores[:t+1] {
-						e := float32(math.Exp(float64(x - mx)))
-						scores[j] = e
+					for j, x := range sc {
+						e := expf(x - mx)
+						sc[j] = e
 						sum += e
 					}
 					inv := 1 / sum
 					ot := out[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
-					clear(ot)
-					for _, part := range [2]struct {
-						src    []float32
-						j0, j1 int
-					}{{vr, 0, lo}, {v, lo, t + 1}} {
-						for j := part.j0; j < part.j1; j++ {
-							off := base + j*KV + kvh*dh
-							axpy(ot, part.src[off:off+dh], scores[j]*inv)
+					for i := range ot {
+						var acc float32
+						if lo > 0 {
+							acc = blas32.Sdot(lo, vrt[i*T:i*T+lo], 1, sc[:lo], 1)
 						}
+						acc += blas32.Sdot(t+1-lo, vt[i*T+lo:i*T+t+1], 1, sc[lo:], 1)
+						ot[i] = acc * inv
 					}
 				}
 			}
@@ -256,6 +269,40 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 	}
 	close(jobs)
 	wg.Wait()
+}
+
+// blas32 provides the SIMD vector kernels of the attention rows (gonum's
+// assembly saxpy/sdot; short vectors are not worth a cgo call).
+var blas32 gonum.Implementation
+
+// transposeHead copies the (T, dh) head slice of a row-major (T, stride)
+// matrix into dst (dh, T).
+func transposeHead(dst, src []float32, T, dh, stride int) {
+	for t := 0; t < T; t++ {
+		row := src[t*stride : t*stride+dh]
+		for i, x := range row {
+			dst[i*T+t] = x
+		}
+	}
+}
+
+// expf is e^x for x ≤ 0 in float32 (relative error below 2e-7): x = k·ln2 + r
+// with |r| ≤ ln2/2, e^r by a degree-6 polynomial, 2^k by exponent bits.
+func expf(x float32) float32 {
+	if x < -87 {
+		return 0
+	}
+	const ln2Hi, ln2Lo, log2e = 0.693359375, -2.12194440e-4, 1.44269504088896341
+	k := float32(math.Floor(float64(x*log2e + 0.5)))
+	r := x - k*ln2Hi - k*ln2Lo
+	p := float32(1.0 / 720)
+	p = p*r + 1.0/120
+	p = p*r + 1.0/24
+	p = p*r + 1.0/6
+	p = p*r + 0.5
+	p = p*r + 1
+	p = p*r + 1
+	return p * math.Float32frombits(uint32(int32(k)+127)<<23)
 }
 
 // dot is Σ a[i]·b[i] with four accumulators (len(b) ≥ len(a)).

@@ -1,7 +1,9 @@
 package model
 
 import (
+	"fmt"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -71,5 +73,36 @@ func TestSyntheticShape(t *testing.T) {
 	cfg.HeadDim = 7
 	if _, err := SyntheticShape(cfg, 9); err == nil || !strings.Contains(err.Error(), "odd") {
 		t.Errorf("odd head dim: err = %v", err)
+	}
+}
+
+func TestSyntheticShapeIndependentOfProcs(t *testing.T) {
+	// Wgate (1024, 512) spans two random streams; the values must not depend
+	// on how many goroutines drew them, and every read gives the same values.
+	cfg := Config{Hidden: 512, Layers: 1, Heads: 8, KVHeads: 8, HeadDim: 64, FFN: 1024, Vocab: 10,
+		RopeBase: 10000, RMSEps: 1e-6, TiedOutput: true}
+	m, err := SyntheticShape(cfg, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf(hfNames[Wgate], 0)
+	prev := runtime.GOMAXPROCS(1)
+	one, _, err := m.src.read(name)
+	runtime.GOMAXPROCS(4)
+	four, _, err2 := m.src.read(name)
+	runtime.GOMAXPROCS(prev)
+	if err != nil || err2 != nil {
+		t.Fatal(err, err2)
+	}
+	if len(one) != 1024*512 || len(one) <= shapeChunk {
+		t.Fatalf("tensor has %d values; the test needs more than one chunk", len(one))
+	}
+	for i := range one {
+		if one[i] != four[i] {
+			t.Fatalf("value %d differs between 1 and 4 goroutines: %v vs %v", i, one[i], four[i])
+		}
+	}
+	if one[0] == one[shapeChunk] && one[1] == one[shapeChunk+1] {
+		t.Error("chunks repeat the same random stream")
 	}
 }
