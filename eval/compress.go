@@ -18,9 +18,10 @@ type Settings struct {
 	Window int              // W: tokens kept original (0 = every key/value reconstructed)
 	Mode   model.WindowMode // block (reference rule) or sliding
 	K, V   quant.Spec       // post-training (or QAT) quantisation of the features; Bits 16 = off
-	// FP16Cache emulates the real cache's storage (kvcache): original keys
-	// and values, and features of a side with Bits 16, are rounded to fp16.
-	// Parallel evaluation then equals token-by-token decoding with the cache.
+	// FP16Cache emulates the real cache's storage (kvcache): the features of
+	// a side with Bits 16 are rounded to fp16 (quantised sides and the
+	// float32 window need nothing). Parallel evaluation then equals
+	// token-by-token decoding with the cache.
 	FP16Cache bool
 }
 
@@ -115,10 +116,6 @@ func (c *Compressor) Replace(kr, vr, x, k, v []float32, nSeq, T int) error {
 	}
 	if err := c.reconstruct(vr, x, c.f.Av, c.f.Bv, c.bv, c.f.VRank, c.s.V, nSeq, T); err != nil {
 		return fmt.Errorf("layer %d: values: %w", c.Layer, err)
-	}
-	if c.s.FP16Cache {
-		roundF16(k)
-		roundF16(v)
 	}
 	ke, kn := sqDiff(k, kr)
 	ve, vn := sqDiff(v, vr)

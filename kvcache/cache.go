@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model/dtype"
 	"github.com/cskv/cskv/quant"
 )
@@ -26,9 +27,9 @@ type side struct {
 // Layer is one decoder layer's bi-branch cache.
 type Layer struct {
 	cfg   Config
-	n     int      // tokens appended
-	origK []uint16 // (held, D) fp16 original keys; token j in slot j mod W
-	origV []uint16 // (held, D) fp16 original values
+	n     int       // tokens appended
+	origK []float32 // (held, D) original keys, float32; token j in slot j mod W
+	origV []float32 // (held, D) original values, float32
 	k, v  side
 }
 
@@ -55,8 +56,8 @@ func NewLayer(cfg Config, Bk, Bv []float32) (*Layer, error) {
 	}
 	return &Layer{
 		cfg:   cfg,
-		origK: make([]uint16, 0, cfg.Window*d),
-		origV: make([]uint16, 0, cfg.Window*d),
+		origK: make([]float32, 0, cfg.Window*d),
+		origV: make([]float32, 0, cfg.Window*d),
 		k:     mk("keys", cfg.K, cfg.KRank, Bk),
 		v:     mk("values", cfg.V, cfg.VRank, Bv),
 	}, nil
@@ -105,8 +106,8 @@ func (c *Layer) Append(k, v, ck, cv []float32) error {
 		c.origV = c.origV[:slot+d]
 	}
 	for i := 0; i < d; i++ {
-		c.origK[slot+i] = dtype.F32ToF16(k[i])
-		c.origV[slot+i] = dtype.F32ToF16(v[i])
+		c.origK[slot+i] = k[i]
+		c.origV[slot+i] = v[i]
 	}
 
 	// Config.Validate and the finiteness check leave quantisation nothing to
@@ -166,19 +167,16 @@ func (sd *side) features(dst []float32) error {
 	return quant.Dequantize(dst, quant.Codes{Spec: sd.spec, Rows: sd.stored, Cols: sd.rank, Q: q, Scale: sd.scale, Zero: sd.zero})
 }
 
-// reconstruct writes row j of C·Bᵀ: out[d] = Σ_r c[r]·B[d, r], r in order.
+// reconstruct writes row j of C·Bᵀ: out[d] = Σ_r c[r]·B[d, r] with
+// linalg.Dot, the arithmetic of linalg.MatMulT in exact mode, so decoding
+// with the cache can reproduce a parallel evaluation exactly.
 func reconstruct(out, c, b []float32, rank int) {
 	for d := range out {
-		row := b[d*rank : (d+1)*rank]
-		var acc float32
-		for r, x := range c {
-			acc += float32(x * row[r]) // the conversion forbids a fused multiply-add
-		}
-		out[d] = acc
+		out[d] = linalg.Dot(c, b[d*rank:(d+1)*rank])
 	}
 }
 
-// KV fills keys and values (Len, D) for the query at t = Len() − 1: the fp16
+// KV fills keys and values (Len, D) for the query at t = Len() − 1: the
 // original for every j the mode reads as original, B·dequant(C_j) otherwise.
 // Keys are pre-RoPE.
 func (c *Layer) KV(keys, values []float32) error {
@@ -192,7 +190,7 @@ func (c *Layer) KV(keys, values []float32) error {
 	t := n - 1
 	for _, p := range []struct {
 		sd   *side
-		orig []uint16
+		orig []float32
 		out  []float32
 	}{{&c.k, c.origK, keys}, {&c.v, c.origV, values}} {
 		feat := make([]float32, p.sd.stored*p.sd.rank)
@@ -204,7 +202,7 @@ func (c *Layer) KV(keys, values []float32) error {
 			if c.cfg.Mode.Original(j, t, c.cfg.Window) {
 				slot := j % c.cfg.Window * d
 				for i := range row {
-					row[i] = dtype.F16ToF32(p.orig[slot+i])
+					row[i] = p.orig[slot+i]
 				}
 				continue
 			}
@@ -222,7 +220,7 @@ func (c *Layer) KV(keys, values []float32) error {
 // zeros, fp16 features with bits 16, float32 pending features). It equals
 // Bytes(c.Config(), c.Len()).Total.
 func (c *Layer) AllocatedBytes() int64 {
-	total := 2*int64(len(c.origK)) + 2*int64(len(c.origV))
+	total := 4*int64(len(c.origK)) + 4*int64(len(c.origV))
 	for _, sd := range []*side{&c.k, &c.v} {
 		total += int64(len(sd.packed)) + 2*int64(len(sd.scale)) + 2*int64(len(sd.zero)) +
 			2*int64(len(sd.f16)) + 4*int64(len(sd.pending))

@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"fmt"
+	"github.com/cskv/cskv/linalg"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -48,7 +49,7 @@ func testConfigs() []Config {
 }
 
 // parallel computes, independently of the cache, keys or values (n, D) for the
-// query at n−1: RoundF16 of the original where the rule says original, else
+// query at n−1: the original where the rule says original, else
 // B·FakeQuant(C) over the largest group-aligned prefix (RoundF16(C) with bits
 // 16), accumulated in float32 in channel order.
 func parallel(t *testing.T, c Config, orig, feat, b []float32, rank int, s quant.Spec, n int) []float32 {
@@ -81,7 +82,7 @@ func parallel(t *testing.T, c Config, orig, feat, b []float32, rank int, s quant
 		}
 		if original {
 			for i := 0; i < d; i++ {
-				out[j*d+i] = dtype.RoundF16(orig[j*d+i])
+				out[j*d+i] = orig[j*d+i]
 			}
 			continue
 		}
@@ -89,11 +90,7 @@ func parallel(t *testing.T, c Config, orig, feat, b []float32, rank int, s quant
 			t.Fatalf("token %d is reconstructed for query %d but its group (prefix %d) is incomplete", j, q, prefix)
 		}
 		for i := 0; i < d; i++ {
-			var acc float32
-			for r := 0; r < rank; r++ {
-				acc += float32(fq[j*rank+r] * b[i*rank+r])
-			}
-			out[j*d+i] = acc
+			out[j*d+i] = linalg.Dot(fq[j*rank:(j+1)*rank], b[i*rank:(i+1)*rank])
 		}
 	}
 	return out
@@ -226,21 +223,21 @@ func TestMemoryHandExample(t *testing.T) {
 		want Breakdown
 	}{
 		// 4096 tokens = 128 whole blocks.
-		// originals: the last block, 32 tokens × 32 × (K+V) × 2 bytes     =  4096
+		// originals: the last block, 32 tokens × 32 × (K+V) × 4 bytes     =  8192
 		// codes:     K 4096·8·4/8 = 16384, V the same                      = 32768
 		// scales+zeros: K (4096/32)·8 = 1024 groups, V 4096·4 = 16384
 		//            groups; 4 bytes each: 4096 + 65536                    = 69632
-		// total                                                           = 106496
-		{Block, 4096, Breakdown{Tokens: 4096, Originals: 4096, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 106496}},
-		{Sliding, 4096, Breakdown{Tokens: 4096, Originals: 4096, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 106496}},
-		// 4100 tokens: block mode holds 4 originals (512 bytes), sliding 32 (4096);
+		// total                                                           = 110592
+		{Block, 4096, Breakdown{Tokens: 4096, Originals: 8192, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 110592}},
+		{Sliding, 4096, Breakdown{Tokens: 4096, Originals: 8192, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 110592}},
+		// 4100 tokens: block mode holds 4 originals (1024 bytes), sliding 32 (8192);
 		// K: 4096 stored (16384 codes, 4096 scale/zero) + 4 pending × 8 × 4 = 128;
 		// V: 4100·8·4/8 = 16400 codes, 4100·4·4 = 65600 scale/zero.
-		{Block, 4100, Breakdown{Tokens: 4100, Originals: 512, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 103120}},
-		{Sliding, 4100, Breakdown{Tokens: 4100, Originals: 4096, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 106704}},
+		{Block, 4100, Breakdown{Tokens: 4100, Originals: 1024, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 103632}},
+		{Sliding, 4100, Breakdown{Tokens: 4100, Originals: 8192, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 110800}},
 		{Block, 0, Breakdown{}},
-		// 1 token: 1 original (128 bytes); K pending 32 bytes; V 4 bytes of codes, 16 of scale/zero.
-		{Block, 1, Breakdown{Tokens: 1, Originals: 128, Codes: 4, ScalesZeros: 16, Pending: 32, Total: 180}},
+		// 1 token: 1 original (256 bytes); K pending 32 bytes; V 4 bytes of codes, 16 of scale/zero.
+		{Block, 1, Breakdown{Tokens: 1, Originals: 256, Codes: 4, ScalesZeros: 16, Pending: 32, Total: 308}},
 	}
 	for _, tc := range cases {
 		c.Mode = tc.mode
@@ -251,10 +248,10 @@ func TestMemoryHandExample(t *testing.T) {
 	if got := PerTokenBaseline(32); got != 128 {
 		t.Errorf("baseline %d, want 128", got)
 	}
-	// 4096 tokens × 128 bytes = 524288 = 64·8192; 106496 = 13·8192.
+	// 4096 tokens × 128 bytes = 524288 = 128·4096; 110592 = 27·4096.
 	c.Mode = Block
-	if got := Ratio(c, 4096); math.Abs(got-64.0/13) > 1e-12 {
-		t.Errorf("ratio %g, want 64/13 = %g", got, 64.0/13)
+	if got := Ratio(c, 4096); math.Abs(got-128.0/27) > 1e-12 {
+		t.Errorf("ratio %g, want 128/27 = %g", got, 128.0/27)
 	}
 	// A 3-bit stream is not padded per token: 3 tokens × 8 channels × 3 bits = 72 bits = 9 bytes.
 	c3 := c
@@ -277,8 +274,8 @@ func TestMemoryHandExample(t *testing.T) {
 			if err := layer.Append(k, k, f, f); err != nil {
 				t.Fatal(err)
 			}
-			if i+1 == 4096 && layer.AllocatedBytes() != 106496 {
-				t.Errorf("%s: 4096 tokens hold %d bytes, want 106496", m, layer.AllocatedBytes())
+			if i+1 == 4096 && layer.AllocatedBytes() != 110592 {
+				t.Errorf("%s: 4096 tokens hold %d bytes, want 110592", m, layer.AllocatedBytes())
 			}
 		}
 		if got := layer.AllocatedBytes(); got != Bytes(c, 4100).Total {

@@ -8,8 +8,9 @@
 //
 //   - Full-precision branch: the original pre-RoPE keys and values of the
 //     tokens a present or future query still reads as originals, stored in
-//     fp16 (like any inference engine's cache; KV returns them widened to
-//     float32, so an original key is RoundF16 of what was appended).
+//     float32 — the precision the rest of this implementation computes in, so
+//     decoding with the cache reproduces the parallel evaluation's logits.
+//     This branch never holds more than W tokens (8·D·W bytes per layer).
 //   - Compressed branch: the features Ck (Rk) and Cv (Rv) of every token, kept
 //     as bit-packed codes (quant.AppendPacked, one continuous stream per side,
 //     token-major (T, R)) plus per-group fp16 scale and zero, appended as

@@ -5,7 +5,7 @@ import "github.com/cskv/cskv/quant"
 // Breakdown is what one layer's cache holds after n tokens, in bytes.
 type Breakdown struct {
 	Tokens      int   // n
-	Originals   int64 // fp16 original K and V of the held window tokens: h(n)·D·2·2
+	Originals   int64 // float32 original K and V of the held window tokens: h(n)·D·2·4
 	Codes       int64 // bit-packed codes of completed groups (or fp16 features with bits 16), K + V
 	ScalesZeros int64 // fp16 scale and zero of every completed group (2 + 2 bytes), K + V
 	Pending     int64 // float32 features of tokens whose group is not complete yet, K + V
@@ -15,7 +15,7 @@ type Breakdown struct {
 // Bytes is the memory formula of a layer after nTokens appends (the one place
 // it is written; AllocatedBytes measures the same thing):
 //
-//	Total(n) = 4·D·h(n) + Σ_{side ∈ {K, V}} side(n)
+//	Total(n) = 8·D·h(n) + Σ_{side ∈ {K, V}} side(n)
 //	h(n)     = n − floor((n−1)/W)·W (Block, n ≥ 1), min(n, W) (Sliding), h(0) = 0
 //	side(n)  = ceil(n_s·r·b/8) + 4·n_s·r/G + 4·r·(n − n_s)   for b ∈ {2, 3, 4, 8}
 //	side(n)  = 2·r·n                                         for b = 16
@@ -26,7 +26,7 @@ type Breakdown struct {
 // channel of G tokens.)
 func Bytes(c Config, nTokens int) Breakdown {
 	n := nTokens
-	b := Breakdown{Tokens: n, Originals: 4 * int64(c.KVDim()) * int64(heldOriginals(c, n))}
+	b := Breakdown{Tokens: n, Originals: 8 * int64(c.KVDim()) * int64(heldOriginals(c, n))}
 	for _, sd := range []struct {
 		rank int
 		s    quant.Spec

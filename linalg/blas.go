@@ -23,6 +23,10 @@ func MatMulT(c []float32, a []float32, b []float32, m, n, k int, accumulate bool
 	if m == 0 || n == 0 {
 		return
 	}
+	if exact.Load() {
+		matMulTExact(c, a, b, m, n, k, accumulate)
+		return
+	}
 	beta := float32(0)
 	if accumulate {
 		beta = 1

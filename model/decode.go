@@ -84,7 +84,8 @@ func (d *Decoder) Step(token int) ([]float32, error) {
 	keys := make([]float32, (t+1)*KV)
 	values := make([]float32, (t+1)*KV)
 	scores := make([]float32, t+1)
-	scale := 1 / math.Sqrt(float64(dh))
+	kt := make([]float32, dh*(t+1)) // (Dh, t+1) one head's keys, transposed
+	vt := make([]float32, dh*(t+1))
 	for l := 0; l < c.Layers; l++ {
 		b, err := m.Block(l)
 		if err != nil {
@@ -105,34 +106,11 @@ func (d *Decoder) Step(token int) ([]float32, error) {
 			d.rope.Apply(keys[j*KV:(j+1)*KV], 1, c.KVHeads, j)
 		}
 		group := c.Heads / c.KVHeads
-		for hd := 0; hd < c.Heads; hd++ {
-			kvh := hd / group
-			qh := q[hd*dh : (hd+1)*dh]
-			mx := math.Inf(-1)
-			for j := 0; j <= t; j++ {
-				var s float64
-				kj := keys[j*KV+kvh*dh:]
-				for i := 0; i < dh; i++ {
-					s += float64(qh[i]) * float64(kj[i])
-				}
-				s *= scale
-				scores[j] = float32(s)
-				mx = math.Max(mx, float64(scores[j]))
-			}
-			var sum float64
-			for j := 0; j <= t; j++ {
-				e := math.Exp(float64(scores[j]) - mx)
-				scores[j] = float32(e)
-				sum += e
-			}
-			oh := att[hd*dh : (hd+1)*dh]
-			clear(oh)
-			for j := 0; j <= t; j++ {
-				p := scores[j] / float32(sum)
-				vj := values[j*KV+kvh*dh:]
-				for i := 0; i < dh; i++ {
-					oh[i] += p * vj[i]
-				}
+		for kvh := 0; kvh < c.KVHeads; kvh++ {
+			transposeHead(kt, keys[kvh*dh:], t+1, dh, KV, 0, t+1)
+			transposeHead(vt, values[kvh*dh:], t+1, dh, KV, 0, t+1)
+			for hd := kvh * group; hd < (kvh+1)*group; hd++ {
+				attendRow(att[hd*dh:(hd+1)*dh], scores, q[hd*dh:(hd+1)*dh], kt, vt, t+1, t)
 			}
 		}
 		linalg.MatMulT(h, att, b.Wo, 1, D, QD, true)

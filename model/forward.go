@@ -189,13 +189,12 @@ func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 
 // attention computes causal grouped-query attention for every (sequence,
 // head) pair, in parallel over pairs. q (n, QD) and k, v (n, KV) are
-// post-RoPE (v has no RoPE); kr, vr are replacements (or nil) used for keys
-// before the override's window; out (n, QD). Each query row is done in one
-// pass (scores, softmax, weighted sum), so no (T, T) matrix is formed.
+// post-RoPE (v has no RoPE); kr, vr are replacements (or nil) used for the
+// keys before the override's window; out (n, QD). Each query row is done in
+// one pass by attendRow, the kernel token-by-token decoding uses too.
 func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride) {
 	QD, KV, dh := c.QDim(), c.KVDim(), c.HeadDim
 	group := c.Heads / c.KVHeads
-	scale := float32(1 / math.Sqrt(float64(dh)))
 	w, mode := 0, WindowBlock
 	if ov != nil {
 		w, mode = ov.Window()
@@ -207,57 +206,24 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 		go func() {
 			defer wg.Done()
 			scores := make([]float32, T)
-			kt := make([]float32, dh*T) // (Dh, T) keys of one head, transposed
-			vt := make([]float32, dh*T) // (Dh, T) values, transposed
-			var krt, vrt []float32
-			if kr != nil {
-				krt, vrt = make([]float32, dh*T), make([]float32, dh*T)
-			}
+			mk := make([]float32, dh*T) // (Dh, T) keys the current row sees, transposed
+			mv := make([]float32, dh*T) // (Dh, T) values, transposed
 			for job := range jobs {
 				s, h := job[0], job[1]
-				kvh := h / group
-				base := s*T*KV + kvh*dh
-				transposeHead(kt, k[base:], T, dh, KV)
-				transposeHead(vt, v[base:], T, dh, KV)
-				if kr != nil {
-					transposeHead(krt, kr[base:], T, dh, KV)
-					transposeHead(vrt, vr[base:], T, dh, KV)
-				}
+				base := s*T*KV + h/group*dh
+				transposeHead(mk, k[base:], T, dh, KV, 0, T)
+				transposeHead(mv, v[base:], T, dh, KV, 0, T)
+				lo := 0 // keys [0, lo) hold the replacement
 				for t := 0; t < T; t++ {
-					qt := q[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
-					lo := 0 // keys before lo come from the replacement
-					if ov != nil {
-						lo = min(mode.OriginalFrom(t, w), t+1)
-					}
-					sc := scores[:t+1]
-					clear(sc)
-					for i, x := range qt {
-						x *= scale
-						if lo > 0 {
-							blas32.Saxpy(lo, x, krt[i*T:i*T+lo], 1, sc[:lo], 1)
+					if ov != nil { // OriginalFrom never decreases with t
+						if next := min(mode.OriginalFrom(t, w), t+1); next > lo {
+							transposeHead(mk, kr[base:], T, dh, KV, lo, next)
+							transposeHead(mv, vr[base:], T, dh, KV, lo, next)
+							lo = next
 						}
-						blas32.Saxpy(t+1-lo, x, kt[i*T+lo:i*T+t+1], 1, sc[lo:], 1)
 					}
-					mx := sc[0]
-					for _, x := range sc {
-						mx = max(mx, x)
-					}
-					var sum float32
-					for j, x := range sc {
-						e := expf(x - mx)
-						sc[j] = e
-						sum += e
-					}
-					inv := 1 / sum
-					ot := out[(s*T+t)*QD+h*dh : (s*T+t)*QD+(h+1)*dh]
-					for i := range ot {
-						var acc float32
-						if lo > 0 {
-							acc = blas32.Sdot(lo, vrt[i*T:i*T+lo], 1, sc[:lo], 1)
-						}
-						acc += blas32.Sdot(t+1-lo, vt[i*T+lo:i*T+t+1], 1, sc[lo:], 1)
-						ot[i] = acc * inv
-					}
+					row := (s*T + t) * QD
+					attendRow(out[row+h*dh:row+(h+1)*dh], scores, q[row+h*dh:row+(h+1)*dh], mk, mv, T, t)
 				}
 			}
 		}()
@@ -271,14 +237,40 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 	wg.Wait()
 }
 
+// attendRow computes one head's attention output ot (Dh) for the query qt
+// (Dh) at position t over keys and values 0..t, given transposed as kt, vt
+// (Dh, stride). scores needs t+1 entries of scratch.
+func attendRow(ot, scores, qt, kt, vt []float32, stride, t int) {
+	scale := float32(1 / math.Sqrt(float64(len(qt))))
+	sc := scores[:t+1]
+	clear(sc)
+	for i, x := range qt {
+		blas32.Saxpy(t+1, x*scale, kt[i*stride:i*stride+t+1], 1, sc, 1)
+	}
+	mx := sc[0]
+	for _, x := range sc {
+		mx = max(mx, x)
+	}
+	var sum float32
+	for j, x := range sc {
+		e := expf(x - mx)
+		sc[j] = e
+		sum += e
+	}
+	inv := 1 / sum
+	for i := range ot {
+		ot[i] = linalg.Dot(vt[i*stride:i*stride+t+1], sc) * inv
+	}
+}
+
 // blas32 provides the SIMD vector kernels of the attention rows (gonum's
 // assembly saxpy/sdot; short vectors are not worth a cgo call).
 var blas32 gonum.Implementation
 
-// transposeHead copies the (T, dh) head slice of a row-major (T, stride)
-// matrix into dst (dh, T).
-func transposeHead(dst, src []float32, T, dh, stride int) {
-	for t := 0; t < T; t++ {
+// transposeHead copies rows [t0, t1) of the (·, dh) head slice of a
+// row-major (·, stride) matrix into columns [t0, t1) of dst (dh, T).
+func transposeHead(dst, src []float32, T, dh, stride, t0, t1 int) {
+	for t := t0; t < t1; t++ {
 		row := src[t*stride : t*stride+dh]
 		for i, x := range row {
 			dst[i*T+t] = x
@@ -303,31 +295,6 @@ func expf(x float32) float32 {
 	p = p*r + 1
 	p = p*r + 1
 	return p * math.Float32frombits(uint32(int32(k)+127)<<23)
-}
-
-// dot is Σ a[i]·b[i] with four accumulators (len(b) ≥ len(a)).
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-// axpy computes y += alpha·x (len(x) ≥ len(y)).
-func axpy(y, x []float32, alpha float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += alpha * x[i]
-	}
 }
 
 // Logits computes the final norm and output projection: logits (n, V) from

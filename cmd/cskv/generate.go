@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 
 	"github.com/sirupsen/logrus"
@@ -10,6 +11,7 @@ import (
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/kvcache"
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
 
@@ -30,6 +32,7 @@ func runGenerate(ctx context.Context, args []string) error {
 	quantWindow := fs.Int("quant-window", 32, "tokens per per-channel key group (must divide --window)")
 	quantZero := fs.String("quant-zero", "free", "zero point: free or clamp")
 	force := fs.Bool("force", false, "use projections made for a different base model")
+	verify := fs.Bool("verify", false, "with --projections: use row-exact products and check that the real cache's logits equal the parallel fake-quantised evaluation's")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -62,6 +65,13 @@ func runGenerate(ctx context.Context, args []string) error {
 	}
 	var caches []model.LayerCache
 	var kls []*kvcache.Layer
+	var check func(tokens []int, logits [][]float32) error
+	if *verify && *projPath == "" {
+		return fmt.Errorf("%w: --verify needs --projections", errUsage)
+	}
+	if *verify {
+		linalg.SetExact(true)
+	}
 	if *projPath != "" {
 		proj, err := readProjectionsFor(m, *projPath, *force, log)
 		if err != nil {
@@ -75,10 +85,23 @@ func runGenerate(ctx context.Context, args []string) error {
 		if caches, kls, err = eval.NewCaches(m, proj, s); err != nil {
 			return err
 		}
+		check = func(tokens []int, logits [][]float32) error {
+			s.FP16Cache = true
+			cs, err := eval.NewCompressors(m, proj, s)
+			if err != nil {
+				return err
+			}
+			return compareParallel(m, tokens, logits, eval.Overrides(cs))
+		}
 	}
-	out, err := greedy(ctx, m, toks, *n, caches)
+	out, logits, err := greedy(ctx, m, toks, *n, caches)
 	if err != nil {
 		return err
+	}
+	if *verify {
+		if err := check(append(toks, out...)[:len(logits)], logits); err != nil {
+			return err
+		}
 	}
 	if kls != nil {
 		defer reportCache(kls, len(toks)+*n-1, m.Config.KVDim())
@@ -100,34 +123,61 @@ func runGenerate(ctx context.Context, args []string) error {
 }
 
 // greedy feeds the prompt and returns n greedily chosen next tokens.
-func greedy(ctx context.Context, m *model.Model, prompt []int, n int, caches []model.LayerCache) ([]int, error) {
+// greedy feeds the prompt and returns n greedily chosen next tokens, with
+// the logits of every step (one row per token fed).
+func greedy(ctx context.Context, m *model.Model, prompt []int, n int, caches []model.LayerCache) ([]int, [][]float32, error) {
 	if len(prompt) == 0 {
-		return nil, fmt.Errorf("empty prompt")
+		return nil, nil, fmt.Errorf("empty prompt")
 	}
 	d, err := m.NewDecoder(len(prompt)+n, caches)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var all [][]float32
 	var logits []float32
 	for _, t := range prompt {
 		if logits, err = d.Step(t); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		all = append(all, logits)
 	}
 	out := make([]int, 0, n)
 	for i := 0; i < n; i++ {
 		if err := ctx.Err(); err != nil {
-			return out, err
+			return out, all, err
 		}
 		next := model.Argmax(logits)
 		out = append(out, next)
 		if i+1 < n {
 			if logits, err = d.Step(next); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
+			all = append(all, logits)
 		}
 	}
-	return out, nil
+	return out, all, nil
+}
+
+// compareParallel runs the tokens through the parallel forward with the
+// overrides and reports (on stderr) the largest difference from the
+// step-by-step logits; more than 1e-4 is an error.
+func compareParallel(m *model.Model, tokens []int, logits [][]float32, ovs []model.KVOverride) error {
+	full, err := m.Forward([][]int{tokens}, ovs)
+	if err != nil {
+		return err
+	}
+	V := m.Config.Vocab
+	var maxDiff float64
+	for p, row := range logits {
+		for i, x := range row {
+			maxDiff = max(maxDiff, math.Abs(float64(x-full[p*V+i])))
+		}
+	}
+	fmt.Fprintf(os.Stderr, "verify: %d positions, max |logit(real cache) − logit(parallel fake-quant)| = %.3g\n", len(logits), maxDiff)
+	if maxDiff > 1e-4 {
+		return fmt.Errorf("verify: real cache and parallel evaluation differ by %.3g > 1e-4", maxDiff)
+	}
+	return nil
 }
 
 // reportCache prints, on stderr, the bytes the real cache holds per layer

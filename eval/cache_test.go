@@ -1,0 +1,129 @@
+package eval
+
+import (
+	"context"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/kvcache"
+	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/train"
+)
+
+// whitened projections for stories260K at density 0.25 from a small
+// calibration set, and the first eval tokens.
+func fixture(t *testing.T) (*model.Model, *checkpoints.Projections, []int) {
+	t.Helper()
+	mp := assets.Path(t, "models/stories260K.gguf")
+	cfg := train.Defaults()
+	cfg.Model, cfg.Data = mp, assets.Path(t, "data/tinystories_calib.txt")
+	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps = 256, 8, 0, 0
+	cfg.Init, cfg.KDensity, cfg.VDensity = "whiten", 0.25, 0.25
+	cfg.Export = filepath.Join(t.TempDir(), "p.safetensors")
+	res, err := train.Run(context.Background(), cfg, train.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Model.Close()
+	p, err := checkpoints.ReadProjections(cfg.Export)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Open(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	ids, err := data.Load(assets.Path(t, "data/tinystories_eval.txt"), data.FormatText, m.Tokenizer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, p, ids[:96]
+}
+
+// Token-by-token decoding with the real bi-branch cache gives the logits of
+// the parallel fake-quantised evaluation (max abs difference ≤ 1e-4), and the
+// cache holds exactly the bytes of the memory formula.
+func TestRealCacheMatchesParallel(t *testing.T) {
+	m, p, toks := fixture(t)
+	linalg.SetExact(true) // row-exact products: a row's values do not depend on the batch
+	defer linalg.SetExact(false)
+	rk, rv := p.Layers[0].KRank, p.Layers[0].VRank
+	for _, mode := range []model.WindowMode{model.WindowBlock, model.WindowSliding} {
+		for _, bits := range []int{2, 4, 8, 16} {
+			k, v, err := QuantSpecs(bits, bits, true, 32, false, rk, rv, m.Config.KVHeads)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := Settings{Window: 32, Mode: mode, K: k, V: v, FP16Cache: true}
+			cs, err := NewCompressors(m, p, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := m.Forward([][]int{toks}, Overrides(cs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			caches, kls, err := NewCaches(m, p, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := m.NewDecoder(len(toks), caches)
+			if err != nil {
+				t.Fatal(err)
+			}
+			V := m.Config.Vocab
+			var maxDiff float64
+			for pos, tok := range toks {
+				got, err := d.Step(tok)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range got {
+					maxDiff = math.Max(maxDiff, math.Abs(float64(got[i]-want[pos*V+i])))
+				}
+			}
+			if maxDiff > 1e-4 {
+				t.Errorf("%s %d-bit: real cache vs parallel logits differ by %g > 1e-4", mode, bits, maxDiff)
+			}
+			t.Logf("%s %d-bit: max abs logit difference %.2g", mode, bits, maxDiff)
+			for l, kl := range kls {
+				if got, want := kl.AllocatedBytes(), kvcache.Bytes(kl.Config(), len(toks)).Total; got != want {
+					t.Errorf("%s %d-bit layer %d: cache holds %d bytes, formula %d", mode, bits, l, got, want)
+				}
+			}
+		}
+	}
+}
+
+// Without the fp16 emulation, a compressed evaluation with the window
+// covering every token equals the uncompressed model.
+func TestWindowCoveringAllIsBaseline(t *testing.T) {
+	m, p, toks := fixture(t)
+	k, v, err := QuantSpecs(16, 16, true, 32, false, p.Layers[0].KRank, p.Layers[0].VRank, m.Config.KVHeads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := NewCompressors(m, p, Settings{Window: 1 << 20, K: k, V: v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Forward([][]int{toks}, Overrides(cs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := m.Forward([][]int{toks}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("logit %d: %g with a full window, %g uncompressed", i, got[i], want[i])
+		}
+	}
+}
