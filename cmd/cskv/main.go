@@ -42,6 +42,9 @@ func init() {
 		{"init", "initialise projections (svd, asvd or whiten) without training and write them", runInit},
 		{"train", "the main job: capture, initialise and train the K/V factors layer by layer, export them", runTrain},
 		{"export", "write the projections file from a run's checkpoint", runExport},
+		{"compare", "post-training quantisation of trained projections vs quantisation-aware training, per bit width", runCompare},
+		{"memory", "cache bytes per token and compression ratios for densities × bits (the memory formula)", runMemory},
+		{"bench", "time one training step (forward, backward, Adam) at reference layer shapes", runBench},
 		{"analyze", "singular spectra of each layer's K and V caches and weights (CSV + PNG plots)", runAnalyze},
 	}
 }

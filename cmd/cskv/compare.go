@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/train"
+)
+
+// compareRow is one line of the PTQ-vs-QAT comparison.
+type compareRow struct {
+	Bits       int     `json:"bits"`
+	Method     string  `json:"method"` // "ptq" (full-precision training, quantised at evaluation) or "qat"
+	Perplexity float64 `json:"perplexity"`
+	Baseline   float64 `json:"baseline_perplexity"`
+}
+
+// runCompare trains full-precision projections once and quantisation-aware
+// ones per bit width, and evaluates each at that width (bi-branch cache):
+// post-training quantisation versus QAT (METHOD.md §4).
+func runCompare(ctx context.Context, args []string) error {
+	cfg := train.Defaults()
+	cfg.LambdaOut = 0 // the QAT recipe: the KV term only
+	fs := newFlagSet("compare", "[--model M --data T --eval-data E] [--bits 4,2] [flags]")
+	var lf logFlags
+	lf.register(fs)
+	registerProblem(fs, &cfg)
+	fs.IntVar(&cfg.Steps, "steps", cfg.Steps, "Adam steps per layer")
+	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "learning rate")
+	fs.Float64Var(&cfg.LambdaOut, "lambda-out", cfg.LambdaOut, "weight of the output term")
+	bitsFlag := fs.String("bits", "4,2", "bit widths to compare")
+	evalData := fs.String("eval-data", "", "evaluation data (default with the synthetic model: sampled from it)")
+	evalChunks := fs.Int("eval-chunks", 64, "evaluation chunks")
+	window := fs.Int("window", 32, "bi-branch window W of the evaluation")
+	out := fs.String("out", "", "directory for the runs (default: a temporary one, removed afterwards)")
+	asJSON := fs.Bool("json", false, "print the rows as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	var bits []int
+	for _, f := range strings.Split(*bitsFlag, ",") {
+		b, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || (b != 2 && b != 3 && b != 4 && b != 8) {
+			return fmt.Errorf("%w: --bits: %q is not one of 2, 3, 4, 8", errUsage, f)
+		}
+		bits = append(bits, b)
+	}
+	if cfg.Model == "" && !flagSet(fs, "seq-len") {
+		cfg.SeqLen = syntheticSeqLen
+	}
+	if cfg.Model == "" && !flagSet(fs, "calib-chunks") {
+		cfg.CalibChunks = 32
+	}
+	dir := *out
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "cskv-compare-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	trainAt := func(name string, b int) (string, error) {
+		c := cfg
+		c.KBits, c.VBits = b, b
+		c.Out, c.Force = filepath.Join(dir, name), true
+		if err := c.Validate(); err != nil {
+			return "", fmt.Errorf("%w: %v", errUsage, err)
+		}
+		log.WithFields(logrus.Fields{"run": name}).Info("training")
+		res, err := train.Run(ctx, c, trainEnv(&lf, log, c.Steps))
+		if err != nil {
+			return "", err
+		}
+		res.Model.Close()
+		return res.Projections, nil
+	}
+	fp, err := trainAt("fp", 16)
+	if err != nil {
+		return err
+	}
+	m, err := openModel(cfg.Model)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	chunks, err := loadChunks(m, dataFlags{path: *evalData, format: "auto", seqLen: cfg.SeqLen, chunks: *evalChunks}, syntheticEvalSeed, syntheticEvalSeqs)
+	if err != nil {
+		return err
+	}
+	base, err := eval.Perplexity(ctx, m, chunks, nil, 4, nil)
+	if err != nil {
+		return err
+	}
+	evalAt := func(path string, b int) (float64, error) {
+		p, err := checkpoints.ReadProjections(path)
+		if err != nil {
+			return 0, err
+		}
+		s, err := settingsFrom(m.Config, p.Layers[0].KRank, p.Layers[0].VRank, *window, cfg.Window, b, b, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
+		if err != nil {
+			return 0, err
+		}
+		r, _, err := eval.Compressed(ctx, m, chunks, p, s, 4, nil)
+		return r.Perplexity, err
+	}
+	var rows []compareRow
+	for _, b := range bits {
+		ptq, err := evalAt(fp, b)
+		if err != nil {
+			return err
+		}
+		qp, err := trainAt(fmt.Sprintf("qat%d", b), b)
+		if err != nil {
+			return err
+		}
+		qat, err := evalAt(qp, b)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, compareRow{b, "ptq", ptq, base.Perplexity}, compareRow{b, "qat", qat, base.Perplexity})
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(rows)
+	}
+	fmt.Printf("model     %s\n", describe(m))
+	fmt.Printf("setting   k/v density %g/%g, bi-branch %s W=%d, keys %s, values per token, zero point %s\n",
+		cfg.KDensity, cfg.VDensity, cfg.Window, *window, cfg.KQuant, cfg.QuantZero)
+	fmt.Printf("baseline  %.4f (uncompressed)\n\n", base.Perplexity)
+	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(w, "bits\tPTQ of full-precision training\tQAT\tQAT gain")
+	for i := 0; i < len(rows); i += 2 {
+		p, q := rows[i], rows[i+1]
+		fmt.Fprintf(w, "%d\t%.4f\t%.4f\t%+.2f%%\n", p.Bits, p.Perplexity, q.Perplexity, 100*(p.Perplexity/q.Perplexity-1))
+	}
+	return w.Flush()
+}
