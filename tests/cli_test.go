@@ -45,6 +45,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"init name", []string{"init", "--init", "pca", "--out", "p.safetensors"}, 2, "--init pca", "p.safetensors"},
 		{"bits", []string{"train", "--k-bits", "5", "--out", "r"}, 2, "--k-bits 5", "r"},
 		{"steps", []string{"train", "--steps", "-1", "--out", "r"}, 2, "--steps -1", "r"},
+		{"zero steps", []string{"train", "--steps", "0", "--out", "r"}, 2, "--steps 0", "r"},
 		{"lambdas", []string{"train", "--lambda-kv", "0", "--lambda-out", "0", "--out", "r"}, 2, "both zero", "r"},
 		{"batch", []string{"train", "--batch", "64", "--calib-chunks", "8", "--out", "r"}, 2, "--batch 64", "r"},
 		{"quant window", []string{"train", "--k-bits", "4", "--quant-window", "0", "--out", "r"}, 2, "--quant-window 0", "r"},
@@ -94,5 +95,24 @@ func TestCLIHelp(t *testing.T) {
 	code, _, stderr := cskv(t, t.TempDir(), "train", "-h")
 	if code != 0 || !strings.Contains(stderr, "-lambda-out") || !strings.Contains(stderr, "(default 300)") {
 		t.Errorf("train -h (exit %d): %s", code, stderr)
+	}
+}
+
+// Projections made for another base model: refused (digest), and with
+// --force the shape check says what differs.
+func TestCLIForeignProjections(t *testing.T) {
+	dir := t.TempDir()
+	model := assets.Path(t, "models/stories260K.gguf")
+	evalText := assets.Path(t, "data/tinystories_eval.txt")
+	if code, _, stderr := cskv(t, dir, "init", "--quiet", "--out", "syn.safetensors"); code != 0 {
+		t.Fatalf("init on the synthetic model failed: %s", stderr)
+	}
+	code, _, stderr := cskv(t, dir, "eval", "--model", model, "--data", evalText, "--chunks", "1", "--projections", "syn.safetensors")
+	if code != 1 || !strings.Contains(stderr, "were made for base model") || !strings.Contains(stderr, "--force") {
+		t.Errorf("digest mismatch: exit %d, %s", code, stderr)
+	}
+	code, _, stderr = cskv(t, dir, "eval", "--model", model, "--data", evalText, "--chunks", "1", "--projections", "syn.safetensors", "--force")
+	if code != 1 || !strings.Contains(stderr, "projections have 4 layers, the model 5") {
+		t.Errorf("shape mismatch: exit %d, %s", code, stderr)
 	}
 }

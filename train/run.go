@@ -162,6 +162,9 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 		return info, f, err
 	}
 	info.Ridge = ridge
+	if ridge > 0 {
+		env.Log.WithFields(logrus.Fields{"layer": l, "ridge": ridge}).Info("whitening ridge added to XᵀX")
+	}
 	if stats.Gram != nil {
 		info.CalibKVInit = calibKV(stats, blk, f, mc, kRank, vRank)
 	}

@@ -119,6 +119,9 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		cfg.CalibChunks = 32
 	}
 	if training {
+		if cfg.Steps < 1 {
+			return fmt.Errorf("%w: --steps %d: must be ≥ 1 (cskv init initialises without training)", errUsage, cfg.Steps)
+		}
 		cfg.Out = *out
 		if cfg.Out == "" {
 			cfg.Out = "cskv-run"
