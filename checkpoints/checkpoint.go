@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cskv/cskv/atomicfile"
 	"io"
 	"math"
 	"os"
@@ -170,7 +171,7 @@ func Save(dir string, st *State) (path string, err error) {
 	if err := enc.Encode(sj); err != nil {
 		return "", err
 	}
-	if err := writeFileSync(filepath.Join(tmp, StateFile), b.Bytes()); err != nil {
+	if err := atomicfile.WriteSync(filepath.Join(tmp, StateFile), b.Bytes()); err != nil {
 		return "", err
 	}
 	if err := syncDir(tmp); err != nil {
@@ -205,23 +206,6 @@ func Save(dir string, st *State) (path string, err error) {
 		}
 	}
 	return final, nil
-}
-
-// writeFileSync creates path with b and fsyncs it.
-func writeFileSync(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // syncDir fsyncs a directory so that renames and creations in it are durable.

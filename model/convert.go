@@ -1,6 +1,8 @@
 package model
 
 import (
+	"github.com/cskv/cskv/atomicfile"
+
 	"encoding/json"
 	"fmt"
 	"os"
@@ -72,7 +74,7 @@ func (m *Model) ConvertHF(dir string) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(filepath.Join(tmp, "config.json"), append(raw, '\n')); err != nil {
+	if err := atomicfile.WriteSync(filepath.Join(tmp, "config.json"), append(raw, '\n')); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
 	tensors := []safetensors.Tensor{
@@ -114,14 +116,14 @@ func (m *Model) ConvertHF(dir string) (err error) {
 		if err != nil {
 			return fmt.Errorf("convert: tokenizer: %w", err)
 		}
-		if err := writeFileSync(filepath.Join(tmp, "tokenizer.json"), tj); err != nil {
+		if err := atomicfile.WriteSync(filepath.Join(tmp, "tokenizer.json"), tj); err != nil {
 			return fmt.Errorf("convert: %w", err)
 		}
 		tc, err := tokenizer.HFConfigJSON(spm)
 		if err != nil {
 			return fmt.Errorf("convert: tokenizer config: %w", err)
 		}
-		if err := writeFileSync(filepath.Join(tmp, "tokenizer_config.json"), tc); err != nil {
+		if err := atomicfile.WriteSync(filepath.Join(tmp, "tokenizer_config.json"), tc); err != nil {
 			return fmt.Errorf("convert: %w", err)
 		}
 	}
@@ -129,21 +131,4 @@ func (m *Model) ConvertHF(dir string) (err error) {
 		return fmt.Errorf("convert: %w", err)
 	}
 	return nil
-}
-
-// writeFileSync writes a file and fsyncs it.
-func writeFileSync(path string, b []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

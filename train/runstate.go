@@ -1,6 +1,8 @@
 package train
 
 import (
+	"github.com/cskv/cskv/atomicfile"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,7 +150,7 @@ func (r *runState) writeRunFile() error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(r.dir, runFile), append(raw, '\n'))
+	return atomicfile.Write(filepath.Join(r.dir, runFile), append(raw, '\n'))
 }
 
 // resume loads the latest checkpoint and checks it belongs to this problem.
@@ -296,26 +298,4 @@ func (r *runState) save(layer, step int, cur *graph.Factors, adam *Adam, rng *ra
 	}
 	r.log.WithFields(logrus.Fields{"checkpoint": path, "layer": layer, "step": step}).Debug("checkpoint written")
 	return checkpoints.Prune(r.dir, r.keep)
-}
-
-// writeAtomic writes a file through a temporary file in the same directory.
-func writeAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/cskv/cskv/atomicfile"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -105,10 +107,10 @@ func runAnalyze(ctx context.Context, args []string) error {
 		return err
 	}
 
-	if err := writeCSVAtomic(filepath.Join(*out, "spectra.csv"), spectraCSV(spectra)); err != nil {
+	if err := atomicfile.Write(filepath.Join(*out, "spectra.csv"), spectraCSV(spectra)); err != nil {
 		return err
 	}
-	if err := writeCSVAtomic(filepath.Join(*out, "energy.csv"), energyCSV(spectra, densities, ranks)); err != nil {
+	if err := atomicfile.Write(filepath.Join(*out, "energy.csv"), energyCSV(spectra, densities, ranks)); err != nil {
 		return err
 	}
 	name := filepath.Base(m.Path)
@@ -323,39 +325,3 @@ func energyCSV(spectra []layerSpectra, densities []float64, ranks []int) []byte 
 
 // csvFloat formats v exactly (shortest representation that parses back to v).
 func csvFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-
-// writeCSVAtomic writes data to a temporary file in path's directory, syncs
-// it and renames it over path.
-func writeCSVAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil { // best effort: make the rename durable
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
-}
