@@ -182,20 +182,7 @@ type LayerError struct {
 // Compressed is the perplexity with every layer's keys and values
 // reconstructed from the projections under s, plus per-layer errors.
 func Compressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, batch int, progress Progress) (Result, []LayerError, error) {
-	cs, err := NewCompressors(m, p, s)
-	if err != nil {
-		return Result{}, nil, err
-	}
-	res, err := Perplexity(ctx, m, chunks, Overrides(cs), batch, progress)
-	if err != nil {
-		return Result{}, nil, err
-	}
-	errs := make([]LayerError, len(cs))
-	for i, c := range cs {
-		k, v := c.RelErrors()
-		errs[i] = LayerError{Layer: i, K: k, V: v}
-	}
-	return res, errs, nil
+	return run(ctx, m, chunks, p, s, false, batch, progress)
 }
 
 // Baseline is the uncompressed perplexity; on the same pass it measures each
@@ -203,12 +190,18 @@ func Compressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoi
 // (the reference's "rel err": K = X·Wkᵀ vs K̂ from the same X).
 func Baseline(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, batch int, progress Progress) (Result, []LayerError, error) {
 	s.FP16Cache = false
+	return run(ctx, m, chunks, p, s, true, batch, progress)
+}
+
+// run evaluates with compressors that replace (or, measuring, only measure)
+// every layer's keys and values.
+func run(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, measure bool, batch int, progress Progress) (Result, []LayerError, error) {
 	cs, err := NewCompressors(m, p, s)
 	if err != nil {
 		return Result{}, nil, err
 	}
 	for _, c := range cs {
-		c.measure = true
+		c.measure = measure
 	}
 	res, err := Perplexity(ctx, m, chunks, Overrides(cs), batch, progress)
 	if err != nil {
