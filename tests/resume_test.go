@@ -159,3 +159,26 @@ func TestKillAndResume(t *testing.T) {
 		t.Fatal("export after SIGKILL + resume differs from the uninterrupted run")
 	}
 }
+
+// A diverging run stops at the first non-finite loss or gradient with an
+// error naming the layer and step, writes no export, and leaves the last good
+// checkpoint in place.
+func TestNonFiniteStops(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	cfg := smallConfig(dir)
+	cfg.LR, cfg.SaveEvery, cfg.Steps = 1e30, 1, 10
+	_, err := train.Run(context.Background(), cfg, train.Env{})
+	if err == nil || !strings.Contains(err.Error(), "non-finite") || !strings.Contains(err.Error(), "layer 0: step ") {
+		t.Fatalf("err = %v, want a non-finite error naming layer 0 and the step", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "projections.safetensors")); err == nil {
+		t.Error("a diverged run wrote the export")
+	}
+	latest, err := checkpoints.Latest(dir)
+	if err != nil {
+		t.Fatalf("no checkpoint kept: %v", err)
+	}
+	if _, err := checkpoints.Load(latest); err != nil {
+		t.Errorf("the kept checkpoint does not load: %v", err)
+	}
+}

@@ -74,6 +74,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				return 0
 			case errors.Is(err, flag.ErrHelp):
 				return 0
+			case errors.Is(err, context.Canceled):
+				fmt.Fprintf(stderr, "cskv %s: interrupted: %v\n", c.name, err)
+				return 130
 			case errors.Is(err, errUsage):
 				fmt.Fprintf(stderr, "cskv %s: %v\n", c.name, err)
 				return 2
