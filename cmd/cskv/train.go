@@ -123,8 +123,9 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 			return fmt.Errorf("%w: --steps %d: must be ≥ 1 (cskv init initialises without training)", errUsage, cfg.Steps)
 		}
 		cfg.Out = *out
-		if cfg.Out == "" {
-			cfg.Out = "cskv-run"
+		if cfg.Out == "" { // the default scratch directory: a new run replaces the last one
+			cfg.Out, cfg.Force = "cskv-run", !cfg.Resume
+			log.WithField("out", cfg.Out).Info("no --out given: writing the run to cskv-run (replacing an earlier run there)")
 		}
 	} else {
 		cfg.Steps = 0
