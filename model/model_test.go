@@ -265,7 +265,7 @@ func TestOpenBadInput(t *testing.T) {
 		name, path, want string
 	}{
 		{"truncated", write("trunc.gguf", raw[:len(raw)/2]), "trunc.gguf"},
-		{"bad magic", write("magic.bin", append([]byte("XXXX"), raw[4:100]...)), "not a GGUF file"},
+		{"bad magic", write("magic.bin", append([]byte("JUNK"), raw[4:100]...)), "not a GGUF file"},
 		{"empty", write("empty.gguf", nil), "too short"},
 		{"missing", filepath.Join(dir, "none.gguf"), "no such file"},
 		{"architecture", arch, `architecture "gpt2"`},

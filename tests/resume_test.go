@@ -75,6 +75,21 @@ func TestResumeBitIdentical(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("resumed export differs from the uninterrupted one (%d vs %d bytes)", len(got), len(want))
 	}
+	// cskv export from the run directory (its last checkpoint) gives the same file
+	again := filepath.Join(dir, "again.safetensors")
+	if err := train.ExportCheckpoint(split, again, "f32"); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(again); !bytes.Equal(b, want) {
+		t.Fatal("export from the last checkpoint differs from the run's own export")
+	}
+	// a mid-layer checkpoint cannot be exported
+	mid := filepath.Join(split, "ckpt-L02-S000005")
+	if _, err := os.Stat(mid); err == nil {
+		if err := train.ExportCheckpoint(mid, again, "f32"); err == nil || !strings.Contains(err.Error(), "layers are finished") {
+			t.Errorf("export of a mid-layer checkpoint: %v", err)
+		}
+	}
 }
 
 // A problem-defining setting that differs on resume is an error naming it

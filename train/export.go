@@ -2,6 +2,7 @@ package train
 
 import (
 	"encoding/json"
+	"os"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -79,11 +80,19 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 }
 
 // ExportCheckpoint writes the projections file from a checkpoint in which
-// every layer is finished (the one written at the end of the last layer).
+// every layer is finished (the one written at the end of the last layer);
+// given a run directory it takes the run's latest checkpoint.
 func ExportCheckpoint(ckpt, out, dtype string) error {
 	dt, ok := exportDTypes[dtype]
 	if !ok {
 		return fmt.Errorf("--dtype %q: want f32, f16 or bf16", dtype)
+	}
+	if _, err := os.Stat(filepath.Join(ckpt, runFile)); err == nil {
+		latest, err := checkpoints.Latest(ckpt)
+		if err != nil {
+			return fmt.Errorf("--checkpoint %s: %w", ckpt, err)
+		}
+		ckpt = latest
 	}
 	st, err := checkpoints.Load(ckpt)
 	if err != nil {

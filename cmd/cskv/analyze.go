@@ -44,11 +44,8 @@ func runAnalyze(ctx context.Context, args []string) error {
 	var lf logFlags
 	lf.register(fs)
 	var d dataFlags
-	modelPath := fs.String("model", "", "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
-	fs.StringVar(&d.path, "data", "", "calibration data: text, .ids or llm.c .bin (default with the synthetic model: sampled from it)")
-	fs.StringVar(&d.format, "data-format", "auto", "data format: auto, text, ids or bin")
-	fs.IntVar(&d.seqLen, "seq-len", 512, "tokens per calibration sequence (the synthetic default uses 128 unless set)")
-	fs.IntVar(&d.chunks, "calib-chunks", 16, "calibration sequences: the first consecutive chunks of the data (0 = all)")
+	modelPath := modelFlag(fs)
+	d.register(fs, "calibration", "calib-chunks", 16, "calibration sequences: the first consecutive chunks of the data (0 = all)")
 	out := fs.String("out", "", "output directory for spectra.csv, energy.csv and layer-N-spectrum.png (required)")
 	densList := fs.String("densities", "0.5,0.25,0.125", "comma-separated densities in (0, 1) at which to report the energy kept; rank = int(density·head_dim)·kv_heads")
 	if err := parse(fs, args); err != nil {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/model"
 )
 
@@ -29,12 +31,52 @@ func openModel(path string) (*model.Model, error) {
 // isSynthetic reports whether m is the embedded default.
 func isSynthetic(m *model.Model) bool { return m.Format == "synthetic" }
 
+// modelFlag registers --model.
+func modelFlag(fs *flag.FlagSet) *string {
+	return fs.String("model", "", "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
+}
+
 // dataFlags select a data source and its chunking.
 type dataFlags struct {
 	path   string
 	format string
 	seqLen int
 	chunks int
+}
+
+// register adds --data, --data-format, --seq-len and the chunk-count flag
+// (named chunksFlag, e.g. "chunks" or "calib-chunks").
+func (d *dataFlags) register(fs *flag.FlagSet, what, chunksFlag string, chunks int, chunksUsage string) {
+	fs.StringVar(&d.path, "data", "", what+" data: text, .ids (whitespace-separated ids) or llm.c .bin (default with the synthetic model: sampled from it)")
+	fs.StringVar(&d.format, "data-format", "auto", "data format: auto, text, ids or bin")
+	fs.IntVar(&d.seqLen, "seq-len", 512, "tokens per sequence (the synthetic default uses 128 unless set)")
+	fs.IntVar(&d.chunks, chunksFlag, chunks, chunksUsage)
+}
+
+// cacheFlags choose the compressed cache's window and quantisation.
+type cacheFlags struct {
+	window      int
+	windowMode  string
+	kBits       int
+	vBits       int
+	kQuant      string
+	quantWindow int
+	quantZero   string
+}
+
+func (c *cacheFlags) register(fs *flag.FlagSet, window int) {
+	fs.IntVar(&c.window, "window", window, "with --projections: bi-branch window W, tokens kept at full precision")
+	fs.StringVar(&c.windowMode, "window-mode", "block", "with --projections: block (reference rule) or sliding (last W tokens)")
+	fs.IntVar(&c.kBits, "k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = off)")
+	fs.IntVar(&c.vBits, "v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = off)")
+	fs.StringVar(&c.kQuant, "k-quant", "channel", "key quantisation groups: channel (per channel over --quant-window tokens) or token")
+	fs.IntVar(&c.quantWindow, "quant-window", 32, "tokens per per-channel key group")
+	fs.StringVar(&c.quantZero, "quant-zero", "free", "zero point: free or clamp")
+}
+
+// settings builds the evaluation settings for ranks kRank, vRank.
+func (c *cacheFlags) settings(mc model.Config, kRank, vRank int) (eval.Settings, error) {
+	return settingsFrom(mc, kRank, vRank, c.window, c.windowMode, c.kBits, c.vBits, c.kQuant, c.quantWindow, c.quantZero)
 }
 
 // loadChunks reads the data (or samples the synthetic model's own data) and

@@ -18,20 +18,12 @@ func runEval(ctx context.Context, args []string) error {
 	var lf logFlags
 	lf.register(fs)
 	var d dataFlags
-	modelPath := fs.String("model", "", "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
-	fs.StringVar(&d.path, "data", "", "evaluation data: text, .ids (whitespace-separated ids) or llm.c .bin (default with the synthetic model: sampled from it)")
-	fs.StringVar(&d.format, "data-format", "auto", "data format: auto, text, ids or bin")
-	fs.IntVar(&d.seqLen, "seq-len", 512, "tokens per chunk (the synthetic default uses 128 unless set)")
-	fs.IntVar(&d.chunks, "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")
+	modelPath := modelFlag(fs)
+	d.register(fs, "evaluation", "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")
 	batch := fs.Int("batch", 4, "chunks evaluated together")
 	projPath := fs.String("projections", "", "CSKV projections file (from init, train or export): evaluate the compressed cache")
-	window := fs.Int("window", 32, "with --projections: bi-branch window W (0 = every token compressed)")
-	windowMode := fs.String("window-mode", "block", "with --projections: block (reference rule) or sliding (last W tokens)")
-	kBits := fs.Int("k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = off)")
-	vBits := fs.Int("v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = off)")
-	kQuant := fs.String("k-quant", "channel", "key quantisation groups: channel (per channel over --quant-window tokens) or token")
-	quantWindow := fs.Int("quant-window", 32, "tokens per per-channel key group")
-	quantZero := fs.String("quant-zero", "free", "zero point: free or clamp")
+	var cf cacheFlags
+	cf.register(fs, 32)
 	force := fs.Bool("force", false, "evaluate projections made for a different base model (digest mismatch)")
 	asJSON := fs.Bool("json", false, "print one JSON object on stdout instead of text")
 	if err := parse(fs, args); err != nil {
@@ -71,7 +63,7 @@ func runEval(ctx context.Context, args []string) error {
 	}
 	if *projPath != "" {
 		return evalCompressed(ctx, m, chunks, *projPath, *force, *batch, *asJSON, progress, log, func(kRank, vRank int) (eval.Settings, error) {
-			return settingsFrom(m.Config, kRank, vRank, *window, *windowMode, *kBits, *vBits, *kQuant, *quantWindow, *quantZero)
+			return cf.settings(m.Config, kRank, vRank)
 		})
 	}
 	p, done := progress("eval chunks")

@@ -19,18 +19,13 @@ func runGenerate(ctx context.Context, args []string) error {
 	fs := newFlagSet("generate", "[--model M] [--prompt P] [-n N]")
 	var lf logFlags
 	lf.register(fs)
-	modelPath := fs.String("model", "", "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
+	modelPath := modelFlag(fs)
 	prompt := fs.String("prompt", "Once upon a time", "prompt text (needs a tokenizer)")
 	ids := fs.String("prompt-ids", "", "prompt as whitespace-separated token ids (instead of --prompt; BOS is not added)")
 	n := fs.Int("n", 64, "tokens to generate")
 	projPath := fs.String("projections", "", "CSKV projections: decode with the real bi-branch compressed cache")
-	window := fs.Int("window", 32, "with --projections: tokens kept at full precision (W ≥ 1)")
-	windowMode := fs.String("window-mode", "block", "with --projections: block or sliding")
-	kBits := fs.Int("k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = fp16)")
-	vBits := fs.Int("v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = fp16)")
-	kQuant := fs.String("k-quant", "channel", "key groups: channel (over --quant-window tokens) or token")
-	quantWindow := fs.Int("quant-window", 32, "tokens per per-channel key group (must divide --window)")
-	quantZero := fs.String("quant-zero", "free", "zero point: free or clamp")
+	var cf cacheFlags
+	cf.register(fs, 32)
 	force := fs.Bool("force", false, "use projections made for a different base model")
 	verify := fs.Bool("verify", false, "with --projections: use row-exact products and check that the real cache's logits equal the parallel fake-quantised evaluation's")
 	if err := parse(fs, args); err != nil {
@@ -77,7 +72,7 @@ func runGenerate(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		s, err := settingsFrom(m.Config, proj.Layers[0].KRank, proj.Layers[0].VRank, *window, *windowMode, *kBits, *vBits, *kQuant, *quantWindow, *quantZero)
+		s, err := cf.settings(m.Config, proj.Layers[0].KRank, proj.Layers[0].VRank)
 		if err != nil {
 			return err
 		}

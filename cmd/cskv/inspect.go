@@ -13,7 +13,7 @@ func runInspect(ctx context.Context, args []string) error {
 	fs := newFlagSet("inspect", "[--model M]")
 	var lf logFlags
 	lf.register(fs)
-	modelPath := fs.String("model", "", "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
+	modelPath := modelFlag(fs)
 	tensors := fs.Bool("tensors", true, "list the tensor table")
 	if err := parse(fs, args); err != nil {
 		return err
