@@ -60,6 +60,20 @@ func (l *Layer) Run(x []float32) (Loss, error) {
 	return Loss{}, errClosed
 }
 
+// Rerun repeats Run on the batch last loaded (by Run or Eval), reusing everything
+// that depends only on the batch (the K and V targets and, with the output
+// term, the rotated queries and the original attention output): one step
+// with the targets precomputed.
+func (l *Layer) Rerun() (Loss, error) {
+	if l.c32 != nil {
+		return l.c32.step()
+	}
+	if l.c64 != nil {
+		return l.c64.step()
+	}
+	return Loss{}, errClosed
+}
+
 // Eval computes the loss on x (N·T, D) without gradients (plain Go, same
 // kernels). The output term is evaluated whenever OutSeqs > 0, even when
 // LambdaOut is 0.
@@ -153,7 +167,8 @@ type core[T float] struct {
 	mseK, mseV, mseO        *mseOp[T]
 	g                       *gorgonia.ExprGraph
 	vm                      gorgonia.VM
-	ck, cv, kh, vh, khr, oh []T // Eval scratch
+	ck, cv, kh, vh, khr, oh []T  // Eval scratch
+	loaded                  bool // a batch is loaded (by Run or Eval)
 	ob                      []T
 }
 
@@ -315,6 +330,15 @@ func (c *core[T]) run(x []float32) (Loss, error) {
 	if err := c.load(x, c.s.hasOut()); err != nil {
 		return Loss{}, err
 	}
+	c.loaded = true
+	return c.step()
+}
+
+// step runs the graph on the loaded batch.
+func (c *core[T]) step() (Loss, error) {
+	if !c.loaded {
+		return Loss{}, errors.New("graph: Rerun before any Run")
+	}
 	err := c.vm.RunAll()
 	c.vm.Reset()
 	if err != nil {
@@ -332,6 +356,7 @@ func (c *core[T]) eval(x []float32) (Loss, error) {
 	if err := c.load(x, hasOut); err != nil {
 		return Loss{}, err
 	}
+	c.loaded = hasOut == c.s.hasOut() // Rerun needs what Run would have loaded
 	s := c.s
 	grow := func(b *[]T, n int) []T {
 		if len(*b) != n {

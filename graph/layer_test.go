@@ -366,3 +366,35 @@ func ExampleNewLayer() {
 	// Ak Bk Av Bv
 	// loss decreased: true
 }
+
+// Rerun equals Run on the same batch (targets reused, not recomputed).
+func TestRerunEqualsRun(t *testing.T) {
+	spec := NewRandomSpec(BenchShape{Name: "t", Hidden: 16, NHeads: 4, NKVHeads: 2, HeadDim: 4, Rank: 4, Seqs: 2, Tokens: 8}, 1)
+	spec.OutSeqs, spec.LambdaOut = 1, 1
+	layer, err := NewLayer(spec, RandomFactors(spec, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer layer.Close()
+	if _, err := layer.Rerun(); err == nil {
+		t.Fatal("Rerun before Run succeeded")
+	}
+	x := RandomInput(spec, 3)
+	a, err := layer.Run(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ga := append([]float32(nil), layer.Params()[0].Grad...)
+	b, err := layer.Rerun()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b {
+		t.Fatalf("Rerun loss %+v, Run loss %+v", b, a)
+	}
+	for i, g := range layer.Params()[0].Grad {
+		if g != ga[i] {
+			t.Fatalf("gradient %d: Rerun %g, Run %g", i, g, ga[i])
+		}
+	}
+}
