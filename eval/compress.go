@@ -129,7 +129,9 @@ func (c *Compressor) Replace(kr, vr, x, k, v []float32, nSeq, T int) error {
 }
 
 // reconstruct writes out (n, KV) = Q(X·Aᵀ)·Bᵀ (+ bias), quantising each
-// sequence's (T, rank) features separately.
+// sequence's (T, rank) features separately. With per-channel (KIVI) key
+// groups, the tokens after the last complete group keep full-precision
+// features, exactly as the real cache holds them until their group fills.
 func (c *Compressor) reconstruct(out, x, a, b, bias []float32, rank int, q quant.Spec, nSeq, T int) error {
 	n := nSeq * T
 	feat := make([]float32, n*rank) // (n, rank)
@@ -138,9 +140,13 @@ func (c *Compressor) reconstruct(out, x, a, b, bias []float32, rank int, q quant
 		roundF16(feat)
 	}
 	if q.Enabled() {
+		rows := T // per-channel groups: a trailing partial group stays unquantised,
+		if q.Grouping == quant.PerChannel { // as the real cache holds it (pending)
+			rows = T / q.GroupSize * q.GroupSize
+		}
 		for s := 0; s < nSeq; s++ {
-			f := feat[s*T*rank : (s+1)*T*rank]
-			if err := quant.FakeQuant(f, nil, f, T, rank, q); err != nil {
+			f := feat[s*T*rank : (s*T+rows)*rank]
+			if err := quant.FakeQuant(f, nil, f, rows, rank, q); err != nil {
 				return err
 			}
 		}
