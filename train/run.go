@@ -130,6 +130,9 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 			}
 			env.OnLayer(info)
 		}
+		if l == m.Config.Layers-1 {
+			break // nothing reads the last layer's output
+		}
 		env.OnPhase("advance", l)
 		if err := errors.Join(h.advance(m.Config, blk), hHeld.advance(m.Config, blk)); err != nil {
 			return fail(fmt.Errorf("layer %d: advance: %w", l, err))
