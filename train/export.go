@@ -2,8 +2,8 @@ package train
 
 import (
 	"encoding/json"
-	"os"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 

@@ -224,4 +224,3 @@ func calibKV(st *Stats, blk *model.Block, f graph.Factors, mc model.Config, kRan
 	}
 	return lk + lv
 }
-
