@@ -140,8 +140,8 @@ func (c *Compressor) reconstruct(out, x, a, b, bias []float32, rank int, q quant
 		roundF16(feat)
 	}
 	if q.Enabled() {
-		rows := T                           // per-channel groups: a trailing partial group stays unquantised,
-		if q.Grouping == quant.PerChannel { // as the real cache holds it (pending)
+		rows := T
+		if q.Grouping == quant.PerChannel { // a trailing partial group stays unquantised (pending in the cache)
 			rows = T / q.GroupSize * q.GroupSize
 		}
 		for s := 0; s < nSeq; s++ {
