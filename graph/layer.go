@@ -51,11 +51,19 @@ func (l *Layer) Spec() LayerSpec { return l.spec }
 // Run does one forward and backward pass on x (N·T, D): afterwards the Grad
 // slices of Params hold the gradient of Total. It does not update the factors.
 func (l *Layer) Run(x []float32) (Loss, error) {
+	return l.RunTargets(x, nil, nil)
+}
+
+// RunTargets is Run with the batch's K and V targets precomputed by the
+// caller: k, v (N·T, KV) = X·Wkᵀ + bk, X·Wvᵀ + bv (nil: computed here).
+// They do not change between steps, so a trainer computes them once for all
+// its sequences.
+func (l *Layer) RunTargets(x, k, v []float32) (Loss, error) {
 	if l.c32 != nil {
-		return l.c32.run(x)
+		return l.c32.run(x, k, v)
 	}
 	if l.c64 != nil {
-		return l.c64.run(x)
+		return l.c64.run(x, k, v)
 	}
 	return Loss{}, errClosed
 }
@@ -289,16 +297,30 @@ func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
 // depend on the factors: the K and V targets and, with out, the rotated
 // scaled queries, rotated original keys and the original attention output.
 func (c *core[T]) load(x []float32, out bool) error {
+	return c.loadTargets(x, nil, nil, out)
+}
+
+// loadTargets is load with the K and V targets given (k, v (M, KV), the
+// batch's rows of X·Wkᵀ + bk and X·Wvᵀ + bv), or computed when nil.
+func (c *core[T]) loadTargets(x, k, v []float32, out bool) error {
 	if len(x) != c.m*c.d {
 		return fmt.Errorf("graph: input has %d values, want %d = %d rows × %d", len(x), c.m*c.d, c.m, c.d)
+	}
+	if k != nil && (len(k) != c.m*c.kv || len(v) != c.m*c.kv) {
+		return fmt.Errorf("graph: targets have %d and %d values, want %d = %d rows × %d", len(k), len(v), c.m*c.kv, c.m, c.kv)
 	}
 	if xs, ok := any(c.x).([]float32); ok {
 		copy(xs, x)
 	} else {
 		convert(c.x, x)
 	}
-	linear(c.kt, c.x, c.wk, c.bk, c.m, c.kv, c.d)
-	linear(c.vt, c.x, c.wv, c.bv, c.m, c.kv, c.d)
+	if k != nil {
+		convert(c.kt, k)
+		convert(c.vt, v)
+	} else {
+		linear(c.kt, c.x, c.wk, c.bk, c.m, c.kv, c.d)
+		linear(c.vt, c.x, c.wv, c.bv, c.m, c.kv, c.d)
+	}
 	c.ms[0] = sumSq(c.kt) / float64(len(c.kt))
 	c.ms[1] = sumSq(c.vt) / float64(len(c.vt))
 	if !out {
@@ -326,8 +348,8 @@ func (c *core[T]) loss(k, v, out float64, hasOut bool) Loss {
 	return l
 }
 
-func (c *core[T]) run(x []float32) (Loss, error) {
-	if err := c.load(x, c.s.hasOut()); err != nil {
+func (c *core[T]) run(x, k, v []float32) (Loss, error) {
+	if err := c.loadTargets(x, k, v, c.s.hasOut()); err != nil {
 		return Loss{}, err
 	}
 	c.loaded = true

@@ -398,3 +398,44 @@ func TestRerunEqualsRun(t *testing.T) {
 		}
 	}
 }
+
+// RunTargets with the targets computed by the caller gives Run's loss and
+// gradients (1e-6 relative: the caller's product may round differently).
+func TestRunTargetsEqualsRun(t *testing.T) {
+	spec := NewRandomSpec(BenchShape{Name: "t", Hidden: 16, NHeads: 4, NKVHeads: 2, HeadDim: 4, Rank: 4, Seqs: 2, Tokens: 8}, 1)
+	spec.OutSeqs, spec.LambdaOut = 1, 1
+	f := RandomFactors(spec, 2)
+	x := RandomInput(spec, 3)
+	a, err := NewLayer(spec, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, _ := NewLayer(spec, f)
+	defer b.Close()
+	la, err := a.Run(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, kv := spec.Rows(), spec.KVDim()
+	k, v := make([]float32, m*kv), make([]float32, m*kv)
+	linear(k, x, spec.Wk, nil, m, kv, spec.Hidden)
+	linear(v, x, spec.Wv, nil, m, kv, spec.Hidden)
+	lb, err := b.RunTargets(x, k, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(la.Total/lb.Total-1) > 1e-6 || math.Abs(la.KV/lb.KV-1) > 1e-6 {
+		t.Fatalf("RunTargets loss %+v, Run loss %+v", lb, la)
+	}
+	for i := range a.Params() {
+		for j, g := range a.Params()[i].Grad {
+			if h := b.Params()[i].Grad[j]; math.Abs(float64(g-h)) > 1e-6*(1+math.Abs(float64(g))) {
+				t.Fatalf("param %d grad %d: RunTargets %g, Run %g", i, j, h, g)
+			}
+		}
+	}
+	if _, err := b.RunTargets(x, k[:1], v); err == nil {
+		t.Error("short targets accepted")
+	}
+}

@@ -78,6 +78,14 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 	T, D := cfg.SeqLen, mc.Hidden
 	nSeq := len(x) / (T * D)
 	batch := make([]float32, cfg.Batch*T*D) // (Batch·T, D)
+	// The K and V targets of every sequence do not change between steps:
+	// compute them once when they fit targetBudget, and gather them with
+	// the batch (nil otherwise: the graph computes each batch's).
+	kAll, vAll := targets(mc, blk, x, nSeq*T) // (N·T, KV) each, or nil
+	var kb, vb []float32                      // (Batch·T, KV)
+	if kAll != nil {
+		kb, vb = make([]float32, cfg.Batch*T*mc.KVDim()), make([]float32, cfg.Batch*T*mc.KVDim())
+	}
 	params := layer.Params()
 	for step := startStep; step < cfg.Steps; step++ {
 		if err := ctx.Err(); err != nil {
@@ -87,8 +95,15 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 			}
 			return info, f, fmt.Errorf("interrupted at step %d (checkpoint written): %w", step, err)
 		}
-		pickBatch(batch, x, nSeq, T*D, cfg.Batch, rng)
-		loss, err := layer.Run(batch)
+		for i, seq := range pickBatch(nSeq, cfg.Batch, rng) {
+			copy(batch[i*T*D:(i+1)*T*D], x[seq*T*D:(seq+1)*T*D])
+			if kAll != nil {
+				n := T * mc.KVDim()
+				copy(kb[i*n:(i+1)*n], kAll[seq*n:(seq+1)*n])
+				copy(vb[i*n:(i+1)*n], vAll[seq*n:(seq+1)*n])
+			}
+		}
+		loss, err := layer.RunTargets(batch, kb, vb)
 		if err != nil {
 			return info, f, fmt.Errorf("step %d: %w", step+1, err)
 		}
@@ -145,19 +160,34 @@ func heldOut(cfg Config, mc model.Config, blk *model.Block, kRank, vRank int, f 
 	return &l, nil
 }
 
-// pickBatch copies `batch` distinct sequences of x (nSeq of seqSize floats),
-// drawn with rng, into dst.
-func pickBatch(dst, x []float32, nSeq, seqSize, batch int, rng *rand.PCG) {
+// pickBatch draws `batch` distinct sequence indices out of nSeq with rng
+// (a partial Fisher–Yates shuffle).
+func pickBatch(nSeq, batch int, rng *rand.PCG) []int {
 	r := rand.New(rng)
 	idx := make([]int, nSeq)
 	for i := range idx {
 		idx[i] = i
 	}
-	for i := 0; i < batch; i++ { // partial Fisher–Yates
+	for i := 0; i < batch; i++ {
 		j := i + r.IntN(nSeq-i)
 		idx[i], idx[j] = idx[j], idx[i]
-		copy(dst[i*seqSize:(i+1)*seqSize], x[idx[i]*seqSize:(idx[i]+1)*seqSize])
 	}
+	return idx[:batch]
+}
+
+// targetBudget bounds the memory of the precomputed K and V targets.
+const targetBudget = 1 << 30
+
+// targets returns K = X·Wkᵀ + bk and V = X·Wvᵀ + bv for all n rows of x, or
+// nil when they would exceed targetBudget.
+func targets(mc model.Config, blk *model.Block, x []float32, n int) (k, v []float32) {
+	if int64(n)*int64(mc.KVDim())*8 > targetBudget {
+		return nil, nil
+	}
+	k, v = make([]float32, n*mc.KVDim()), make([]float32, n*mc.KVDim())
+	model.Linear(k, x, blk.Wk, blk.Bk, n, mc.KVDim(), mc.Hidden)
+	model.Linear(v, x, blk.Wv, blk.Bv, n, mc.KVDim(), mc.Hidden)
+	return k, v
 }
 
 func finiteGrads(ps []graph.Param) bool {
