@@ -136,9 +136,6 @@ func readProjections(path string) (*Projections, error) {
 	}
 	delete(md, metaFormat)
 	delete(md, metaFormatVersion)
-	if md == nil {
-		md = map[string]string{}
-	}
 
 	// Group tensor names by layer and kind.
 	kindIndex := map[string]int{}

@@ -29,14 +29,33 @@ type Settings struct {
 // ranks rk, rv: values per token in groups of one head's compressed channels;
 // keys per channel over quantWindow tokens (KIVI) or per token like values.
 func QuantSpecs(kBits, vBits int, kPerChannel bool, quantWindow int, clampZero bool, rk, rv, kvHeads int) (k, v quant.Spec, err error) {
-	if rk%kvHeads != 0 || rv%kvHeads != 0 {
-		return k, v, fmt.Errorf("ranks %d/%d are not multiples of the %d kv heads (needed for per-head quantisation groups)", rk, rv, kvHeads)
+	// headGroup is one head's compressed channels: the per-token group.
+	headGroup := func(side string, rank, bits int) (int, error) {
+		switch {
+		case rank%kvHeads == 0:
+			return rank / kvHeads, nil
+		case bits == quant.Off:
+			return rank, nil // unquantised: the group size is never used
+		}
+		return 0, fmt.Errorf("%s rank %d is not a multiple of the %d kv heads (per-token quantisation groups are one head's channels)", side, rank, kvHeads)
 	}
-	k = quant.Spec{Bits: kBits, Grouping: quant.PerToken, GroupSize: rk / kvHeads, ClampZero: clampZero}
+	tokenBits := kBits // bits of the keys' per-token groups
+	if kPerChannel {
+		tokenBits = quant.Off // per-channel groups do not depend on the rank
+	}
+	kg, err := headGroup("key", rk, tokenBits)
+	if err != nil {
+		return k, v, err
+	}
+	vg, err := headGroup("value", rv, vBits)
+	if err != nil {
+		return k, v, err
+	}
+	k = quant.Spec{Bits: kBits, Grouping: quant.PerToken, GroupSize: kg, ClampZero: clampZero}
 	if kPerChannel {
 		k.Grouping, k.GroupSize = quant.PerChannel, quantWindow
 	}
-	v = quant.Spec{Bits: vBits, Grouping: quant.PerToken, GroupSize: rv / kvHeads, ClampZero: clampZero}
+	v = quant.Spec{Bits: vBits, Grouping: quant.PerToken, GroupSize: vg, ClampZero: clampZero}
 	if err := k.Validate(); err != nil {
 		return k, v, fmt.Errorf("keys: %w", err)
 	}
@@ -75,6 +94,9 @@ func NewCompressors(m *model.Model, p *checkpoints.Projections, s Settings) ([]*
 	}
 	out := make([]*Compressor, c.Layers)
 	for l, f := range p.Layers {
+		if f.KRank != p.Layers[0].KRank || f.VRank != p.Layers[0].VRank {
+			return nil, fmt.Errorf("layer %d: ranks k %d, v %d differ from layer 0's k %d, v %d (the cache settings are per model)", l, f.KRank, f.VRank, p.Layers[0].KRank, p.Layers[0].VRank)
+		}
 		want := [][2]int{{f.KRank, c.Hidden}, {c.KVDim(), f.KRank}, {f.VRank, c.Hidden}, {c.KVDim(), f.VRank}}
 		got := [][]float32{f.Ak, f.Bk, f.Av, f.Bv}
 		names := []string{"k_proj_a", "k_proj_b", "v_proj_a", "v_proj_b"}

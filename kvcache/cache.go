@@ -216,7 +216,7 @@ func (c *Layer) KV(keys, values []float32) error {
 }
 
 // AllocatedBytes is what the cache holds: the live length times the element
-// size of every backing store (fp16 originals, packed codes, fp16 scales and
+// size of every backing store (float32 originals, packed codes, fp16 scales and
 // zeros, fp16 features with bits 16, float32 pending features). It equals
 // Bytes(c.Config(), c.Len()).Total.
 func (c *Layer) AllocatedBytes() int64 {

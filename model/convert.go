@@ -1,13 +1,12 @@
 package model
 
 import (
-	"github.com/cskv/cskv/atomicfile"
-
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 
+	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/model/safetensors"
 	"github.com/cskv/cskv/model/tokenizer"
 )
@@ -126,6 +125,9 @@ func (m *Model) ConvertHF(dir string) (err error) {
 		if err := atomicfile.WriteSync(filepath.Join(tmp, "tokenizer_config.json"), tc); err != nil {
 			return fmt.Errorf("convert: %w", err)
 		}
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // MkdirTemp made it private
+		return fmt.Errorf("convert: %w", err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("convert: %w", err)

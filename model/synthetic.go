@@ -42,6 +42,10 @@ func (s memSource) list() []TensorEntry {
 	return sortedEntries(out)
 }
 
+// Synthetic reports whether m is a synthetic model (built in code, not read
+// from a file).
+func (m *Model) Synthetic() bool { return m.Format == "synthetic" }
+
 // Synthetic builds the embedded default model from a seed. Its K and V
 // projections have a geometrically decaying singular spectrum, so that
 // compressing them is meaningful.

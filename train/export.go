@@ -52,8 +52,8 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"base_digest":  baseDigest,
 		"base_arch":    arch,
 		"rope_layout":  "hf-rotate-half",
-		"k_density":    f(cfg.KDensity),
-		"v_density":    f(cfg.VDensity),
+		"k_density":    density(cfg.KRank, cfg.KDensity),
+		"v_density":    density(cfg.VRank, cfg.VDensity),
 		"k_rank":       i(kRank),
 		"v_rank":       i(vRank),
 		"init":         cfg.Init,
@@ -65,6 +65,7 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"quant_zero":   cfg.QuantZero,
 		"window_mode":  cfg.Window,
 		"out_window":   i(cfg.OutWindow),
+		"window":       i(cfg.OutWindow), // the bi-branch window the factors were trained for (0 = all compressed)
 		"seq_len":      i(cfg.SeqLen),
 		"calib_chunks": i(cfg.CalibChunks),
 		"steps":        i(cfg.Steps),
@@ -77,6 +78,15 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"out_seqs":     i(cfg.OutSeqs),
 	}
 	return meta
+}
+
+// density is the metadata value of a side's density: "explicit-rank" when
+// an explicit rank overrode it.
+func density(rank int, d float64) string {
+	if rank > 0 {
+		return "explicit-rank"
+	}
+	return strconv.FormatFloat(d, 'g', -1, 64)
 }
 
 // ExportCheckpoint writes the projections file from a checkpoint in which

@@ -72,7 +72,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m, err := openModel(cfg.Model)
+	m, err := OpenModel(cfg.Model)
 	if err != nil {
 		return nil, err
 	}
@@ -87,6 +87,9 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	calib, held, err := calibration(m, cfg)
 	if err != nil {
 		return fail(err)
+	}
+	if cfg.SeqLen > m.Config.ContextLength {
+		env.Log.WithFields(logrus.Fields{"seq_len": cfg.SeqLen, "context_length": m.Config.ContextLength}).Warn("sequences are longer than the model's trained context")
 	}
 	kRank, vRank, err := ranks(m.Config, cfg)
 	if err != nil {
@@ -108,6 +111,9 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	copy(factors, run.finished)
 	res.Layers = append(res.Layers, run.history...)
 	for l := 0; l < m.Config.Layers; l++ {
+		if err := ctx.Err(); err != nil {
+			return fail(fmt.Errorf("interrupted before layer %d (checkpoints hold every finished layer): %w", l, err))
+		}
 		blk, err := m.Block(l)
 		if err != nil {
 			return fail(err)
@@ -168,8 +174,9 @@ func ranks(mc model.Config, cfg Config) (k, v int, err error) {
 	return
 }
 
-// openModel opens the model, or the embedded synthetic one for "".
-func openModel(path string) (*model.Model, error) {
+// OpenModel opens the model at path, or builds the embedded synthetic model
+// (seed SyntheticSeed) when path is empty.
+func OpenModel(path string) (*model.Model, error) {
 	if path == "" {
 		return model.Synthetic(SyntheticSeed)
 	}
@@ -189,7 +196,7 @@ const SyntheticCalibSeed = 2024
 // calibration returns the N calibration sequences and the held-out ones.
 func calibration(m *model.Model, cfg Config) (calib, held [][]int, err error) {
 	if cfg.Data == "" {
-		if m.Format != "synthetic" {
+		if !m.Synthetic() {
 			return nil, nil, fmt.Errorf("--data is required with --model")
 		}
 		all, err := m.SampleTokens(cfg.CalibChunks+cfg.Holdout, cfg.SeqLen, 1, SyntheticCalibSeed)

@@ -1,8 +1,6 @@
 package train
 
 import (
-	"github.com/cskv/cskv/atomicfile"
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/graph"
 	"github.com/cskv/cskv/model"

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/cskv/cskv/atomicfile"
-
 	"bytes"
 	"context"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"gonum.org/v1/gonum/blas"
 
+	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/report"

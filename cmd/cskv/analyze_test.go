@@ -55,7 +55,7 @@ func TestAnalyzeSynthetic(t *testing.T) {
 	if err := runAnalyze(context.Background(), args); err != nil {
 		t.Fatal(err)
 	}
-	m, err := model.Synthetic(syntheticSeed)
+	m, err := model.Synthetic(train.SyntheticSeed)
 	if err != nil {
 		t.Fatal(err)
 	}

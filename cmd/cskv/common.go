@@ -7,10 +7,8 @@ import (
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/train"
 )
-
-// syntheticSeed is the seed of the embedded default model.
-const syntheticSeed = 1
 
 // Defaults used with the embedded synthetic model when the user gives no data.
 const (
@@ -19,17 +17,11 @@ const (
 	syntheticEvalSeed = 1001
 )
 
-// openModel opens the model at path, or builds the embedded synthetic model
-// when path is empty.
-func openModel(path string) (*model.Model, error) {
-	if path == "" {
-		return model.Synthetic(syntheticSeed)
-	}
-	return model.Open(path)
-}
+// openModel opens the model at path, or the embedded synthetic model for "".
+func openModel(path string) (*model.Model, error) { return train.OpenModel(path) }
 
 // isSynthetic reports whether m is the embedded default.
-func isSynthetic(m *model.Model) bool { return m.Format == "synthetic" }
+func isSynthetic(m *model.Model) bool { return m.Synthetic() }
 
 // modelFlag registers --model.
 func modelFlag(fs *flag.FlagSet) *string {
@@ -82,6 +74,9 @@ func (c *cacheFlags) settings(mc model.Config, kRank, vRank int) (eval.Settings,
 // loadChunks reads the data (or samples the synthetic model's own data) and
 // cuts it into chunks per the evaluation protocol.
 func loadChunks(m *model.Model, d dataFlags, sampleSeed uint64, sampleN int) ([][]int, error) {
+	if !validFormats[d.format] {
+		return nil, fmt.Errorf("%w: --data-format %q: want auto, text, ids or bin", errUsage, d.format)
+	}
 	if d.seqLen < 2 {
 		return nil, fmt.Errorf("%w: --seq-len %d: must be at least 2", errUsage, d.seqLen)
 	}
@@ -111,6 +106,9 @@ func loadChunks(m *model.Model, d dataFlags, sampleSeed uint64, sampleN int) ([]
 	}
 	return chunks, nil
 }
+
+// validFormats are the --data-format values.
+var validFormats = map[string]bool{"": true, "auto": true, "text": true, "ids": true, "bin": true}
 
 // encoderOf returns the model's tokenizer as a data.Encoder, or nil.
 func encoderOf(m *model.Model) data.Encoder {

@@ -51,6 +51,11 @@ func runCompare(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, f := range []string{"k-bits", "v-bits", "dtype"} {
+		if flagSet(fs, f) {
+			return fmt.Errorf("%w: --%s: compare sets the bits itself (use --bits)", errUsage, f)
+		}
+	}
 	var bits []int
 	for _, f := range strings.Split(*bitsFlag, ",") {
 		b, err := strconv.Atoi(strings.TrimSpace(f))

@@ -49,6 +49,9 @@ func runEval(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if d.seqLen > m.Config.ContextLength {
+		log.WithFields(logrus.Fields{"seq_len": d.seqLen, "context_length": m.Config.ContextLength}).Warn("chunks are longer than the model's trained context")
+	}
 	progress := func(desc string) (eval.Progress, func()) {
 		bar := lf.bar(len(chunks), desc)
 		return func(done, total int) {

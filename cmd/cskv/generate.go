@@ -58,6 +58,9 @@ func runGenerate(ctx context.Context, args []string) error {
 		}
 		toks = append([]int{m.Tokenizer.BOS()}, p...)
 	}
+	if n := len(toks) + *n; n > m.Config.ContextLength {
+		log.WithFields(logrus.Fields{"tokens": n, "context_length": m.Config.ContextLength}).Warn("generating past the model's trained context")
+	}
 	var caches []model.LayerCache
 	var kls []*kvcache.Layer
 	var check func(tokens []int, logits [][]float32) error
@@ -117,7 +120,6 @@ func runGenerate(ctx context.Context, args []string) error {
 	return nil
 }
 
-// greedy feeds the prompt and returns n greedily chosen next tokens.
 // greedy feeds the prompt and returns n greedily chosen next tokens, with
 // the logits of every step (one row per token fed).
 func greedy(ctx context.Context, m *model.Model, prompt []int, n int, caches []model.LayerCache) ([]int, [][]float32, error) {

@@ -66,6 +66,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() { // the first signal asks for a clean stop; a second one kills
+		<-ctx.Done()
+		stop()
+	}()
 	for _, c := range commands {
 		if c.name == args[0] {
 			err := c.run(ctx, args[1:])
@@ -173,7 +177,7 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected argument %q (flags go before nothing else; see -h)", errUsage, strings.Join(fs.Args(), " "))
+		return fmt.Errorf("%w: unexpected argument %q (this command takes only flags; see -h)", errUsage, strings.Join(fs.Args(), " "))
 	}
 	return nil
 }

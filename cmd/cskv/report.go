@@ -34,11 +34,26 @@ func cacheConfig(mc model.Config, kRank, vRank int, s eval.Settings) kvcache.Con
 		mode = kvcache.Sliding
 	}
 	return kvcache.Config{NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, KRank: kRank, VRank: vRank,
-		Window: max(1, s.Window), Mode: mode, K: s.K, V: s.V}
+		Window: s.Window, Mode: mode, K: s.K, V: s.V}
 }
 
-// memoryTable evaluates the memory formula at the given context lengths.
+// checkWindow refuses a window that per-channel (KIVI) key groups do not
+// tile: the real cache compresses a key group only when all of it has left
+// the window, so the group size must divide W.
+func checkWindow(window, kBits int, kQuant string, quantWindow int) error {
+	if kBits != 16 && kQuant == "channel" && window > 0 && window%quantWindow != 0 {
+		return fmt.Errorf("%w: --window %d is not a multiple of --quant-window %d (per-channel key groups must tile the window)", errUsage, window, quantWindow)
+	}
+	return nil
+}
+
+// memoryTable evaluates the memory formula at the given context lengths. The
+// real cache keeps at least one token original, so s.Window = 0 (every token
+// compressed, an evaluation setting) has no table: nil.
 func memoryTable(mc model.Config, kRank, vRank int, s eval.Settings, contexts ...int) ([]memRow, error) {
+	if s.Window == 0 {
+		return nil, nil
+	}
 	cc := cacheConfig(mc, kRank, vRank, s)
 	if err := cc.Validate(); err != nil {
 		return nil, err
@@ -59,6 +74,10 @@ func memoryTable(mc model.Config, kRank, vRank int, s eval.Settings, contexts ..
 }
 
 func printMemory(rows []memRow) {
+	if rows == nil {
+		fmt.Println("memory: with --window 0 every token is compressed; the real cache keeps W ≥ 1 tokens original (give --window W for its table)")
+		return
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(w, "context\tfp16 B/token/layer\tcache B/token/layer\tcodes\tscales+zeros\twindow B (held)\tratio\tremoved")
 	for _, r := range rows {
@@ -178,6 +197,9 @@ func settingsFrom(mc model.Config, kRank, vRank, window int, mode string, kBits,
 	}
 	if quantWindow < 1 {
 		return eval.Settings{}, fmt.Errorf("%w: --quant-window %d: must be a positive integer", errUsage, quantWindow)
+	}
+	if err := checkWindow(window, kBits, kQuant, quantWindow); err != nil {
+		return eval.Settings{}, err
 	}
 	k, v, err := eval.QuantSpecs(kBits, vBits, kQuant == "channel", quantWindow, quantZero == "clamp", kRank, vRank, mc.KVHeads)
 	if err != nil {

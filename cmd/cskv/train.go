@@ -12,6 +12,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 
+	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/report"
 	"github.com/cskv/cskv/train"
 )
@@ -137,6 +138,9 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if err := checkWindow(*evalWindow, cfg.KBits, cfg.KQuant, cfg.QuantWindow); err != nil {
+		return err
+	}
 	res, err := train.Run(ctx, cfg, trainEnv(&lf, log, cfg.Steps))
 	if err != nil {
 		return err
@@ -150,8 +154,11 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		if err := lossPlots(cfg.Out, res); err != nil {
 			return err
 		}
-		raw, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(filepath.Join(cfg.Out, "report.json"), append(raw, '\n'), 0o644); err != nil {
+		raw, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.Write(filepath.Join(cfg.Out, "report.json"), append(raw, '\n')); err != nil {
 			return err
 		}
 	}
@@ -198,7 +205,11 @@ func printLayers(w *tabwriter.Writer, res *train.Result) {
 				o += fmt.Sprintf("→%.4f", l.HeldAfter.OutRel)
 			}
 		}
-		fmt.Fprintf(w, "%d\t%d/%d\t%.5g\t%.5g\t%s\t%s\t%s\t%.1f\n", l.Layer, l.KRank, l.VRank, l.CalibKVInit, l.CalibKVFinal, k, v, o, l.Seconds)
+		final := "-" // no training steps (cskv init)
+		if len(l.CurveKV) > 0 {
+			final = fmt.Sprintf("%.5g", l.CalibKVFinal)
+		}
+		fmt.Fprintf(w, "%d\t%d/%d\t%.5g\t%s\t%s\t%s\t%s\t%.1f\n", l.Layer, l.KRank, l.VRank, l.CalibKVInit, final, k, v, o, l.Seconds)
 	}
 }
 
@@ -217,6 +228,9 @@ func runExport(ctx context.Context, args []string) error {
 	}
 	if *ckpt == "" || *out == "" {
 		return fmt.Errorf("%w: --checkpoint and --out are required", errUsage)
+	}
+	if *dtype != "f32" && *dtype != "f16" && *dtype != "bf16" {
+		return fmt.Errorf("%w: --dtype %q: want f32, f16 or bf16", errUsage, *dtype)
 	}
 	return train.ExportCheckpoint(*ckpt, *out, *dtype)
 }
