@@ -44,13 +44,21 @@ func registerProblem(fs *flag.FlagSet, c *train.Config) {
 
 // trainEnv wires logging and a progress bar to train.Run.
 func trainEnv(lf *logFlags, log *logrus.Logger, steps int) train.Env {
-	var bar *progressbar.ProgressBar
+	var bar, layers *progressbar.ProgressBar
 	return train.Env{
 		Log: log,
 		OnPhase: func(phase string, l int) {
 			log.WithFields(logrus.Fields{"layer": l, "phase": phase}).Debug("phase")
+			if phase == "capture" && steps == 0 && layers == nil { // init: a bar over layers
+				layers = lf.bar(-1, "capture + init, layers")
+			}
 			if phase == "train" && steps > 0 && !lf.quiet {
 				bar = lf.bar(steps, fmt.Sprintf("layer %d", l))
+			}
+		},
+		OnLayer: func(info train.LayerInfo) {
+			if layers != nil {
+				layers.Add(1)
 			}
 		},
 		OnStep: func(s train.StepInfo) {
