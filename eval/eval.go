@@ -10,6 +10,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
 
@@ -38,6 +39,7 @@ func Perplexity(ctx context.Context, m *model.Model, chunks [][]int, ovs []model
 	if batch <= 0 {
 		batch = 1
 	}
+	defer linalg.ThreadsFor(m.Config.Hidden)()
 	T := len(chunks[0])
 	V := m.Config.Vocab
 	start := time.Now()

@@ -63,3 +63,19 @@ func trans(t bool) blas.Transpose {
 	}
 	return blas.NoTrans
 }
+
+// smallWidth is the model width below which BLAS runs single-threaded: its
+// products are too small for threads, which then spin more than they compute
+// (measured on stories260K: 13–21 vs 2.3–3 CPU-ms per training step).
+const smallWidth = 1024
+
+// ThreadsFor sets the BLAS thread count suited to a model of the given
+// width and returns a function that restores the previous setting.
+func ThreadsFor(width int) (restore func()) {
+	prev := Threads()
+	if width >= smallWidth || prev <= 1 {
+		return func() {}
+	}
+	SetThreads(1)
+	return func() { SetThreads(prev) }
+}

@@ -77,11 +77,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Model: m, Config: cfg}
-	if m.Config.Hidden < smallHidden { // small products: threads spin more than they compute
-		prev := linalg.Threads()
-		linalg.SetThreads(1)
-		defer linalg.SetThreads(prev)
-	}
+	defer linalg.ThreadsFor(m.Config.Hidden)()
 	fail := func(err error) (*Result, error) { m.Close(); return nil, err }
 
 	calib, held, err := calibration(m, cfg)
@@ -182,10 +178,6 @@ func OpenModel(path string) (*model.Model, error) {
 	}
 	return model.Open(path)
 }
-
-// smallHidden is the model width below which BLAS runs single-threaded
-// (measured on stories260K: 13–21 vs 2.3–3 CPU-ms per KV step).
-const smallHidden = 1024
 
 // SyntheticSeed is the seed of the embedded default model.
 const SyntheticSeed = 1

@@ -78,15 +78,14 @@ func runBench(ctx context.Context, args []string) error {
 			if loss != "kv" && loss != "kv+out" {
 				return fmt.Errorf("%w: --loss: unknown loss %q (want kv or kv+out)", errUsage, loss)
 			}
-			n := *threads
-			if n == 0 {
-				n = defaultThreads
-				if shape.Hidden < 1024 {
-					n = 1
-				}
+			restore := func() {}
+			if *threads > 0 {
+				linalg.SetThreads(*threads)
+			} else {
+				restore = linalg.ThreadsFor(shape.Hidden)
 			}
-			linalg.SetThreads(n)
 			row, err := benchOne(ctx, shape, loss, *warm, *steps)
+			restore()
 			if err != nil {
 				return err
 			}
