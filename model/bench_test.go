@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/linalg"
 )
 
 // BenchmarkForward measures the frozen forward on stories260K: 4 chunks of
@@ -14,6 +15,7 @@ func BenchmarkForward(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	defer linalg.ThreadsFor(m.Config.Hidden)() // as eval and train run it
 	seqs := make([][]int, 4)
 	for i := range seqs {
 		seqs[i] = make([]int, 512)
