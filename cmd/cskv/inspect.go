@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"text/tabwriter"
 
+	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/linalg"
 )
 
@@ -15,11 +17,15 @@ func runInspect(ctx context.Context, args []string) error {
 	lf.register(fs)
 	modelPath := modelFlag(fs)
 	tensors := fs.Bool("tensors", true, "list the tensor table")
+	projPath := fs.String("projections", "", "inspect a projections file instead: metadata and per-layer shapes")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if _, err := lf.logger(); err != nil {
 		return err
+	}
+	if *projPath != "" {
+		return inspectProjections(*projPath)
 	}
 	m, err := openModel(*modelPath)
 	if err != nil {
@@ -59,6 +65,30 @@ func runInspect(ctx context.Context, args []string) error {
 	fmt.Fprintln(w, "tensor\tshape\ttype")
 	for _, t := range m.Tensors() {
 		fmt.Fprintf(w, "%s\t%v\t%s\n", t.Name, t.Shape, t.Type)
+	}
+	return w.Flush()
+}
+
+// inspectProjections prints a projections file's metadata and shapes.
+func inspectProjections(path string) error {
+	p, err := checkpoints.ReadProjections(path)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintf(w, "projections\t%s\n", path)
+	fmt.Fprintf(w, "layers\t%d (hidden %d, kv dim %d)\n", len(p.Layers), p.Hidden, p.KVDim)
+	keys := make([]string, 0, len(p.Meta))
+	for k := range p.Meta {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s\t%s\n", k, p.Meta[k])
+	}
+	fmt.Fprintln(w, "\nlayer\tk_proj_a\tk_proj_b\tv_proj_a\tv_proj_b")
+	for i, l := range p.Layers {
+		fmt.Fprintf(w, "%d\t[%d %d]\t[%d %d]\t[%d %d]\t[%d %d]\n", i, l.KRank, p.Hidden, p.KVDim, l.KRank, l.VRank, p.Hidden, p.KVDim, l.VRank)
 	}
 	return w.Flush()
 }
