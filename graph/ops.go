@@ -306,8 +306,11 @@ func (o *attnOp[T]) Arity() int {
 	return 3
 }
 
-func (o *attnOp[T]) Type() hm.Type {
-	ts := make([]hm.Type, o.Arity()+1)
+func (o *attnOp[T]) Type() hm.Type { return matFn(o.Arity()) }
+
+// matFn is the type of an op taking arity matrices and returning one.
+func matFn(arity int) hm.Type {
+	ts := make([]hm.Type, arity+1)
 	for i := range ts {
 		ts[i] = mat2
 	}
@@ -378,13 +381,7 @@ type attnGradOp[T float] struct {
 }
 
 func (o *attnGradOp[T]) Arity() int { return o.fwd.Arity() + 2 }
-func (o *attnGradOp[T]) Type() hm.Type {
-	ts := make([]hm.Type, o.Arity()+1)
-	for i := range ts {
-		ts[i] = mat2
-	}
-	return hm.NewFnType(ts...)
-}
+func (o *attnGradOp[T]) Type() hm.Type { return matFn(o.Arity()) }
 func (o *attnGradOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{dims(in[1], 0), dims(in[1], 1)}, nil
 }
