@@ -380,7 +380,7 @@ type attnGradOp[T float] struct {
 	dk, dv buf[T]
 }
 
-func (o *attnGradOp[T]) Arity() int { return o.fwd.Arity() + 2 }
+func (o *attnGradOp[T]) Arity() int    { return o.fwd.Arity() + 2 }
 func (o *attnGradOp[T]) Type() hm.Type { return matFn(o.Arity()) }
 func (o *attnGradOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
 	return tensor.Shape{dims(in[1], 0), dims(in[1], 1)}, nil
