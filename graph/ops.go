@@ -45,6 +45,15 @@ func data[T float](v gorgonia.Value) ([]T, error) {
 }
 
 // scalar returns the value of a scalar (or one-element tensor).
+// data2 is data for the two operands of a product.
+func data2[T float](x, y gorgonia.Value) (a, b []T, err error) {
+	if a, err = data[T](x); err != nil {
+		return nil, nil, err
+	}
+	b, err = data[T](y)
+	return a, b, err
+}
+
 func scalar(v gorgonia.Value) (float64, error) {
 	switch x := v.(type) {
 	case *gorgonia.F32:
@@ -129,11 +138,7 @@ func (o *linOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *linOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
-	a, err := data[T](in[0])
-	if err != nil {
-		return nil, err
-	}
-	b, err := data[T](in[1])
+	a, b, err := data2[T](in[0], in[1])
 	if err != nil {
 		return nil, err
 	}
@@ -193,11 +198,7 @@ func (o *gemmOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
 }
 
 func (o *gemmOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
-	a, err := data[T](in[0])
-	if err != nil {
-		return nil, err
-	}
-	b, err := data[T](in[1])
+	a, b, err := data2[T](in[0], in[1])
 	if err != nil {
 		return nil, err
 	}
