@@ -25,7 +25,7 @@ type Settings struct {
 	FP16Cache bool
 }
 
-// QuantSpecs builds the key and value quantisation specs of METHOD.md §4 for
+// QuantSpecs builds the key and value quantisation specs of docs/METHOD.md §4 for
 // ranks rk, rv: values per token in groups of one head's compressed channels;
 // keys per channel over quantWindow tokens (KIVI) or per token like values.
 func QuantSpecs(kBits, vBits int, kPerChannel bool, quantWindow int, clampZero bool, rk, rv, kvHeads int) (k, v quant.Spec, err error) {

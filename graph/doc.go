@@ -1,6 +1,6 @@
 // Package graph builds and runs the per-layer CSKV objective in gorgonia: the
 // frozen attention of one decoder layer as constants, the low-rank factors
-// Ak, Bk, Av, Bv as the only learnables (METHOD.md §3, §4, §5).
+// Ak, Bk, Av, Bv as the only learnables (docs/METHOD.md §3, §4, §5).
 //
 // It owns every gorgonia call in the project. It does no I/O, no logging and
 // no loop over training steps: (*Layer).Run does one forward and backward,

@@ -10,7 +10,7 @@ import (
 	"github.com/cskv/cskv/quant"
 )
 
-// Quantisation-aware mode (METHOD.md §4): the compressed features C (M, R)
+// Quantisation-aware mode (docs/METHOD.md §4): the compressed features C (M, R)
 // are fake-quantised per sequence with the rule of package quant; the
 // gradient is straight-through inside each group's clip range and zero
 // outside it.

@@ -44,7 +44,6 @@ func data[T float](v gorgonia.Value) ([]T, error) {
 	return s, nil
 }
 
-// scalar returns the value of a scalar (or one-element tensor).
 // data2 is data for the two operands of a product.
 func data2[T float](x, y gorgonia.Value) (a, b []T, err error) {
 	if a, err = data[T](x); err != nil {
@@ -54,6 +53,7 @@ func data2[T float](x, y gorgonia.Value) (a, b []T, err error) {
 	return a, b, err
 }
 
+// scalar returns the value of a scalar (or one-element tensor).
 func scalar(v gorgonia.Value) (float64, error) {
 	switch x := v.(type) {
 	case *gorgonia.F32:

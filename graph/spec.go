@@ -6,7 +6,7 @@ import (
 	"math"
 )
 
-// Mode is the bi-branch window rule inside the output term (METHOD.md §5).
+// Mode is the bi-branch window rule inside the output term (docs/METHOD.md §5).
 type Mode int
 
 const (
@@ -28,7 +28,7 @@ func (m Mode) String() string {
 }
 
 // QuantSpec sets quantisation-aware training of the compressed features
-// Ck = X·Akᵀ and Cv = X·Avᵀ (METHOD.md §4).
+// Ck = X·Akᵀ and Cv = X·Avᵀ (docs/METHOD.md §4).
 type QuantSpec struct {
 	KBits, VBits int  // 2, 3, 4 or 8; 16 (or 0) = off
 	KPerChannel  bool // keys: KIVI per-channel groups of QuantWindow tokens; else per-token groups of Rk/Hkv channels

@@ -1,5 +1,5 @@
 // Package kvcache is a real bi-branch KV cache for decoding with CSKV factors
-// (METHOD.md §5), one Layer per decoder layer.
+// (docs/METHOD.md §5), one Layer per decoder layer.
 //
 // Shape legend: T tokens appended so far (Len), D = KVDim = NKVHeads·HeadDim,
 // Rk, Rv the key and value ranks.

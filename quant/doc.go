@@ -1,5 +1,5 @@
 // Package quant owns the rounding rule of CSKV's quantisation-aware mode
-// (METHOD.md §4): asymmetric uniform quantisation of the compressed features
+// (docs/METHOD.md §4): asymmetric uniform quantisation of the compressed features
 // C = X·Aᵀ with b bits per group, and the bit packing of the resulting codes.
 // The same rule serves three places: the straight-through fake-quant op of the
 // training graph, evaluation without gorgonia, and the real bi-branch cache

@@ -17,7 +17,7 @@ type Config struct {
 	RandomPick  bool   // problem: pick the N chunks at random (seeded) instead of the first N
 	Holdout     int    // problem: held-out chunks after the calibration ones for before/after errors (8; 0 = none)
 
-	KDensity, VDensity float64 // problem: densities in (0, 1) (0.5); ranks per METHOD.md §1
+	KDensity, VDensity float64 // problem: densities in (0, 1) (0.5); ranks per docs/METHOD.md §1
 	KRank, VRank       int     // problem: explicit ranks overriding the densities (0 = from density)
 	Init               string  // problem: svd, asvd or whiten (asvd)
 	Alpha              float64 // problem: ASVD exponent α (0.5)

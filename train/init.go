@@ -1,5 +1,5 @@
-// Package train initialises and trains the CSKV low-rank K/V factors
-// layer by layer (METHOD.md §2–§4).
+// The initialisations of the CSKV factors (docs/METHOD.md §2).
+
 package train
 
 import (
@@ -15,11 +15,11 @@ import (
 // Orientation used throughout this file. Weights are stored PyTorch-style
 // [out, in]: W (kvDim, hidden) with K = X·Wᵀ for X (n, hidden). The exported
 // factors are [out, in] too: A (rank, hidden), B (kvDim, rank), so that
-// K̂ = X·Aᵀ·Bᵀ and W ≈ B·A. In METHOD.md's notation Wk = Wᵀ (hidden, kvDim),
-// Ak = Aᵀ (hidden, rank), Bk = Bᵀ (rank, kvDim); the comments below use that
-// "math" orientation when they quote METHOD.md.
+// K̂ = X·Aᵀ·Bᵀ and W ≈ B·A. docs/METHOD.md §2 states the initialisations in
+// the "math" orientation M = Wᵀ (hidden, kvDim), Aᵀ (hidden, rank),
+// Bᵀ (rank, kvDim); the comments below write those Wk, Ak and Bk.
 
-// asvdEps is the offset of METHOD.md §2: s = (mean|x| + 1e-6)^α.
+// asvdEps is the offset of docs/METHOD.md §2: s = (mean|x| + 1e-6)^α.
 const asvdEps = 1e-6
 
 // defaultRelRidge is the starting ridge of InitWhiten relative to the mean

@@ -27,7 +27,7 @@ type compareRow struct {
 
 // runCompare trains full-precision projections once and quantisation-aware
 // ones per bit width, and evaluates each at that width (bi-branch cache):
-// post-training quantisation versus QAT (METHOD.md §4).
+// post-training quantisation versus QAT (docs/METHOD.md §4).
 func runCompare(ctx context.Context, args []string) error {
 	cfg := train.Defaults()
 	cfg.LambdaOut = 0 // the QAT recipe: the KV term only
