@@ -6,27 +6,17 @@ import (
 	"regexp"
 	"strconv"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model/safetensors"
 )
-
-// LayerFactors are one layer's trained low-rank K and V projections:
-// Wk ≈ Bk·Ak and Wv ≈ Bv·Av, row-major in PyTorch [out, in] layout.
-type LayerFactors struct {
-	Ak    []float32 // (KRank, Hidden)
-	Bk    []float32 // (KVDim, KRank)
-	Av    []float32 // (VRank, Hidden)
-	Bv    []float32 // (KVDim, VRank)
-	KRank int
-	VRank int
-}
 
 // Projections is the export: the factors of every layer plus free-form
 // metadata (densities, ranks, init, alpha, quantisation, window, base model
 // file and digest, cskv version, training settings: filled by the caller).
 type Projections struct {
-	Hidden int // model dim D
-	KVDim  int // Hkv·Dh
-	Layers []LayerFactors
+	Hidden int          // model dim D
+	KVDim  int          // Hkv·Dh
+	Layers []kv.Factors // per layer; ranks may differ between layers
 	Meta   map[string]string
 }
 
@@ -36,13 +26,10 @@ const (
 	metaFormatVersion = "format_version"
 )
 
-// projNames are the four tensor kinds of a layer, in LayerFactors order.
-var projNames = [4]string{"k_proj_a", "k_proj_b", "v_proj_a", "v_proj_b"}
-
-// projName returns the tensor name of kind k (an index into projNames) for a
+// projName returns the tensor name of kind k (an index into kv.ExportNames) for a
 // layer, e.g. "model.layers.3.self_attn.k_proj_a.weight".
 func projName(layer, k int) string {
-	return fmt.Sprintf("model.layers.%d.self_attn.%s.weight", layer, projNames[k])
+	return fmt.Sprintf("model.layers.%d.self_attn.%s.weight", layer, kv.ExportNames[k])
 }
 
 var projPattern = regexp.MustCompile(`^model\.layers\.(0|[1-9][0-9]*)\.self_attn\.([kv]_proj_[ab])\.weight$`)
@@ -85,24 +72,17 @@ func writeProjections(path string, p *Projections, dt safetensors.DType) error {
 		if l.KRank <= 0 || l.VRank <= 0 {
 			return fmt.Errorf("layer %d: ranks k %d, v %d must be positive", i, l.KRank, l.VRank)
 		}
-		for k, spec := range [4]struct {
-			data  []float32
-			shape []int
-		}{
-			{l.Ak, []int{l.KRank, p.Hidden}},
-			{l.Bk, []int{p.KVDim, l.KRank}},
-			{l.Av, []int{l.VRank, p.Hidden}},
-			{l.Bv, []int{p.KVDim, l.VRank}},
-		} {
-			name := projName(i, k)
-			if len(spec.data) != spec.shape[0]*spec.shape[1] {
+		shapes := l.Shapes(p.Hidden, p.KVDim)
+		for k, data := range l.Tensors() {
+			name, shape := projName(i, k), shapes[k][:]
+			if len(data) != shape[0]*shape[1] {
 				return fmt.Errorf("tensor %q: shape %v needs %d values, have %d",
-					name, spec.shape, spec.shape[0]*spec.shape[1], len(spec.data))
+					name, shape, shape[0]*shape[1], len(data))
 			}
-			if j := nonFinite(spec.data); j >= 0 {
-				return fmt.Errorf("tensor %q: element %d is %v: %w", name, j, spec.data[j], ErrNonFinite)
+			if j := nonFinite(data); j >= 0 {
+				return fmt.Errorf("tensor %q: element %d is %v: %w", name, j, data[j], ErrNonFinite)
 			}
-			ts = append(ts, safetensors.Tensor{Name: name, Shape: spec.shape, DType: dt, Data: spec.data})
+			ts = append(ts, safetensors.Tensor{Name: name, Shape: shape, DType: dt, Data: data})
 		}
 	}
 	return safetensors.Write(path, ts, md)
@@ -139,7 +119,7 @@ func readProjections(path string) (*Projections, error) {
 
 	// Group tensor names by layer and kind.
 	kindIndex := map[string]int{}
-	for k, n := range projNames {
+	for k, n := range kv.ExportNames {
 		kindIndex[n] = k
 	}
 	layers := map[int]*[4]bool{}
@@ -172,12 +152,12 @@ func readProjections(path string) (*Projections, error) {
 		}
 	}
 
-	p := &Projections{Layers: make([]LayerFactors, len(layers)), Meta: md}
+	p := &Projections{Layers: make([]kv.Factors, len(layers)), Meta: md}
 	var ref0 [4][]int // layer 0 shapes, the reference for the others
 	for i := range p.Layers {
 		var data [4][]float32
 		var shape [4][]int
-		for k := range projNames {
+		for k := range kv.ExportNames {
 			name := projName(i, k)
 			d, s, err := f.ReadFloat32(name)
 			if err != nil {
@@ -212,7 +192,8 @@ func readProjections(path string) (*Projections, error) {
 		} else if kb[0] != p.KVDim {
 			return nil, fmt.Errorf("layer %d: kv_dim differs from layer 0: k_proj_b %v vs %v", i, kb, ref0[1])
 		}
-		p.Layers[i] = LayerFactors{Ak: data[0], Bk: data[1], Av: data[2], Bv: data[3], KRank: ka[0], VRank: va[0]}
+		p.Layers[i] = kv.Factors{KRank: ka[0], VRank: va[0]}
+		p.Layers[i].SetTensors(data)
 	}
 	return p, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model/safetensors"
 )
 
@@ -36,7 +37,7 @@ func sampleProjections() *Projections {
 	}
 	for _, r := range [][2]int{{2, 3}, {3, 1}, {1, 2}} {
 		kr, vr := r[0], r[1]
-		p.Layers = append(p.Layers, LayerFactors{
+		p.Layers = append(p.Layers, kv.Factors{
 			Ak: fill(kr * hidden), Bk: fill(kvDim * kr),
 			Av: fill(vr * hidden), Bv: fill(kvDim * vr),
 			KRank: kr, VRank: vr,
@@ -211,7 +212,7 @@ func TestReadProjectionsErrors(t *testing.T) {
 		{"missing tensor", okMeta, func(ts map[string]safetensors.Tensor) { delete(ts, name(1, "v_proj_b")) }, nil,
 			`layer 1: tensor "model.layers.1.self_attn.v_proj_b.weight" missing`},
 		{"gap in layers", okMeta, func(ts map[string]safetensors.Tensor) {
-			for _, k := range projNames {
+			for _, k := range kv.ExportNames {
 				delete(ts, name(1, k))
 			}
 		}, nil, "not contiguous from 0: layer 1 missing"},

@@ -40,16 +40,12 @@ func NewCaches(m *model.Model, p *checkpoints.Projections, s Settings) ([]model.
 	if _, err := NewCompressors(m, p, s); err != nil { // shape checks
 		return nil, nil, err
 	}
-	mode := kvcache.Block
-	if s.Mode == model.WindowSliding {
-		mode = kvcache.Sliding
-	}
 	c := m.Config
 	var lcs []model.LayerCache
 	var kls []*kvcache.Layer
 	for l, f := range p.Layers {
 		cfg := kvcache.Config{NKVHeads: c.KVHeads, HeadDim: c.HeadDim, KRank: f.KRank, VRank: f.VRank,
-			Window: s.Window, Mode: mode, K: s.K, V: s.V}
+			Window: s.Window, Mode: s.Mode, K: s.K, V: s.V}
 		kl, err := kvcache.NewLayer(cfg, f.Bk, f.Bv)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layer %d: %w", l, err)

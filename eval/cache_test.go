@@ -9,6 +9,7 @@ import (
 	"github.com/cskv/cskv/assets"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
@@ -54,9 +55,9 @@ func TestRealCacheMatchesParallel(t *testing.T) {
 	linalg.SetExact(true) // row-exact products: a row's values do not depend on the batch
 	defer linalg.SetExact(false)
 	rk, rv := p.Layers[0].KRank, p.Layers[0].VRank
-	for _, mode := range []model.WindowMode{model.WindowBlock, model.WindowSliding} {
+	for _, mode := range []kv.WindowMode{kv.WindowBlock, kv.WindowSliding} {
 		for _, bits := range []int{2, 4, 8, 16} {
-			k, v, err := QuantSpecs(bits, bits, true, 32, false, rk, rv, m.Config.KVHeads)
+			k, v, err := kv.Quant{KBits: bits, VBits: bits, KPerChannel: true, QuantWindow: 32}.Specs(rk, rv, m.Config.KVHeads)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +106,7 @@ func TestRealCacheMatchesParallel(t *testing.T) {
 // covering every token equals the uncompressed model.
 func TestWindowCoveringAllIsBaseline(t *testing.T) {
 	m, p, toks := fixture(t)
-	k, v, err := QuantSpecs(16, 16, true, 32, false, p.Layers[0].KRank, p.Layers[0].VRank, m.Config.KVHeads)
+	k, v, err := kv.Quant{KBits: 16, VBits: 16, KPerChannel: true, QuantWindow: 32}.Specs(p.Layers[0].KRank, p.Layers[0].VRank, m.Config.KVHeads)
 	if err != nil {
 		t.Fatal(err)
 	}

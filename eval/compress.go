@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/model/dtype"
@@ -15,9 +16,9 @@ import (
 
 // Settings choose how the compressed cache is evaluated.
 type Settings struct {
-	Window int              // W: tokens kept original (0 = every key/value reconstructed)
-	Mode   model.WindowMode // block (reference rule) or sliding
-	K, V   quant.Spec       // post-training (or QAT) quantisation of the features; Bits 16 = off
+	Window int           // W: tokens kept original (0 = every key/value reconstructed)
+	Mode   kv.WindowMode // block (reference rule) or sliding
+	K, V   quant.Spec    // post-training (or QAT) quantisation of the features; Bits 16 = off
 	// FP16Cache emulates the real cache's storage (kvcache): the features of
 	// a side with Bits 16 are rounded to fp16 (quantised sides and the
 	// float32 window need nothing). Parallel evaluation then equals
@@ -25,52 +26,12 @@ type Settings struct {
 	FP16Cache bool
 }
 
-// QuantSpecs builds the key and value quantisation specs of docs/METHOD.md §4 for
-// ranks rk, rv: values per token in groups of one head's compressed channels;
-// keys per channel over quantWindow tokens (KIVI) or per token like values.
-func QuantSpecs(kBits, vBits int, kPerChannel bool, quantWindow int, clampZero bool, rk, rv, kvHeads int) (k, v quant.Spec, err error) {
-	// headGroup is one head's compressed channels: the per-token group.
-	headGroup := func(side string, rank, bits int) (int, error) {
-		switch {
-		case rank%kvHeads == 0:
-			return rank / kvHeads, nil
-		case bits == quant.Off:
-			return rank, nil // unquantised: the group size is never used
-		}
-		return 0, fmt.Errorf("%s rank %d is not a multiple of the %d kv heads (per-token quantisation groups are one head's channels)", side, rank, kvHeads)
-	}
-	tokenBits := kBits // bits of the keys' per-token groups
-	if kPerChannel {
-		tokenBits = quant.Off // per-channel groups do not depend on the rank
-	}
-	kg, err := headGroup("key", rk, tokenBits)
-	if err != nil {
-		return k, v, err
-	}
-	vg, err := headGroup("value", rv, vBits)
-	if err != nil {
-		return k, v, err
-	}
-	k = quant.Spec{Bits: kBits, Grouping: quant.PerToken, GroupSize: kg, ClampZero: clampZero}
-	if kPerChannel {
-		k.Grouping, k.GroupSize = quant.PerChannel, quantWindow
-	}
-	v = quant.Spec{Bits: vBits, Grouping: quant.PerToken, GroupSize: vg, ClampZero: clampZero}
-	if err := k.Validate(); err != nil {
-		return k, v, fmt.Errorf("keys: %w", err)
-	}
-	if err := v.Validate(); err != nil {
-		return k, v, fmt.Errorf("values: %w", err)
-	}
-	return k, v, nil
-}
-
 // Compressor is one layer's compressed keys and values as a model.KVOverride:
 // K̂ = Q(X·Akᵀ)·Bkᵀ (+ bias), V̂ likewise, with Q the fake quantisation. It
 // accumulates the relative reconstruction error over everything it sees.
 type Compressor struct {
 	Layer  int
-	f      checkpoints.LayerFactors
+	f      kv.Factors
 	bk, bv []float32 // (KV) biases of the original projections, or nil
 	hidden int
 	kvDim  int
@@ -97,13 +58,8 @@ func NewCompressors(m *model.Model, p *checkpoints.Projections, s Settings) ([]*
 		if f.KRank != p.Layers[0].KRank || f.VRank != p.Layers[0].VRank {
 			return nil, fmt.Errorf("layer %d: ranks k %d, v %d differ from layer 0's k %d, v %d (the cache settings are per model)", l, f.KRank, f.VRank, p.Layers[0].KRank, p.Layers[0].VRank)
 		}
-		want := [][2]int{{f.KRank, c.Hidden}, {c.KVDim(), f.KRank}, {f.VRank, c.Hidden}, {c.KVDim(), f.VRank}}
-		got := [][]float32{f.Ak, f.Bk, f.Av, f.Bv}
-		names := []string{"k_proj_a", "k_proj_b", "v_proj_a", "v_proj_b"}
-		for i := range want {
-			if len(got[i]) != want[i][0]*want[i][1] {
-				return nil, fmt.Errorf("layer %d: %s has %d values, want shape %v", l, names[i], len(got[i]), want[i])
-			}
+		if err := f.Check(c.Hidden, c.KVDim()); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
 		}
 		b, err := m.Block(l)
 		if err != nil {
@@ -124,9 +80,9 @@ func Overrides(cs []*Compressor) []model.KVOverride {
 }
 
 // Window implements model.KVOverride.
-func (c *Compressor) Window() (int, model.WindowMode) {
+func (c *Compressor) Window() (int, kv.WindowMode) {
 	if c.measure {
-		return math.MaxInt32, model.WindowBlock // every key in the current block: all original
+		return math.MaxInt32, kv.WindowBlock // every key in the current block: all original
 	}
 	return c.s.Window, c.s.Mode
 }

@@ -4,8 +4,8 @@ import (
 	"math"
 	"testing"
 
-	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 )
 
@@ -18,7 +18,7 @@ func TestQATMatchesEvaluation(t *testing.T) {
 	for _, bits := range []int{2, 4} {
 		for _, perChannel := range []bool{true, false} {
 			spec := graph.NewRandomSpec(shape, 1)
-			spec.Quant = graph.QuantSpec{KBits: bits, VBits: bits, KPerChannel: perChannel, QuantWindow: 32}
+			spec.Quant = kv.Quant{KBits: bits, VBits: bits, KPerChannel: perChannel, QuantWindow: 32}
 			f := graph.RandomFactors(spec, 2)
 			layer, err := graph.NewLayer(spec, f)
 			if err != nil {
@@ -30,12 +30,12 @@ func TestQATMatchesEvaluation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			k, v, err := QuantSpecs(bits, bits, perChannel, 32, false, shape.Rank, shape.Rank, shape.NKVHeads)
+			k, v, err := spec.Quant.Specs(shape.Rank, shape.Rank, shape.NKVHeads)
 			if err != nil {
 				t.Fatal(err)
 			}
 			kvDim := shape.KVDim()
-			c := &Compressor{f: checkpoints.LayerFactors{Ak: f.Ak, Bk: f.Bk, Av: f.Av, Bv: f.Bv, KRank: shape.Rank, VRank: shape.Rank},
+			c := &Compressor{f: f,
 				hidden: shape.Hidden, kvDim: kvDim, s: Settings{K: k, V: v}}
 			n := shape.Seqs * shape.Tokens
 			kt, vt := make([]float32, n*kvDim), make([]float32, n*kvDim)

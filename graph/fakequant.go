@@ -15,23 +15,6 @@ import (
 // gradient is straight-through inside each group's clip range and zero
 // outside it.
 
-// quantSpecs returns the key and value rules of a layer spec.
-func (s LayerSpec) quantSpecs() (k, v quant.Spec) {
-	q := s.Quant
-	k = quant.Spec{Bits: quant.Off}
-	v = quant.Spec{Bits: quant.Off}
-	if bitsOn(q.KBits) {
-		k = quant.Spec{Bits: q.KBits, Grouping: quant.PerToken, GroupSize: s.KRank / s.NKVHeads, ClampZero: q.ClampZero}
-		if q.KPerChannel {
-			k.Grouping, k.GroupSize = quant.PerChannel, q.QuantWindow
-		}
-	}
-	if bitsOn(q.VBits) {
-		v = quant.Spec{Bits: q.VBits, Grouping: quant.PerToken, GroupSize: s.VRank / s.NKVHeads, ClampZero: q.ClampZero}
-	}
-	return k, v
-}
-
 // fakeQuant is the forward rule on one batch: dst = x̂ and mask (both (M,
 // cols)), each sequence of tokens rows quantised on its own.
 type fakeQuant[T float] struct {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/quant"
 )
 
@@ -13,7 +14,7 @@ func TestQuantOff(t *testing.T) {
 	c := lossCases[4]
 	off := tinySpec(c, 1)
 	on16 := off
-	on16.Quant = QuantSpec{KBits: 16, VBits: 16, KPerChannel: true, QuantWindow: 4}
+	on16.Quant = kv.Quant{KBits: 16, VBits: 16, KPerChannel: true, QuantWindow: 4}
 	f := RandomFactors(off, 2)
 	x := RandomInput(off, 3)
 	var losses [2]Loss
@@ -44,11 +45,11 @@ func TestQuantOff(t *testing.T) {
 
 var qatCases = []struct {
 	name string
-	q    QuantSpec
+	q    kv.Quant
 }{
-	{"4-bit per-token", QuantSpec{KBits: 4, VBits: 4}},
-	{"4-bit per-channel keys, 2-bit values, clamped zero", QuantSpec{KBits: 4, VBits: 2, KPerChannel: true, QuantWindow: 4, ClampZero: true}},
-	{"3-bit keys only", QuantSpec{KBits: 3}},
+	{"4-bit per-token", kv.Quant{KBits: 4, VBits: 4}},
+	{"4-bit per-channel keys, 2-bit values, clamped zero", kv.Quant{KBits: 4, VBits: 2, KPerChannel: true, QuantWindow: 4, ClampZero: true}},
+	{"3-bit keys only", kv.Quant{KBits: 3}},
 }
 
 // TestQATLoss: with QAT the float64 graph's loss (KV term and output term,
@@ -102,7 +103,7 @@ func TestQATLoss(t *testing.T) {
 func TestQATGradientMasked(t *testing.T) {
 	s := tinySpec(lossCases[0], 5)
 	s.Float64 = true
-	s.Quant = QuantSpec{KBits: 2, VBits: 4}
+	s.Quant = kv.Quant{KBits: 2, VBits: 4}
 	f := RandomFactors(s, 6)
 	x := RandomInput(s, 7)
 	l, err := NewLayer(s, f)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 )
 
@@ -225,7 +226,8 @@ func expShift32(x []float32, m float32) float32 {
 // attention is causal grouped-query attention with the bi-branch rule and a
 // fused, numerically safe softmax. Q is already rotated and scaled by
 // 1/√Dh. For query t the original keys and values are those j in
-// [lo(t), t]; keys j < lo(t) are the reconstructed ones (already rotated).
+// [lo, t] with lo = mode.OriginalFrom(t, window); keys j < lo are the
+// reconstructed ones (already rotated).
 //
 // Work is split into tiles of block query rows of one head; tasks are
 // (sequence, KV head) pairs, so that concurrent tasks write disjoint parts of
@@ -233,7 +235,7 @@ func expShift32(x []float32, m float32) float32 {
 type attention[T float] struct {
 	seqs, tokens, heads, kvHeads, headDim int
 	window                                int
-	mode                                  Mode
+	mode                                  kv.WindowMode
 	block                                 int   // query rows per tile
 	keep                                  bool  // store the probabilities of forward for backward
 	scratch                               [][]T // per worker
@@ -246,22 +248,9 @@ type attention[T float] struct {
 // for backward; above it backward recomputes the probabilities.
 const keepBudget = 1 << 25
 
-func newAttention[T float](seqs, tokens, heads, kvHeads, headDim, window int, mode Mode) *attention[T] {
+func newAttention[T float](seqs, tokens, heads, kvHeads, headDim, window int, mode kv.WindowMode) *attention[T] {
 	return &attention[T]{seqs: seqs, tokens: tokens, heads: heads, kvHeads: kvHeads, headDim: headDim,
 		window: window, mode: mode, block: min(64, tokens)}
-}
-
-// lo is the first original key for query t (t+1 when every key is reconstructed).
-func (a *attention[T]) lo(t int) int {
-	w := a.window
-	switch {
-	case w <= 0:
-		return t + 1
-	case a.mode == WindowBlock:
-		return t / w * w
-	default:
-		return max(0, t-w+1)
-	}
 }
 
 // band is the key range [b0, t1) of the original branch for the query tile
@@ -270,7 +259,7 @@ func (a *attention[T]) band(t0, t1 int) (b0, bw int) {
 	if a.window <= 0 {
 		return t1, 0
 	}
-	b0 = a.lo(t0)
+	b0 = a.mode.OriginalFrom(t0, a.window)
 	return b0, t1 - b0
 }
 
@@ -346,7 +335,7 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) {
 	for i := 0; i < nb; i++ {
 		t := t0 + i
 		row := p[i*end : i*end+end]
-		lo := min(a.lo(t), t+1)
+		lo := min(a.mode.OriginalFrom(t, a.window), t+1)
 		rec := row[:lo]
 		var orow, orig []T
 		if bw > 0 {
@@ -443,7 +432,7 @@ func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 						dot += v * drow[j]
 					}
 					t := t0 + i
-					lo := min(a.lo(t), t+1)
+					lo := min(a.mode.OriginalFrom(t, a.window), t+1)
 					prow := p[i*end : i*end+lo]
 					srow := dp[i*end : i*end+end]
 					for j, pv := range prow {

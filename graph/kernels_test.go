@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/cskv/cskv/kv"
 )
 
 // TestAttentionSoftmaxRows feeds the fused causal softmax score rows whose
@@ -69,12 +71,12 @@ func TestAttentionSoftmaxRows(t *testing.T) {
 				}
 			}
 		}
-		a64 := newAttention[float64](1, T, 1, 1, T, w, WindowSliding)
+		a64 := newAttention[float64](1, T, 1, 1, T, w, kv.WindowSliding)
 		o64 := make([]float64, T*T)
 		a64.forward(o64, q, k, v, ko, vo)
 		check("float64", o64, 1e-12)
 
-		a32 := newAttention[float32](1, T, 1, 1, T, w, WindowSliding)
+		a32 := newAttention[float32](1, T, 1, 1, T, w, kv.WindowSliding)
 		a32.block = 4 // two tiles
 		o32 := make([]float32, T*T)
 		a32.forward(o32, f32s(q), f32s(k), f32s(v), f32s(ko), f32s(vo))

@@ -8,6 +8,7 @@ import (
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 )
 
@@ -28,7 +29,7 @@ type Layer struct {
 
 // NewLayer builds the graph of spec with the factors init (copied). It
 // validates shapes and weights and turns any gorgonia panic into an error.
-func NewLayer(spec LayerSpec, init Factors) (*Layer, error) {
+func NewLayer(spec LayerSpec, init kv.Factors) (*Layer, error) {
 	if err := spec.validate(init); err != nil {
 		return nil, err
 	}
@@ -103,7 +104,7 @@ func (l *Layer) Params() []Param {
 	}
 	ps := make([]Param, 4)
 	for i := range ps {
-		ps[i] = Param{Name: paramNames[i], Value: l.c32.vals[i], Grad: l.c32.grads[i]}
+		ps[i] = Param{Name: kv.Names[i], Value: l.c32.vals[i], Grad: l.c32.grads[i]}
 	}
 	return ps
 }
@@ -115,13 +116,13 @@ func (l *Layer) Params64() []Param64 {
 	}
 	ps := make([]Param64, 4)
 	for i := range ps {
-		ps[i] = Param64{Name: paramNames[i], Value: l.c64.vals[i], Grad: l.c64.grads[i]}
+		ps[i] = Param64{Name: kv.Names[i], Value: l.c64.vals[i], Grad: l.c64.grads[i]}
 	}
 	return ps
 }
 
 // Factors returns copies of the current factors.
-func (l *Layer) Factors() Factors {
+func (l *Layer) Factors() kv.Factors {
 	var v [4][]float32
 	for i := range v {
 		switch {
@@ -132,7 +133,9 @@ func (l *Layer) Factors() Factors {
 			convert(v[i], l.c64.vals[i])
 		}
 	}
-	return Factors{Ak: v[0], Bk: v[1], Av: v[2], Bv: v[3]}
+	f := kv.Factors{KRank: l.spec.KRank, VRank: l.spec.VRank}
+	f.SetTensors(v)
+	return f
 }
 
 // Close releases the tape machine. The layer cannot be used afterwards.
@@ -149,8 +152,7 @@ func (l *Layer) Close() error {
 }
 
 var (
-	errClosed  = errors.New("graph: layer is closed")
-	paramNames = [4]string{"Ak", "Bk", "Av", "Bv"}
+	errClosed = errors.New("graph: layer is closed")
 )
 
 // core is the layer in one element type.
@@ -180,7 +182,7 @@ type core[T float] struct {
 	ob                      []T
 }
 
-func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
+func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("graph: building the layer graph: %v", r)
@@ -200,7 +202,7 @@ func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
 	}
 	c.wq, c.wk, c.wv, c.wo = frozen(s.Wq), frozen(s.Wk), frozen(s.Wv), frozen(s.Wo)
 	c.bq, c.bk, c.bv = frozen(s.Bq), frozen(s.Bk), frozen(s.Bv)
-	for i, f := range [4][]float32{init.Ak, init.Bk, init.Av, init.Bv} {
+	for i, f := range init.Tensors() {
 		c.vals[i] = make([]T, len(f))
 		convert(c.vals[i], f)
 		c.grads[i] = make([]T, len(f))
@@ -214,9 +216,9 @@ func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
 		c.rope = newRope[T](s.Tokens, s.HeadDim, s.RopeBase)
 		c.att = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, s.OutWindow, s.WindowMode)
 		c.att.keep = s.hasOut()
-		c.orig = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, 0, WindowBlock)
+		c.orig = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, 0, kv.WindowBlock)
 	}
-	kq, vq := s.quantSpecs()
+	kq, vq, _ := s.Quant.Specs(s.KRank, s.VRank, s.NKVHeads) // checked by validate
 	if kq.Enabled() {
 		c.fqK = &fakeQuant[T]{spec: kq, tokens: s.Tokens, cols: s.KRank}
 	}
@@ -238,9 +240,9 @@ func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
 		return gorgonia.Must(gorgonia.ApplyOp(op, in...))
 	}
 	X := mat("X", c.x, c.m, c.d)
-	learn := gorgonia.Nodes{
-		mat("Ak", c.vals[0], s.KRank, c.d), mat("Bk", c.vals[1], c.kv, s.KRank),
-		mat("Av", c.vals[2], s.VRank, c.d), mat("Bv", c.vals[3], c.kv, s.VRank),
+	var learn gorgonia.Nodes // Ak, Bk, Av, Bv
+	for i, sh := range (kv.Factors{KRank: s.KRank, VRank: s.VRank}).Shapes(c.d, c.kv) {
+		learn = append(learn, mat(kv.Names[i], c.vals[i], sh[0], sh[1]))
 	}
 	// KV term: Ĉ = FakeQuant(X·Aᵀ), K̂ = Ĉ·Bᵀ + b, MSE against the target.
 	recon := func(side string, a, b *gorgonia.Node, bias []T, fq *fakeQuant[T], target []T, lossOp *mseOp[T]) (hat, loss *gorgonia.Node) {
@@ -279,7 +281,7 @@ func build[T float](s LayerSpec, init Factors) (c *core[T], err error) {
 		// The gradient ops write straight into the Grad slices.
 		op, ok := gn.Op().(*gemmOp[T])
 		if !ok {
-			return nil, fmt.Errorf("graph: gradient of %s is a %T node, want the factor's gemm", paramNames[i], gn.Op())
+			return nil, fmt.Errorf("graph: gradient of %s is a %T node, want the factor's gemm", kv.Names[i], gn.Op())
 		}
 		op.out.data = c.grads[i]
 		op.out.t = tensor.New(tensor.WithShape(gn.Shape()...), tensor.WithBacking(c.grads[i]))

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cskv/cskv/kv"
 )
 
 // tinyShape is a small GQA layer: hidden 16, 4 heads, 2 KV heads × 4, ranks 4,
@@ -18,7 +20,7 @@ type lossCase struct {
 	lkv, lout float64
 	outSeqs   int
 	window    int
-	mode      Mode
+	mode      kv.WindowMode
 	bias      bool
 	tile      int  // query rows per attention tile (0 = default)
 	recompute bool // backward recomputes the probabilities instead of keeping them
@@ -29,12 +31,12 @@ var lossCases = []lossCase{
 	{name: "kv only, out seqs set, lambda out 0", lkv: 1, outSeqs: 1},
 	{name: "both terms, W 0", lkv: 1, lout: 2, outSeqs: 1},
 	{name: "out only", lout: 1, outSeqs: 2},
-	{name: "block W 3", lkv: 0.5, lout: 1, outSeqs: 1, window: 3, mode: WindowBlock},
-	{name: "sliding W 3", lkv: 0.5, lout: 1, outSeqs: 2, window: 3, mode: WindowSliding},
-	{name: "biases, block W 4", lkv: 1, lout: 1, outSeqs: 1, window: 4, mode: WindowBlock, bias: true},
-	{name: "biases, sliding W 2", lkv: 1, lout: 3, outSeqs: 1, window: 2, mode: WindowSliding, bias: true},
-	{name: "block W 3, tiles of 3", lkv: 1, lout: 1, outSeqs: 2, window: 3, mode: WindowBlock, tile: 3},
-	{name: "sliding W 4, tiles of 5, recompute", lkv: 1, lout: 1, outSeqs: 2, window: 4, mode: WindowSliding, tile: 5, recompute: true},
+	{name: "block W 3", lkv: 0.5, lout: 1, outSeqs: 1, window: 3, mode: kv.WindowBlock},
+	{name: "sliding W 3", lkv: 0.5, lout: 1, outSeqs: 2, window: 3, mode: kv.WindowSliding},
+	{name: "biases, block W 4", lkv: 1, lout: 1, outSeqs: 1, window: 4, mode: kv.WindowBlock, bias: true},
+	{name: "biases, sliding W 2", lkv: 1, lout: 3, outSeqs: 1, window: 2, mode: kv.WindowSliding, bias: true},
+	{name: "block W 3, tiles of 3", lkv: 1, lout: 1, outSeqs: 2, window: 3, mode: kv.WindowBlock, tile: 3},
+	{name: "sliding W 4, tiles of 5, recompute", lkv: 1, lout: 1, outSeqs: 2, window: 4, mode: kv.WindowSliding, tile: 5, recompute: true},
 	{name: "W 0, tiles of 3, recompute", lkv: 1, lout: 1, outSeqs: 1, tile: 3, recompute: true},
 	{name: "block W 3, recompute", lkv: 1, lout: 1, outSeqs: 1, window: 3, recompute: true},
 }
@@ -74,7 +76,7 @@ func tinySpec(c lossCase, seed uint64) LayerSpec {
 	return s
 }
 
-func factors64(f Factors) [4][]float64 {
+func factors64(f kv.Factors) [4][]float64 {
 	return [4][]float64{f64s(f.Ak), f64s(f.Bk), f64s(f.Av), f64s(f.Bv)}
 }
 
@@ -296,19 +298,19 @@ func TestNewLayerErrors(t *testing.T) {
 	f := RandomFactors(base, 2)
 	for _, c := range []struct {
 		name string
-		mod  func(*LayerSpec, *Factors)
+		mod  func(*LayerSpec, *kv.Factors)
 	}{
-		{"both lambdas zero", func(s *LayerSpec, _ *Factors) { s.LambdaKV, s.LambdaOut = 0, 0 }},
-		{"negative lambda", func(s *LayerSpec, _ *Factors) { s.LambdaKV = -1 }},
-		{"lambda out without out seqs", func(s *LayerSpec, _ *Factors) { s.OutSeqs = 0 }},
-		{"out seqs > seqs", func(s *LayerSpec, _ *Factors) { s.OutSeqs = 3 }},
-		{"heads not multiple", func(s *LayerSpec, _ *Factors) { s.NKVHeads = 3 }},
-		{"short Wk", func(s *LayerSpec, _ *Factors) { s.Wk = s.Wk[:10] }},
-		{"short Bk factor", func(_ *LayerSpec, f *Factors) { f.Bk = f.Bk[1:] }},
-		{"bias length", func(s *LayerSpec, _ *Factors) { s.Bv = make([]float32, 3) }},
-		{"bits 5", func(s *LayerSpec, _ *Factors) { s.Quant.KBits = 5 }},
-		{"window not dividing", func(s *LayerSpec, _ *Factors) { s.Quant = QuantSpec{KBits: 4, KPerChannel: true, QuantWindow: 3} }},
-		{"odd head dim", func(s *LayerSpec, _ *Factors) { s.HeadDim, s.NHeads = 3, 4 }},
+		{"both lambdas zero", func(s *LayerSpec, _ *kv.Factors) { s.LambdaKV, s.LambdaOut = 0, 0 }},
+		{"negative lambda", func(s *LayerSpec, _ *kv.Factors) { s.LambdaKV = -1 }},
+		{"lambda out without out seqs", func(s *LayerSpec, _ *kv.Factors) { s.OutSeqs = 0 }},
+		{"out seqs > seqs", func(s *LayerSpec, _ *kv.Factors) { s.OutSeqs = 3 }},
+		{"heads not multiple", func(s *LayerSpec, _ *kv.Factors) { s.NKVHeads = 3 }},
+		{"short Wk", func(s *LayerSpec, _ *kv.Factors) { s.Wk = s.Wk[:10] }},
+		{"short Bk factor", func(_ *LayerSpec, f *kv.Factors) { f.Bk = f.Bk[1:] }},
+		{"bias length", func(s *LayerSpec, _ *kv.Factors) { s.Bv = make([]float32, 3) }},
+		{"bits 5", func(s *LayerSpec, _ *kv.Factors) { s.Quant.KBits = 5 }},
+		{"window not dividing", func(s *LayerSpec, _ *kv.Factors) { s.Quant = kv.Quant{KBits: 4, KPerChannel: true, QuantWindow: 3} }},
+		{"odd head dim", func(s *LayerSpec, _ *kv.Factors) { s.HeadDim, s.NHeads = 3, 4 }},
 	} {
 		s, ff := base, f
 		c.mod(&s, &ff)

@@ -3,6 +3,7 @@ package graph
 import (
 	"math"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/quant"
 )
 
@@ -73,7 +74,7 @@ func (r *refLayer) original(t, j int) bool {
 	switch {
 	case w == 0:
 		return false
-	case r.s.WindowMode == WindowBlock:
+	case r.s.WindowMode == kv.WindowBlock:
 		return j/w == t/w
 	default:
 		return t-j < w

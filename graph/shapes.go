@@ -3,6 +3,8 @@ package graph
 import (
 	"math"
 	"math/rand/v2"
+
+	"github.com/cskv/cskv/kv"
 )
 
 // BenchShape is a layer shape for benchmarks (`cskv bench` and this
@@ -56,15 +58,16 @@ func NewRandomSpec(shape BenchShape, seed uint64) LayerSpec {
 
 // RandomFactors returns factors for spec drawn from N(0, 1/Hidden) (A) and
 // N(0, 1/rank) (B), deterministic in seed.
-func RandomFactors(spec LayerSpec, seed uint64) Factors {
+func RandomFactors(spec LayerSpec, seed uint64) kv.Factors {
 	r := rand.New(rand.NewPCG(seed, 0x666163746f7273))
-	d, kv := spec.Hidden, spec.KVDim()
+	d, kvd := spec.Hidden, spec.KVDim()
 	sa := 1 / math.Sqrt(float64(d))
-	return Factors{
-		Ak: randn(r, spec.KRank*d, sa),
-		Bk: randn(r, kv*spec.KRank, 1/math.Sqrt(float64(spec.KRank))),
-		Av: randn(r, spec.VRank*d, sa),
-		Bv: randn(r, kv*spec.VRank, 1/math.Sqrt(float64(spec.VRank))),
+	return kv.Factors{
+		Ak:    randn(r, spec.KRank*d, sa),
+		Bk:    randn(r, kvd*spec.KRank, 1/math.Sqrt(float64(spec.KRank))),
+		Av:    randn(r, spec.VRank*d, sa),
+		Bv:    randn(r, kvd*spec.VRank, 1/math.Sqrt(float64(spec.VRank))),
+		KRank: spec.KRank, VRank: spec.VRank,
 	}
 }
 

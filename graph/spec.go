@@ -4,39 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+
+	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/quant"
 )
-
-// Mode is the bi-branch window rule inside the output term (docs/METHOD.md §5).
-type Mode int
-
-const (
-	// WindowBlock: key j is original for query t iff floor(j/W) == floor(t/W).
-	WindowBlock Mode = iota
-	// WindowSliding: key j is original for query t iff t − j < W.
-	WindowSliding
-)
-
-// String names the mode.
-func (m Mode) String() string {
-	switch m {
-	case WindowBlock:
-		return "block"
-	case WindowSliding:
-		return "sliding"
-	}
-	return fmt.Sprintf("mode(%d)", int(m))
-}
-
-// QuantSpec sets quantisation-aware training of the compressed features
-// Ck = X·Akᵀ and Cv = X·Avᵀ (docs/METHOD.md §4).
-type QuantSpec struct {
-	KBits, VBits int  // 2, 3, 4 or 8; 16 (or 0) = off
-	KPerChannel  bool // keys: KIVI per-channel groups of QuantWindow tokens; else per-token groups of Rk/Hkv channels
-	QuantWindow  int  // tokens per per-channel key group; must divide Tokens
-	ClampZero    bool // clamp the zero point to [0, 2^b − 1] as the reference code does
-}
-
-func bitsOn(b int) bool { return b != 0 && b != 16 }
 
 // LayerSpec describes one decoder layer's objective. Weights are row-major
 // [out, in] float32 and are never written.
@@ -44,22 +15,22 @@ type LayerSpec struct {
 	Hidden, NHeads, NKVHeads, HeadDim int
 	RopeBase                          float64
 
-	Wq         []float32 // (QD, D)
-	Wk, Wv     []float32 // (KV, D)
-	Wo         []float32 // (D, QD)
-	Bq         []float32 // (QD) optional bias (Qwen2), nil if absent
-	Bk, Bv     []float32 // (KV) optional biases, nil if absent
-	KRank      int       // Rk
-	VRank      int       // Rv
-	Seqs       int       // N: X is (N·T, D)
-	Tokens     int       // T
-	OutSeqs    int       // No: the first No sequences feed the output term (0 = none)
-	LambdaKV   float64   // weight of MSE(K, K̂) + MSE(V, V̂)
-	LambdaOut  float64   // weight of MSE(out, out̂)
-	OutWindow  int       // W: 0 = every key/value reconstructed in out̂; W > 0 = bi-branch rule
-	WindowMode Mode      // how W is applied
-	Quant      QuantSpec
-	Float64    bool // build the graph in float64 (gradient checks); default float32
+	Wq         []float32     // (QD, D)
+	Wk, Wv     []float32     // (KV, D)
+	Wo         []float32     // (D, QD)
+	Bq         []float32     // (QD) optional bias (Qwen2), nil if absent
+	Bk, Bv     []float32     // (KV) optional biases, nil if absent
+	KRank      int           // Rk
+	VRank      int           // Rv
+	Seqs       int           // N: X is (N·T, D)
+	Tokens     int           // T
+	OutSeqs    int           // No: the first No sequences feed the output term (0 = none)
+	LambdaKV   float64       // weight of MSE(K, K̂) + MSE(V, V̂)
+	LambdaOut  float64       // weight of MSE(out, out̂)
+	OutWindow  int           // W: 0 = every key/value reconstructed in out̂; W > 0 = bi-branch rule
+	WindowMode kv.WindowMode // how W is applied
+	Quant      kv.Quant      // quantisation-aware training of Ck, Cv (zero value: off)
+	Float64    bool          // build the graph in float64 (gradient checks); default float32
 }
 
 // KVDim is Hkv·Dh.
@@ -73,14 +44,6 @@ func (s LayerSpec) Rows() int { return s.Seqs * s.Tokens }
 
 // hasOut reports whether Run builds and trains the output term.
 func (s LayerSpec) hasOut() bool { return s.OutSeqs > 0 && s.LambdaOut > 0 }
-
-// Factors holds the learnables, row-major.
-type Factors struct {
-	Ak []float32 // (Rk, D)
-	Bk []float32 // (KV, Rk)
-	Av []float32 // (Rv, D)
-	Bv []float32 // (KV, Rv)
-}
 
 // Param is one learnable with live backing slices: Value is read by the
 // graph on every Run and may be updated in place by an optimiser; Grad is
@@ -114,7 +77,7 @@ func specErr(format string, args ...any) error {
 }
 
 // validate checks shapes, weights, λ and the quantisation setting.
-func (s LayerSpec) validate(init Factors) error {
+func (s LayerSpec) validate(init kv.Factors) error {
 	switch {
 	case s.Hidden <= 0 || s.NHeads <= 0 || s.NKVHeads <= 0 || s.HeadDim <= 0:
 		return specErr("hidden %d, heads %d, kv heads %d, head dim %d must be positive", s.Hidden, s.NHeads, s.NKVHeads, s.HeadDim)
@@ -136,12 +99,12 @@ func (s LayerSpec) validate(init Factors) error {
 		return specErr("lambda out %g needs out seqs > 0", s.LambdaOut)
 	case s.OutWindow < 0:
 		return specErr("out window %d must be non-negative", s.OutWindow)
-	case s.WindowMode != WindowBlock && s.WindowMode != WindowSliding:
+	case !s.WindowMode.Valid():
 		return specErr("unknown window mode %d", int(s.WindowMode))
 	case s.OutSeqs > 0 && !(s.RopeBase > 0):
 		return specErr("rope base %g must be positive", s.RopeBase)
 	}
-	d, kv, qd := s.Hidden, s.KVDim(), s.QDim()
+	d, kvd, qd := s.Hidden, s.KVDim(), s.QDim()
 	mats := []struct {
 		name string
 		got  []float32
@@ -149,16 +112,16 @@ func (s LayerSpec) validate(init Factors) error {
 		opt  bool
 	}{
 		{"Wq", s.Wq, qd * d, s.OutSeqs == 0},
-		{"Wk", s.Wk, kv * d, false},
-		{"Wv", s.Wv, kv * d, false},
+		{"Wk", s.Wk, kvd * d, false},
+		{"Wv", s.Wv, kvd * d, false},
 		{"Wo", s.Wo, d * qd, s.OutSeqs == 0},
 		{"Bq", s.Bq, qd, true},
-		{"Bk", s.Bk, kv, true},
-		{"Bv", s.Bv, kv, true},
+		{"Bk", s.Bk, kvd, true},
+		{"Bv", s.Bv, kvd, true},
 		{"Ak", init.Ak, s.KRank * d, false},
-		{"Bk factor", init.Bk, kv * s.KRank, false},
+		{"Bk factor", init.Bk, kvd * s.KRank, false},
 		{"Av", init.Av, s.VRank * d, false},
-		{"Bv factor", init.Bv, kv * s.VRank, false},
+		{"Bv factor", init.Bv, kvd * s.VRank, false},
 	}
 	for _, m := range mats {
 		if m.got == nil && m.opt {
@@ -168,25 +131,12 @@ func (s LayerSpec) validate(init Factors) error {
 			return specErr("%s has %d values, want %d", m.name, len(m.got), m.want)
 		}
 	}
-	q := s.Quant
-	for _, b := range []int{q.KBits, q.VBits} {
-		switch b {
-		case 0, 16, 2, 3, 4, 8:
-		default:
-			return specErr("quant bits %d not in {2, 3, 4, 8, 16}", b)
-		}
+	k, _, err := s.Quant.Specs(s.KRank, s.VRank, s.NKVHeads)
+	if err != nil {
+		return specErr("quantisation: %v", err)
 	}
-	if bitsOn(q.KBits) {
-		if q.KPerChannel {
-			if q.QuantWindow <= 0 || s.Tokens%q.QuantWindow != 0 {
-				return specErr("per-channel key quant window %d must divide tokens %d", q.QuantWindow, s.Tokens)
-			}
-		} else if s.KRank%s.NKVHeads != 0 {
-			return specErr("key rank %d not a multiple of kv heads %d for per-token groups", s.KRank, s.NKVHeads)
-		}
-	}
-	if bitsOn(q.VBits) && s.VRank%s.NKVHeads != 0 {
-		return specErr("value rank %d not a multiple of kv heads %d for per-token groups", s.VRank, s.NKVHeads)
+	if k.Enabled() && k.Grouping == quant.PerChannel && s.Tokens%k.GroupSize != 0 {
+		return specErr("per-channel key quant window %d must divide tokens %d", k.GroupSize, s.Tokens)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model/dtype"
 	"github.com/cskv/cskv/quant"
@@ -97,7 +98,7 @@ func (c *Layer) Append(k, v, ck, cv []float32) error {
 	}
 	// Full-precision branch: slot t mod W.
 	w := c.cfg.Window
-	if c.cfg.Mode == Block && t%w == 0 {
+	if c.cfg.Mode == kv.WindowBlock && t%w == 0 {
 		c.origK, c.origV = c.origK[:0], c.origV[:0] // the previous block is left
 	}
 	slot := t % w * d

@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"fmt"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"math"
 	"math/rand/v2"
@@ -26,12 +27,12 @@ func testConfigs() []Config {
 	pt := func(bits, g int) quant.Spec { return quant.Spec{Bits: bits, Grouping: quant.PerToken, GroupSize: g} }
 	base := Config{NKVHeads: 2, HeadDim: 4, KRank: 6, VRank: 4}
 	var out []Config
-	add := func(w int, m Mode, k, v quant.Spec) {
+	add := func(w int, m kv.WindowMode, k, v quant.Spec) {
 		c := base
 		c.Window, c.Mode, c.K, c.V = w, m, k, v
 		out = append(out, c)
 	}
-	for _, m := range []Mode{Block, Sliding} {
+	for _, m := range []kv.WindowMode{kv.WindowBlock, kv.WindowSliding} {
 		add(8, m, pc(4, 8), pt(4, 2))   // KIVI keys over the window, values per head
 		add(8, m, pc(2, 4), pt(2, 2))   // key groups smaller than the window
 		add(5, m, pc(4, 5), pt(2, 2))   // odd window
@@ -75,7 +76,7 @@ func parallel(t *testing.T, c Config, orig, feat, b []float32, rank int, s quant
 	q := n - 1
 	for j := 0; j < n; j++ {
 		var original bool
-		if c.Mode == Block {
+		if c.Mode == kv.WindowBlock {
 			original = j/c.Window == q/c.Window
 		} else {
 			original = q-j < c.Window
@@ -214,11 +215,11 @@ func TestReconstructionIsQuantised(t *testing.T) {
 // TestMemoryHandExample: kv_dim 32 (4 heads × 8), rk = rv = 8, 4 bits, keys
 // per-channel over 32 tokens, values per-token in 4 groups of 2, W = 32.
 func TestMemoryHandExample(t *testing.T) {
-	c := Config{NKVHeads: 4, HeadDim: 8, KRank: 8, VRank: 8, Window: 32, Mode: Block,
+	c := Config{NKVHeads: 4, HeadDim: 8, KRank: 8, VRank: 8, Window: 32, Mode: kv.WindowBlock,
 		K: quant.Spec{Bits: 4, Grouping: quant.PerChannel, GroupSize: 32},
 		V: quant.Spec{Bits: 4, Grouping: quant.PerToken, GroupSize: 2}}
 	cases := []struct {
-		mode Mode
+		mode kv.WindowMode
 		n    int
 		want Breakdown
 	}{
@@ -228,16 +229,16 @@ func TestMemoryHandExample(t *testing.T) {
 		// scales+zeros: K (4096/32)·8 = 1024 groups, V 4096·4 = 16384
 		//            groups; 4 bytes each: 4096 + 65536                    = 69632
 		// total                                                           = 110592
-		{Block, 4096, Breakdown{Tokens: 4096, Originals: 8192, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 110592}},
-		{Sliding, 4096, Breakdown{Tokens: 4096, Originals: 8192, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 110592}},
+		{kv.WindowBlock, 4096, Breakdown{Tokens: 4096, Originals: 8192, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 110592}},
+		{kv.WindowSliding, 4096, Breakdown{Tokens: 4096, Originals: 8192, Codes: 32768, ScalesZeros: 69632, Pending: 0, Total: 110592}},
 		// 4100 tokens: block mode holds 4 originals (1024 bytes), sliding 32 (8192);
 		// K: 4096 stored (16384 codes, 4096 scale/zero) + 4 pending × 8 × 4 = 128;
 		// V: 4100·8·4/8 = 16400 codes, 4100·4·4 = 65600 scale/zero.
-		{Block, 4100, Breakdown{Tokens: 4100, Originals: 1024, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 103632}},
-		{Sliding, 4100, Breakdown{Tokens: 4100, Originals: 8192, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 110800}},
-		{Block, 0, Breakdown{}},
+		{kv.WindowBlock, 4100, Breakdown{Tokens: 4100, Originals: 1024, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 103632}},
+		{kv.WindowSliding, 4100, Breakdown{Tokens: 4100, Originals: 8192, Codes: 32784, ScalesZeros: 69696, Pending: 128, Total: 110800}},
+		{kv.WindowBlock, 0, Breakdown{}},
 		// 1 token: 1 original (256 bytes); K pending 32 bytes; V 4 bytes of codes, 16 of scale/zero.
-		{Block, 1, Breakdown{Tokens: 1, Originals: 256, Codes: 4, ScalesZeros: 16, Pending: 32, Total: 308}},
+		{kv.WindowBlock, 1, Breakdown{Tokens: 1, Originals: 256, Codes: 4, ScalesZeros: 16, Pending: 32, Total: 308}},
 	}
 	for _, tc := range cases {
 		c.Mode = tc.mode
@@ -249,7 +250,7 @@ func TestMemoryHandExample(t *testing.T) {
 		t.Errorf("baseline %d, want 128", got)
 	}
 	// 4096 tokens × 128 bytes = 524288 = 128·4096; 110592 = 27·4096.
-	c.Mode = Block
+	c.Mode = kv.WindowBlock
 	if got := Ratio(c, 4096); math.Abs(got-128.0/27) > 1e-12 {
 		t.Errorf("ratio %g, want 128/27 = %g", got, 128.0/27)
 	}
@@ -261,7 +262,7 @@ func TestMemoryHandExample(t *testing.T) {
 		t.Errorf("3-bit: %+v", got)
 	}
 	// And the real layer holds exactly that after 4100 appends.
-	for _, m := range []Mode{Block, Sliding} {
+	for _, m := range []kv.WindowMode{kv.WindowBlock, kv.WindowSliding} {
 		c.Mode = m
 		layer, err := NewLayer(c, make([]float32, 32*8), make([]float32, 32*8))
 		if err != nil {
@@ -285,7 +286,7 @@ func TestMemoryHandExample(t *testing.T) {
 }
 
 func TestBadConfigs(t *testing.T) {
-	good := Config{NKVHeads: 2, HeadDim: 4, KRank: 6, VRank: 4, Window: 8, Mode: Block,
+	good := Config{NKVHeads: 2, HeadDim: 4, KRank: 6, VRank: 4, Window: 8, Mode: kv.WindowBlock,
 		K: quant.Spec{Bits: 4, Grouping: quant.PerChannel, GroupSize: 8},
 		V: quant.Spec{Bits: 4, Grouping: quant.PerToken, GroupSize: 2}}
 	if err := good.Validate(); err != nil {
@@ -343,21 +344,5 @@ func TestBadConfigs(t *testing.T) {
 	}
 	if err := layer.KV(make([]float32, 7), make([]float32, 8)); err == nil {
 		t.Error("short keys accepted")
-	}
-}
-
-func TestModeRule(t *testing.T) {
-	cases := []struct {
-		m        Mode
-		j, t, w  int
-		original bool
-	}{
-		{Block, 31, 32, 32, false}, {Block, 32, 32, 32, true}, {Block, 32, 63, 32, true}, {Block, 31, 63, 32, false},
-		{Sliding, 1, 32, 32, true}, {Sliding, 0, 32, 32, false}, {Sliding, 31, 63, 32, false}, {Sliding, 32, 63, 32, true},
-	}
-	for _, c := range cases {
-		if got := c.m.Original(c.j, c.t, c.w); got != c.original {
-			t.Errorf("%s: j %d, t %d, W %d: original %v", c.m, c.j, c.t, c.w, got)
-		}
 	}
 }

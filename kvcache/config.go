@@ -3,46 +3,17 @@ package kvcache
 import (
 	"fmt"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/quant"
 )
-
-// Mode chooses which recent tokens stay original.
-type Mode int
-
-const (
-	// Block is the reference code's rule: j is original iff floor(j/W) == floor(t/W).
-	Block Mode = iota
-	// Sliding is the paper's text: j is original iff t − j < W.
-	Sliding
-)
-
-// String names the mode as in export metadata.
-func (m Mode) String() string {
-	switch m {
-	case Block:
-		return "block"
-	case Sliding:
-		return "sliding"
-	}
-	return fmt.Sprintf("mode(%d)", int(m))
-}
-
-// Original reports whether, for the query at position t, key/value j (≤ t)
-// is read from the full-precision branch.
-func (m Mode) Original(j, t, window int) bool {
-	if m == Sliding {
-		return t-j < window
-	}
-	return j/window == t/window
-}
 
 // Config describes one layer's cache.
 type Config struct {
 	NKVHeads, HeadDim int
-	KRank, VRank      int        // compressed channels of keys and values
-	Window            int        // W ≥ 1: tokens kept original
-	Mode              Mode       // Block or Sliding
-	K, V              quant.Spec // per side; Bits 16 stores fp16 features
+	KRank, VRank      int           // compressed channels of keys and values
+	Window            int           // W ≥ 1: tokens kept original
+	Mode              kv.WindowMode // block or sliding
+	K, V              quant.Spec    // per side; Bits 16 stores fp16 features
 }
 
 // KVDim is NKVHeads·HeadDim, the width of one token's keys (and values).
@@ -60,7 +31,7 @@ func (c Config) Validate() error {
 	if c.Window < 1 {
 		return fmt.Errorf("kvcache: window %d must be at least 1", c.Window)
 	}
-	if c.Mode != Block && c.Mode != Sliding {
+	if !c.Mode.Valid() {
 		return fmt.Errorf("kvcache: unknown mode %d", int(c.Mode))
 	}
 	for _, sd := range []struct {
@@ -103,7 +74,7 @@ func heldOriginals(c Config, n int) int {
 	if n == 0 {
 		return 0
 	}
-	if c.Mode == Sliding {
+	if c.Mode == kv.WindowSliding {
 		return min(n, c.Window)
 	}
 	return n - (n-1)/c.Window*c.Window

@@ -8,41 +8,9 @@ import (
 
 	"gonum.org/v1/gonum/blas/gonum"
 
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 )
-
-// WindowMode is the bi-branch rule deciding which keys/values stay original.
-type WindowMode int
-
-const (
-	// WindowBlock keeps key j original for query t iff floor(j/W) == floor(t/W)
-	// (the reference code's rule).
-	WindowBlock WindowMode = iota
-	// WindowSliding keeps the last W tokens original: t − j < W.
-	WindowSliding
-)
-
-// String names the mode as the command line does.
-func (m WindowMode) String() string {
-	if m == WindowSliding {
-		return "sliding"
-	}
-	return "block"
-}
-
-// OriginalFrom returns the first key position that stays original for the
-// query at position t under window w: keys j in [OriginalFrom, t] are the
-// original ones, keys before it are reconstructed. w = 0 reconstructs every
-// key (the result is t+1).
-func (m WindowMode) OriginalFrom(t, w int) int {
-	switch {
-	case w <= 0:
-		return t + 1
-	case m == WindowSliding:
-		return max(0, t-w+1)
-	}
-	return t / w * w
-}
 
 // RMSNorm writes out = x / rms(x) · w for n rows of width d.
 func RMSNorm(out, x, w []float32, n, d int, eps float64) {
@@ -138,7 +106,7 @@ func (b *Block) AttnInput(c Config, x, h []float32, n int) {
 // mode.OriginalFrom(t, w) to t keep their original K/V.
 type KVOverride interface {
 	Replace(kr, vr, x, k, v []float32, nSeq, T int) error
-	Window() (w int, mode WindowMode)
+	Window() (w int, mode kv.WindowMode)
 }
 
 // Forward advances the residual stream h (nSeq·T, D) through this block in
@@ -195,7 +163,7 @@ func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride) {
 	QD, KV, dh := c.QDim(), c.KVDim(), c.HeadDim
 	group := c.Heads / c.KVHeads
-	w, mode := 0, WindowBlock
+	w, mode := 0, kv.WindowBlock
 	if ov != nil {
 		w, mode = ov.Window()
 	}

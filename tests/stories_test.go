@@ -10,6 +10,7 @@ import (
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -129,7 +130,7 @@ func run(t *testing.T, mutate func(*train.Config)) *checkpoints.Projections {
 // and bits b (16 = off).
 func compressed(t *testing.T, m *model.Model, p *checkpoints.Projections, w, b int) float64 {
 	t.Helper()
-	k, v, err := eval.QuantSpecs(b, b, true, 32, false, p.Layers[0].KRank, p.Layers[0].VRank, m.Config.KVHeads)
+	k, v, err := kv.Quant{KBits: b, VBits: b, KPerChannel: true, QuantWindow: 32}.Specs(p.Layers[0].KRank, p.Layers[0].VRank, m.Config.KVHeads)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	"strconv"
 
 	"github.com/cskv/cskv/checkpoints"
-	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/model/safetensors"
 )
@@ -22,23 +22,14 @@ var exportDTypes = map[string]safetensors.DType{"f32": safetensors.F32, "f16": s
 // export writes the projections file (checkpoints.WriteProjections) with the
 // run's settings in its metadata. Factors are already in the Hugging Face
 // rotate-half row layout (the model loader normalises Meta-layout files).
-func export(cfg Config, m *model.Model, factors []graph.Factors, kRank, vRank int, layers []LayerInfo) (string, error) {
+func export(cfg Config, m *model.Model, factors []kv.Factors, kRank, vRank int, layers []LayerInfo) (string, error) {
 	path := cfg.exportPath()
-	p := ToProjections(m.Config, factors, kRank, vRank)
+	p := &checkpoints.Projections{Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), Layers: factors}
 	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, m.Config.Arch, kRank, vRank)
 	if err := checkpoints.WriteProjections(path, p, exportDTypes[cfg.DType]); err != nil {
 		return "", fmt.Errorf("export %s: %w", path, err)
 	}
 	return path, nil
-}
-
-// ToProjections packs per-layer factors into the export structure.
-func ToProjections(mc model.Config, factors []graph.Factors, kRank, vRank int) *checkpoints.Projections {
-	p := &checkpoints.Projections{Hidden: mc.Hidden, KVDim: mc.KVDim()}
-	for _, f := range factors {
-		p.Layers = append(p.Layers, checkpoints.LayerFactors{Ak: f.Ak, Bk: f.Bk, Av: f.Av, Bv: f.Bv, KRank: kRank, VRank: vRank})
-	}
-	return p
 }
 
 // Metadata is the __metadata__ of an exported projections file: everything
@@ -119,22 +110,19 @@ func ExportCheckpoint(ckpt, out, dtype string) error {
 	for _, t := range st.Tensors {
 		tensors[t.Name] = t.Data
 	}
-	factors := make([]graph.Factors, st.NumLayers)
-	for l := range factors {
-		f := &factors[l]
-		for _, p := range []struct {
-			name string
-			dst  *[]float32
-		}{{"Ak", &f.Ak}, {"Bk", &f.Bk}, {"Av", &f.Av}, {"Bv", &f.Bv}} {
-			v, ok := tensors[fmt.Sprintf("layers.%d.%s", l, p.name)]
+	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: make([]kv.Factors, st.NumLayers)}
+	for l := range p.Layers {
+		var ts [4][]float32
+		for i, name := range kv.Names {
+			v, ok := tensors[fmt.Sprintf("layers.%d.%s", l, name)]
 			if !ok {
-				return fmt.Errorf("checkpoint %s lacks layer %d's %s", ckpt, l, p.name)
+				return fmt.Errorf("checkpoint %s lacks layer %d's %s", ckpt, l, name)
 			}
-			*p.dst = v
+			ts[i] = v
 		}
+		p.Layers[l] = kv.Factors{KRank: fp.KRank, VRank: fp.VRank}
+		p.Layers[l].SetTensors(ts)
 	}
-	mc := model.Config{Hidden: fp.Hidden, KVHeads: 1, HeadDim: fp.KVDim}
-	p := ToProjections(mc, factors, fp.KRank, fp.VRank)
 	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRank, fp.VRank)
 	if err := checkpoints.WriteProjections(out, p, dt); err != nil {
 		return fmt.Errorf("export %s: %w", out, err)

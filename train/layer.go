@@ -11,18 +11,19 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 )
 
 // trainLayer initialises one layer's factors from its captured inputs and
 // trains them, resuming from the run's checkpoint state when it is for l.
 func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc model.Config, blk *model.Block,
-	l, kRank, vRank int, x, xHeld []float32) (LayerInfo, graph.Factors, error) {
+	l, kRank, vRank int, x, xHeld []float32) (LayerInfo, kv.Factors, error) {
 	t0 := time.Now()
 	info := LayerInfo{Layer: l, KRank: kRank, VRank: vRank, Init: cfg.Init}
 	stats, err := NewStats(mc.Hidden, cfg.Init == "whiten" || mc.Hidden <= 1024)
 	if err != nil {
-		return info, graph.Factors{}, err
+		return info, kv.Factors{}, err
 	}
 	stats.Add(x)
 	env.OnPhase("init", l)
@@ -144,7 +145,7 @@ func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc mode
 
 // heldOut evaluates factors f on the held-out sequences xHeld (all of them
 // in both terms, whatever the training weights).
-func heldOut(cfg Config, mc model.Config, blk *model.Block, kRank, vRank int, f graph.Factors, xHeld []float32) (*graph.Loss, error) {
+func heldOut(cfg Config, mc model.Config, blk *model.Block, kRank, vRank int, f kv.Factors, xHeld []float32) (*graph.Loss, error) {
 	n := len(xHeld) / (cfg.SeqLen * mc.Hidden)
 	spec := layerSpec(cfg, mc, blk, kRank, vRank, n)
 	spec.OutSeqs, spec.LambdaKV, spec.LambdaOut = n, 1, 1
@@ -203,9 +204,9 @@ func finiteGrads(ps []graph.Param) bool {
 
 // layerSpec describes layer blk's objective for the graph.
 func layerSpec(cfg Config, mc model.Config, blk *model.Block, kRank, vRank, seqs int) graph.LayerSpec {
-	mode := graph.WindowBlock
+	mode := kv.WindowBlock
 	if cfg.Window == "sliding" {
-		mode = graph.WindowSliding
+		mode = kv.WindowSliding
 	}
 	return graph.LayerSpec{
 		Hidden: mc.Hidden, NHeads: mc.Heads, NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, RopeBase: mc.RopeBase,
@@ -213,14 +214,14 @@ func layerSpec(cfg Config, mc model.Config, blk *model.Block, kRank, vRank, seqs
 		KRank: kRank, VRank: vRank, Seqs: seqs, Tokens: cfg.SeqLen,
 		OutSeqs: min(cfg.OutSeqs, seqs), LambdaKV: cfg.LambdaKV, LambdaOut: cfg.LambdaOut,
 		OutWindow: cfg.OutWindow, WindowMode: mode,
-		Quant: graph.QuantSpec{KBits: cfg.KBits, VBits: cfg.VBits, KPerChannel: cfg.KQuant == "channel",
+		Quant: kv.Quant{KBits: cfg.KBits, VBits: cfg.VBits, KPerChannel: cfg.KQuant == "channel",
 			QuantWindow: cfg.QuantWindow, ClampZero: cfg.QuantZero == "clamp"},
 	}
 }
 
 // initFactors runs the configured initialisation for K and V.
-func initFactors(cfg Config, mc model.Config, blk *model.Block, st *Stats, kRank, vRank int) (graph.Factors, float64, error) {
-	var f graph.Factors
+func initFactors(cfg Config, mc model.Config, blk *model.Block, st *Stats, kRank, vRank int) (kv.Factors, float64, error) {
+	f := kv.Factors{KRank: kRank, VRank: vRank}
 	var err error
 	var rk, rv float64
 	kv, d := mc.KVDim(), mc.Hidden
@@ -246,7 +247,7 @@ func initFactors(cfg Config, mc model.Config, blk *model.Block, st *Stats, kRank
 }
 
 // calibKV is the calibration KV loss MSE(K,K̂)+MSE(V,V̂) from the Gram matrix.
-func calibKV(st *Stats, blk *model.Block, f graph.Factors, mc model.Config, kRank, vRank int) float64 {
+func calibKV(st *Stats, blk *model.Block, f kv.Factors, mc model.Config, kRank, vRank int) float64 {
 	lk, err1 := KVLossGram(st.Gram, st.N, blk.Wk, f.Ak, f.Bk, mc.Hidden, mc.KVDim(), kRank)
 	lv, err2 := KVLossGram(st.Gram, st.N, blk.Wv, f.Av, f.Bv, mc.Hidden, mc.KVDim(), vRank)
 	if err1 != nil || err2 != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
@@ -103,7 +104,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err := errors.Join(h.err, hHeld.err); err != nil {
 		return fail(err)
 	}
-	factors := make([]graph.Factors, m.Config.Layers)
+	factors := make([]kv.Factors, m.Config.Layers)
 	copy(factors, run.finished)
 	res.Layers = append(res.Layers, run.history...)
 	for l := 0; l < m.Config.Layers; l++ {

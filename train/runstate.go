@@ -13,7 +13,7 @@ import (
 
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
-	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 )
 
@@ -93,10 +93,10 @@ type runState struct {
 	fp   fingerprint
 	log  logrus.FieldLogger
 
-	layer, step int             // continue at this layer and step
-	finished    []graph.Factors // factors of layers < layer
-	history     []LayerInfo     // reports of layers < layer
-	current     graph.Factors   // the layer in progress (when step > 0)
+	layer, step int          // continue at this layer and step
+	finished    []kv.Factors // factors of layers < layer
+	history     []LayerInfo  // reports of layers < layer
+	current     kv.Factors   // the layer in progress (when step > 0)
 	adam        *Adam
 	rng         *rand.PCG
 	partial     LayerInfo
@@ -110,7 +110,7 @@ func openRun(cfg Config, m *model.Model, calib [][]int, kRank, vRank int, log lo
 	fp := fingerprint{Config: cfg, ModelDigest: m.Digest, DataDigest: digestTokens(calib), Layers: m.Config.Layers,
 		Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), KRank: kRank, VRank: vRank, BaseName: filepath.Base(m.Path), Arch: m.Config.Arch}
 	fp.Config.Resume, fp.Config.Force, fp.Config.Out, fp.Config.Export = false, false, "", ""
-	r := &runState{dir: cfg.Out, keep: cfg.Keep, fp: fp, log: log, finished: make([]graph.Factors, m.Config.Layers)}
+	r := &runState{dir: cfg.Out, keep: cfg.Keep, fp: fp, log: log, finished: make([]kv.Factors, m.Config.Layers)}
 	if cfg.Out == "" {
 		return r, nil
 	}
@@ -197,17 +197,16 @@ func (r *runState) resume() error {
 		}
 		return v, nil
 	}
-	readFactors := func(prefix string) (graph.Factors, error) {
-		var f graph.Factors
+	readFactors := func(prefix string) (kv.Factors, error) {
+		f := kv.Factors{KRank: r.fp.KRank, VRank: r.fp.VRank}
+		var ts [4][]float32
 		var err error
-		for _, p := range []struct {
-			name string
-			dst  *[]float32
-		}{{"Ak", &f.Ak}, {"Bk", &f.Bk}, {"Av", &f.Av}, {"Bv", &f.Bv}} {
-			if *p.dst, err = get(prefix + p.name); err != nil {
+		for i, name := range kv.Names {
+			if ts[i], err = get(prefix + name); err != nil {
 				return f, err
 			}
 		}
+		f.SetTensors(ts)
 		return f, nil
 	}
 	r.layer, r.step = st.Layer, st.Step
@@ -247,14 +246,14 @@ func (r *runState) resume() error {
 }
 
 // finishLayer records a finished layer for later checkpoints.
-func (r *runState) finishLayer(l int, f graph.Factors, info LayerInfo) {
+func (r *runState) finishLayer(l int, f kv.Factors, info LayerInfo) {
 	r.finished[l] = f
 	r.history = append(r.history, info)
 }
 
 // save writes a checkpoint at (layer, step): every finished layer's factors
 // and, mid-layer, the current factors, Adam moments and sampler state.
-func (r *runState) save(layer, step int, cur *graph.Factors, adam *Adam, rng *rand.PCG, partial LayerInfo) error {
+func (r *runState) save(layer, step int, cur *kv.Factors, adam *Adam, rng *rand.PCG, partial LayerInfo) error {
 	if r.dir == "" {
 		return nil
 	}
@@ -267,11 +266,10 @@ func (r *runState) save(layer, step int, cur *graph.Factors, adam *Adam, rng *ra
 	add := func(name string, data []float32) {
 		st.Tensors = append(st.Tensors, checkpoints.Tensor{Name: name, Shape: []int{len(data)}, Data: data})
 	}
-	addFactors := func(prefix string, f graph.Factors) {
-		add(prefix+"Ak", f.Ak)
-		add(prefix+"Bk", f.Bk)
-		add(prefix+"Av", f.Av)
-		add(prefix+"Bv", f.Bv)
+	addFactors := func(prefix string, f kv.Factors) {
+		for i, t := range f.Tensors() {
+			add(prefix+kv.Names[i], t)
+		}
 	}
 	for l := 0; l < layer && l < len(r.finished); l++ {
 		addFactors(fmt.Sprintf("layers.%d.", l), r.finished[l])

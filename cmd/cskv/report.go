@@ -10,6 +10,7 @@ import (
 
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
@@ -29,12 +30,8 @@ type memRow struct {
 
 // cacheConfig builds the real cache's configuration for a setting.
 func cacheConfig(mc model.Config, kRank, vRank int, s eval.Settings) kvcache.Config {
-	mode := kvcache.Block
-	if s.Mode == model.WindowSliding {
-		mode = kvcache.Sliding
-	}
 	return kvcache.Config{NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, KRank: kRank, VRank: vRank,
-		Window: s.Window, Mode: mode, K: s.K, V: s.V}
+		Window: s.Window, Mode: s.Mode, K: s.K, V: s.V}
 }
 
 // checkWindow refuses a window that per-channel (KIVI) key groups do not
@@ -181,9 +178,8 @@ func printReport(rep *trainReport) {
 
 // settingsFrom builds evaluation settings from flag values.
 func settingsFrom(mc model.Config, kRank, vRank, window int, mode string, kBits, vBits int, kQuant string, quantWindow int, quantZero string) (eval.Settings, error) {
-	modes := map[string]model.WindowMode{"block": model.WindowBlock, "sliding": model.WindowSliding}
-	wm, ok := modes[mode]
-	if !ok {
+	wm, err := kv.ParseWindowMode(mode)
+	if err != nil {
 		return eval.Settings{}, fmt.Errorf("%w: --window-mode %q: want block or sliding", errUsage, mode)
 	}
 	if window < 0 {
@@ -201,7 +197,11 @@ func settingsFrom(mc model.Config, kRank, vRank, window int, mode string, kBits,
 	if err := checkWindow(window, kBits, kQuant, quantWindow); err != nil {
 		return eval.Settings{}, err
 	}
-	k, v, err := eval.QuantSpecs(kBits, vBits, kQuant == "channel", quantWindow, quantZero == "clamp", kRank, vRank, mc.KVHeads)
+	if kBits == 0 || vBits == 0 { // kv.Quant reads 0 as off; the flags spell off 16
+		return eval.Settings{}, fmt.Errorf("%w: --k-bits %d, --v-bits %d: want 2, 3, 4, 8 or 16", errUsage, kBits, vBits)
+	}
+	q := kv.Quant{KBits: kBits, VBits: vBits, KPerChannel: kQuant == "channel", QuantWindow: quantWindow, ClampZero: quantZero == "clamp"}
+	k, v, err := q.Specs(kRank, vRank, mc.KVHeads)
 	if err != nil {
 		return eval.Settings{}, fmt.Errorf("%w: %v", errUsage, err)
 	}
