@@ -31,7 +31,7 @@ func MatMulT(c []float32, a []float32, b []float32, m, n, k int, accumulate bool
 	if accumulate {
 		beta = 1
 	}
-	impl.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, a, k, b, k, beta, c, n)
+	Gemm32(false, true, m, n, k, 1, a, k, b, k, beta, c, n)
 }
 
 // MatMul computes C = A·B (+ C if accumulate): A (m, k), B (k, n), C (m, n).
@@ -43,13 +43,38 @@ func MatMul(c []float32, a []float32, b []float32, m, n, k int, accumulate bool)
 	if accumulate {
 		beta = 1
 	}
-	impl.Sgemm(blas.NoTrans, blas.NoTrans, m, n, k, 1, a, k, b, n, beta, c, n)
+	Gemm32(false, false, m, n, k, 1, a, k, b, n, beta, c, n)
 }
 
 // Gemm32 is the general float32 product C = alpha·op(A)·op(B) + beta·C with
-// leading dimensions equal to the row lengths of the stored matrices.
+// leading dimensions equal to the row lengths of the stored matrices, in
+// the Precision in use (see route).
 func Gemm32(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if bf16, ok := route(m, n, k); ok && dnnlGemm(bf16, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+		return
+	}
 	impl.Sgemm(trans(tA), trans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// minBF16Rows is the fewest rows of C a bf16 product needs: below it (a
+// decoding step's matrix-vector products) rounding the whole B to bf16 costs
+// more than the product, which then runs in float32.
+const minBF16Rows = 8
+
+// route says whether oneDNN computes an (m, n, k) product, and in bf16.
+// bf16 products (Precision BF16, m ≥ minBF16Rows) always do; float32 ones
+// do when dnnlF32 is set and the product is large enough to use threads.
+func route(m, n, k int) (bf16, ok bool) {
+	if !hasDNNL || k == 0 {
+		return false, false
+	}
+	if CurrentPrecision() == BF16 && m >= minBF16Rows {
+		return true, true
+	}
+	return false, dnnlF32 && m >= smallWidth && n*k >= smallWidth*smallWidth
 }
 
 // Gemm64 is the float64 counterpart of Gemm32.

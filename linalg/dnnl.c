@@ -1,0 +1,187 @@
+//go:build openblas
+
+// oneDNN matrix products for package linalg (see dnnl.go). One cskv_gemm is
+// a matmul primitive for one shape, layout and precision, plus, for bf16, the
+// two reorders that round the float32 operands to bf16. Primitives run with
+// user-provided scratchpads, so one may execute on several threads at once.
+
+#include <dlfcn.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "dnnl_gemm.h"
+
+static dnnl_engine_t engine;
+static __thread dnnl_stream_t stream;
+static void (*set_threads)(int);
+
+int cskv_dnnl_init(void) {
+	if (dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return -1;
+	// oneDNN is built on OpenMP here; its thread count is the calling
+	// thread's OpenMP setting, looked up in the process rather than linked.
+	set_threads = (void (*)(int))dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+	return 0;
+}
+
+static dnnl_stream_t thread_stream(void) {
+	if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) return NULL;
+	return stream;
+}
+
+static void use_threads(int n) {
+	if (set_threads && n > 0) set_threads(n);
+}
+
+// strided describes a float32 (rows, cols) view of a buffer with leading
+// dimension ld, transposed when t (stored (cols, rows)).
+static int strided(dnnl_memory_desc_t *md, int64_t rows, int64_t cols, int64_t ld, int t, dnnl_data_type_t dt) {
+	dnnl_dims_t dims = {rows, cols};
+	dnnl_dims_t strides = {ld, 1};
+	if (t) {
+		strides[0] = 1;
+		strides[1] = ld;
+	}
+	return dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
+}
+
+static int user_scratchpad(dnnl_primitive_attr_t *attr) {
+	if (dnnl_primitive_attr_create(attr) != dnnl_success) return -1;
+	return dnnl_primitive_attr_set_scratchpad_mode(*attr, dnnl_scratchpad_mode_user);
+}
+
+static size_t scratch_size(const_dnnl_primitive_desc_t pd) {
+	const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	return md ? dnnl_memory_desc_get_size(md) : 0;
+}
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+// reorder creates the primitive that copies src into dst.
+static int reorder(dnnl_primitive_t *p, size_t *scratch, const dnnl_memory_desc_t *src, const dnnl_memory_desc_t *dst) {
+	dnnl_primitive_attr_t attr;
+	dnnl_primitive_desc_t pd;
+	int st = user_scratchpad(&attr);
+	if (st) return st;
+	st = dnnl_reorder_primitive_desc_create(&pd, src, engine, dst, engine, attr);
+	dnnl_primitive_attr_destroy(attr);
+	if (st != dnnl_success) return st;
+	*scratch = max_size(*scratch, scratch_size(pd));
+	st = dnnl_primitive_create(p, pd);
+	dnnl_primitive_desc_destroy(pd);
+	return st;
+}
+
+int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                     int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta, int threads) {
+	memset(g, 0, sizeof *g);
+	g->bf16 = bf16;
+	use_threads(threads);
+	int st;
+	dnnl_memory_desc_t a_md, b_md;
+	if ((st = strided(&g->a_user, m, k, lda, ta, dnnl_f32)) ||
+	    (st = strided(&g->b_user, k, n, ldb, tb, dnnl_f32)) ||
+	    (st = strided(&g->c_md, m, n, ldc, 0, dnnl_f32)))
+		return st;
+	if (bf16) {
+		// A rounded to a dense row-major (m, k); B to a dense copy in the
+		// orientation it is stored in.
+		if ((st = strided(&a_md, m, k, k, 0, dnnl_bf16)) ||
+		    (st = strided(&b_md, k, n, tb ? k : n, tb, dnnl_bf16)))
+			return st;
+		if ((st = reorder(&g->ra, &g->scratch, &g->a_user, &a_md)) ||
+		    (st = reorder(&g->rb, &g->scratch, &g->b_user, &b_md)))
+			return st;
+		g->a_bytes = dnnl_memory_desc_get_size(&a_md);
+		g->b_bytes = dnnl_memory_desc_get_size(&b_md);
+		g->a_md = a_md;
+		g->b_md = b_md;
+	} else {
+		g->a_md = g->a_user;
+		g->b_md = g->b_user;
+	}
+	dnnl_matmul_desc_t desc;
+	if ((st = dnnl_matmul_desc_init(&desc, &g->a_md, &g->b_md, NULL, &g->c_md))) return st;
+	dnnl_primitive_attr_t attr;
+	if ((st = user_scratchpad(&attr))) return st;
+	if (alpha != 1) st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
+	if (!st && beta != 0) {
+		dnnl_post_ops_t ops;
+		st = dnnl_post_ops_create(&ops);
+		if (!st) st = dnnl_post_ops_append_sum(ops, beta);
+		if (!st) st = dnnl_primitive_attr_set_post_ops(attr, ops);
+		dnnl_post_ops_destroy(ops);
+	}
+	dnnl_primitive_desc_t pd = NULL;
+	if (!st) st = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+	dnnl_primitive_attr_destroy(attr);
+	if (st) return st;
+	const char *impl = NULL;
+	if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl) {
+		strncpy(g->impl, impl, sizeof g->impl - 1);
+	}
+	g->scratch = max_size(g->scratch, scratch_size(pd));
+	st = dnnl_primitive_create(&g->mm, pd);
+	dnnl_primitive_desc_destroy(pd);
+	return st;
+}
+
+void cskv_gemm_destroy(cskv_gemm *g) {
+	if (g->mm) dnnl_primitive_destroy(g->mm);
+	if (g->ra) dnnl_primitive_destroy(g->ra);
+	if (g->rb) dnnl_primitive_destroy(g->rb);
+	memset(g, 0, sizeof *g);
+}
+
+// run executes p on its arguments (memory objects made over the given
+// buffers, destroyed after).
+static int run(dnnl_primitive_t p, int n, const int *args, const dnnl_memory_desc_t **mds, void **ptrs,
+               const dnnl_memory_desc_t *scratch_md, void *scratch) {
+	dnnl_exec_arg_t ea[4];
+	int st = 0, made = 0;
+	for (int i = 0; i < n && !st; i++, made++) {
+		ea[i].arg = args[i];
+		st = dnnl_memory_create(&ea[i].memory, mds[i], engine, ptrs[i]);
+	}
+	if (!st && scratch_md) {
+		ea[made].arg = DNNL_ARG_SCRATCHPAD;
+		st = dnnl_memory_create(&ea[made].memory, scratch_md, engine, scratch);
+		if (!st) made++;
+	}
+	dnnl_stream_t s = thread_stream();
+	if (!st && !s) st = -1;
+	if (!st) st = dnnl_primitive_execute(p, s, made, ea);
+	if (!st) st = dnnl_stream_wait(s);
+	for (int i = 0; i < made; i++) dnnl_memory_destroy(ea[i].memory);
+	return st;
+}
+
+int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, void *abuf, void *bbuf,
+                  void *scratch, int threads, int convert) {
+	use_threads(threads);
+	dnnl_memory_desc_t smd;
+	const dnnl_memory_desc_t *sp = NULL;
+	if (g->scratch) {
+		dnnl_dims_t d = {(int64_t)g->scratch};
+		if (dnnl_memory_desc_init_by_tag(&smd, 1, d, dnnl_u8, dnnl_a)) return -1;
+		sp = &smd;
+	}
+	int st;
+	const void *src = a, *wei = b;
+	if (g->bf16) {
+		if (convert) {
+			int io[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+			const dnnl_memory_desc_t *amd[2] = {&g->a_user, &g->a_md};
+			void *ap[2] = {(void *)a, abuf};
+			if ((st = run(g->ra, 2, io, amd, ap, sp, scratch))) return st;
+			const dnnl_memory_desc_t *bmd[2] = {&g->b_user, &g->b_md};
+			void *bp[2] = {(void *)b, bbuf};
+			if ((st = run(g->rb, 2, io, bmd, bp, sp, scratch))) return st;
+		}
+		src = abuf;
+		wei = bbuf;
+	}
+	int mm[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
+	const dnnl_memory_desc_t *mds[3] = {&g->a_md, &g->b_md, &g->c_md};
+	void *ptrs[3] = {(void *)src, (void *)wei, c};
+	return run(g->mm, 3, mm, mds, ptrs, sp, scratch);
+}

@@ -1,0 +1,164 @@
+//go:build openblas
+
+package linalg
+
+// #cgo LDFLAGS: -ldnnl
+// #include "dnnl_gemm.h"
+import "C"
+
+import (
+	"fmt"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+const hasDNNL = true
+
+// gemmKey is everything a oneDNN matmul primitive is specialised on.
+type gemmKey struct {
+	bf16, tA, tB  bool
+	m, n, k       int
+	lda, ldb, ldc int
+	alpha, beta   float32
+	threads       int
+}
+
+// gemmPrim is one created primitive (ok false: oneDNN has no kernel for it,
+// and BLAS computes that product).
+type gemmPrim struct {
+	g  C.cskv_gemm
+	ok bool
+}
+
+// maxPrims bounds the primitive cache; products of further shapes use BLAS.
+const maxPrims = 4096
+
+var dnnlState struct {
+	once  sync.Once
+	err   error
+	mu    sync.Mutex
+	prims map[gemmKey]*gemmPrim
+}
+
+func dnnlInit() error {
+	dnnlState.once.Do(func() {
+		if C.cskv_dnnl_init() != 0 {
+			dnnlState.err = fmt.Errorf("oneDNN: no CPU engine")
+		}
+		dnnlState.prims = map[gemmKey]*gemmPrim{}
+	})
+	return dnnlState.err
+}
+
+// prim returns the primitive for key, creating it on first use (creation
+// JIT-compiles the kernel; it is done once per shape).
+func prim(key gemmKey) *gemmPrim {
+	if dnnlInit() != nil {
+		return nil
+	}
+	dnnlState.mu.Lock()
+	defer dnnlState.mu.Unlock()
+	if p, ok := dnnlState.prims[key]; ok {
+		return p
+	}
+	if len(dnnlState.prims) >= maxPrims {
+		return nil
+	}
+	p := &gemmPrim{}
+	st := C.cskv_gemm_create(&p.g, cbool(key.bf16), cbool(key.tA), cbool(key.tB),
+		C.int64_t(key.m), C.int64_t(key.n), C.int64_t(key.k),
+		C.int64_t(key.lda), C.int64_t(key.ldb), C.int64_t(key.ldc),
+		C.float(key.alpha), C.float(key.beta), C.int(key.threads))
+	if st == 0 {
+		p.ok = true
+	} else {
+		C.cskv_gemm_destroy(&p.g)
+	}
+	dnnlState.prims[key] = p
+	return p
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// buffers of the bf16 operands and scratchpads, reused across calls.
+var bufPool sync.Pool
+
+func getBuf(n int) *[]byte {
+	if v, _ := bufPool.Get().(*[]byte); v != nil && cap(*v) >= n {
+		return v
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func ptr(b *[]byte) unsafe.Pointer {
+	if len(*b) == 0 {
+		return nil
+	}
+	return unsafe.Pointer(&(*b)[0])
+}
+
+// dnnlThreads is the thread count oneDNN runs with: the BLAS setting.
+func dnnlThreads() int { return max(1, Threads()) }
+
+// dnnlGemm computes C = alpha·op(A)·op(B) + beta·C through oneDNN and
+// reports false when oneDNN has no kernel for it (nothing is written then).
+func dnnlGemm(bf16, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
+	key := gemmKey{bf16: bf16, tA: tA, tB: tB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta, threads: dnnlThreads()}
+	p := prim(key)
+	if p == nil || !p.ok {
+		return false
+	}
+	ab, bb, sb := getBuf(int(p.g.a_bytes)), getBuf(int(p.g.b_bytes)), getBuf(int(p.g.scratch))
+	*ab, *bb, *sb = (*ab)[:p.g.a_bytes], (*bb)[:p.g.b_bytes], (*sb)[:p.g.scratch]
+	st := C.cskv_gemm_run(&p.g, (*C.float)(&a[0]), (*C.float)(&b[0]), (*C.float)(&c[0]),
+		ptr(ab), ptr(bb), ptr(sb), C.int(key.threads), 1)
+	bufPool.Put(ab)
+	bufPool.Put(bb)
+	bufPool.Put(sb)
+	if st != 0 {
+		panic(fmt.Sprintf("linalg: oneDNN matmul %dx%dx%d failed after creation (status %d)", m, n, k, int(st)))
+	}
+	return true
+}
+
+// dnnlPeak times oneDNN's dense product C (m, n) = A (m, k)·B (k, n) for at
+// least seconds, operands already in the product's precision (bf16 operands
+// are rounded once, before timing). It returns GFLOP/s (2·m·n·k per product)
+// and the kernel oneDNN chose.
+func dnnlPeak(bf16 bool, m, n, k int, seconds float64) (float64, string, error) {
+	key := gemmKey{bf16: bf16, m: m, n: n, k: k, lda: k, ldb: n, ldc: n, alpha: 1, threads: dnnlThreads()}
+	p := prim(key)
+	if p == nil || !p.ok {
+		return 0, "", fmt.Errorf("oneDNN has no %s kernel for %d×%d×%d", map[bool]string{false: "f32", true: "bf16"}[bf16], m, k, n)
+	}
+	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+	for i := range a {
+		a[i] = float32(i%7) - 3
+	}
+	for i := range b {
+		b[i] = float32(i%5) - 2
+	}
+	ab, bb, sb := make([]byte, p.g.a_bytes+1), make([]byte, p.g.b_bytes+1), make([]byte, p.g.scratch+1)
+	run := func(convert C.int) C.int {
+		return C.cskv_gemm_run(&p.g, (*C.float)(&a[0]), (*C.float)(&b[0]), (*C.float)(&c[0]),
+			unsafe.Pointer(&ab[0]), unsafe.Pointer(&bb[0]), unsafe.Pointer(&sb[0]), C.int(key.threads), convert)
+	}
+	if st := run(1); st != 0 { // rounds the operands; also warms up
+		return 0, "", fmt.Errorf("oneDNN matmul failed (status %d)", int(st))
+	}
+	var n0 int
+	t0 := time.Now()
+	for n0 == 0 || time.Since(t0).Seconds() < seconds {
+		run(0)
+		n0++
+	}
+	el := time.Since(t0).Seconds()
+	return 2 * float64(m) * float64(n) * float64(k) * float64(n0) / el / 1e9, C.GoString(&p.g.impl[0]), nil
+}

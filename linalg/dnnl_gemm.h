@@ -1,0 +1,24 @@
+// oneDNN matrix products for package linalg (see dnnl.go and dnnl.c).
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <oneapi/dnnl/dnnl.h>
+
+typedef struct {
+	int bf16;
+	dnnl_primitive_t mm;     // C = alpha·op(A)·op(B) + beta·C
+	dnnl_primitive_t ra, rb; // bf16 only: float32 A, B rounded to bf16
+	dnnl_memory_desc_t a_user, b_user, c_md; // the caller's float32 buffers
+	dnnl_memory_desc_t a_md, b_md;           // the matmul's operands
+	size_t a_bytes, b_bytes;                 // bf16 operand buffers
+	size_t scratch;                          // scratchpad bytes (largest of the three)
+	char impl[96];                           // the matmul kernel oneDNN chose
+} cskv_gemm;
+
+int cskv_dnnl_init(void);
+int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t n, int64_t k,
+                     int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta, int threads);
+void cskv_gemm_destroy(cskv_gemm *g);
+int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, void *abuf, void *bbuf,
+                  void *scratch, int threads, int convert);

@@ -1,0 +1,15 @@
+//go:build !openblas
+
+package linalg
+
+const hasDNNL = false
+
+// dnnlGemm is the oneDNN product; this build has none.
+func dnnlGemm(bool, bool, bool, int, int, int, float32, []float32, int, []float32, int, float32, []float32, int) bool {
+	return false
+}
+
+// dnnlPeak is oneDNN's product rate; this build has none.
+func dnnlPeak(bool, int, int, int, float64) (float64, string, error) {
+	return 0, "", errNoDNNL
+}
