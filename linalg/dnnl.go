@@ -9,7 +9,6 @@ import "C"
 import (
 	"fmt"
 	"sync"
-	"time"
 	"unsafe"
 )
 
@@ -153,12 +152,6 @@ func dnnlPeak(bf16 bool, m, n, k int, seconds float64) (float64, string, error) 
 	if st := run(1); st != 0 { // rounds the operands; also warms up
 		return 0, "", fmt.Errorf("oneDNN matmul failed (status %d)", int(st))
 	}
-	var n0 int
-	t0 := time.Now()
-	for n0 == 0 || time.Since(t0).Seconds() < seconds {
-		run(0)
-		n0++
-	}
-	el := time.Since(t0).Seconds()
-	return 2 * float64(m) * float64(n) * float64(k) * float64(n0) / el / 1e9, C.GoString(&p.g.impl[0]), nil
+	best := bestTime(seconds, func() { run(0) })
+	return 2 * float64(m) * float64(n) * float64(k) / best / 1e9, C.GoString(&p.g.impl[0]), nil
 }

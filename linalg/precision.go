@@ -83,4 +83,13 @@ const FastBuild = "apt-get install libopenblas-dev liblapacke-dev libdnnl-dev; g
 var errNoDNNL = fmt.Errorf("this build has no oneDNN (%s)", FastBuild)
 
 // dnnlF32 makes large float32 products run on oneDNN rather than BLAS.
-var dnnlF32 = false
+var dnnlF32 = true
+
+// SlowBackend returns a warning for a model of the given width when this
+// build's pure-Go products would make it slow (width ≥ 1024), else "".
+func SlowBackend(width int) string {
+	if hasDNNL || width < smallWidth {
+		return ""
+	}
+	return fmt.Sprintf("hidden size %d on the pure-Go backend (%s) is slow; build the fast one: %s", width, Backend(), FastBuild)
+}

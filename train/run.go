@@ -79,6 +79,9 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	}
 	res := &Result{Model: m, Config: cfg}
 	defer linalg.ThreadsFor(m.Config.Hidden)()
+	if w := linalg.SlowBackend(m.Config.Hidden); w != "" {
+		env.Log.Warn(w)
+	}
 	fail := func(err error) (*Result, error) { m.Close(); return nil, err }
 
 	calib, held, err := calibration(m, cfg)

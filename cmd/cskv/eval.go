@@ -26,11 +26,16 @@ func runEval(ctx context.Context, args []string) error {
 	cf.register(fs, 32)
 	force := fs.Bool("force", false, "evaluate projections made for a different base model (digest mismatch)")
 	asJSON := fs.Bool("json", false, "print one JSON object on stdout instead of text")
+	var pf precisionFlag
+	pf.register(fs, "f32")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log, err := lf.logger()
 	if err != nil {
+		return err
+	}
+	if _, err := pf.apply(); err != nil {
 		return err
 	}
 	if *batch < 1 {
@@ -45,6 +50,7 @@ func runEval(ctx context.Context, args []string) error {
 		d.seqLen = syntheticSeqLen
 	}
 	log.WithField("model", describe(m)).Info("model loaded")
+	warnSlow(log, m.Config.Hidden)
 	chunks, err := loadChunks(m, d, syntheticEvalSeed, syntheticEvalSeqs)
 	if err != nil {
 		return err

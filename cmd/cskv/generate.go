@@ -28,11 +28,16 @@ func runGenerate(ctx context.Context, args []string) error {
 	cf.register(fs, 32)
 	force := fs.Bool("force", false, "use projections made for a different base model")
 	verify := fs.Bool("verify", false, "with --projections: use row-exact products and check that the real cache's logits equal the parallel fake-quantised evaluation's")
+	var pf precisionFlag
+	pf.register(fs, "f32")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log, err := lf.logger()
 	if err != nil {
+		return err
+	}
+	if _, err := pf.apply(); err != nil {
 		return err
 	}
 	if *n < 1 {
@@ -43,6 +48,7 @@ func runGenerate(ctx context.Context, args []string) error {
 		return err
 	}
 	defer m.Close()
+	warnSlow(log, m.Config.Hidden)
 	var toks []int
 	switch {
 	case *ids != "":

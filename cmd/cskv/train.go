@@ -114,11 +114,16 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		fs.BoolVar(&cfg.Resume, "resume", false, "continue the run in --out from its latest checkpoint")
 		fs.BoolVar(&cfg.Force, "force", false, "replace a run directory that holds another run")
 	}
+	var pf precisionFlag
+	pf.register(fs, "f32")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log, err := lf.logger()
 	if err != nil {
+		return err
+	}
+	if _, err := pf.apply(); err != nil {
 		return err
 	}
 	if cfg.Model == "" && !flagSet(fs, "seq-len") {

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cskv/cskv/linalg"
+)
+
+// precisionFlag is --precision, the arithmetic of the matrix products.
+type precisionFlag struct{ name string }
+
+func (p *precisionFlag) register(fs *flag.FlagSet, def string) {
+	fs.StringVar(&p.name, "precision", def, "matrix products: f32, bf16 (bf16 operands, float32 accumulation; the oneDNN build) or auto (bf16 where the CPU has AVX512-BF16 or AMX)")
+}
+
+// apply parses the flag and selects the precision for the whole program.
+func (p *precisionFlag) apply() (linalg.Precision, error) {
+	prec, err := linalg.ParsePrecision(p.name)
+	if err == nil {
+		err = linalg.SetPrecision(prec)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%w: --precision: %v", errUsage, err)
+	}
+	return linalg.CurrentPrecision(), nil
+}
+
+// warnSlow logs when a model of this width would run slowly on this build.
+func warnSlow(log *logrus.Logger, width int) {
+	if w := linalg.SlowBackend(width); w != "" {
+		log.Warn(w)
+	}
+}
