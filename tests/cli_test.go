@@ -51,6 +51,7 @@ func TestCLIBadInput(t *testing.T) {
 		{"quant window", []string{"train", "--k-bits", "4", "--quant-window", "0", "--out", "r"}, 2, "--quant-window 0", "r"},
 		{"window vs groups", []string{"train", "--k-bits", "4", "--window", "16", "--out", "r"}, 2, "--window 16 is not a multiple of --quant-window 32", "r"},
 		{"compare bits", []string{"compare", "--k-bits", "4"}, 2, "--k-bits: compare sets the bits itself", ""},
+		{"precision", []string{"eval", "--model", model, "--data", calib, "--precision", "fp16"}, 2, `--precision: unknown precision "fp16"`, ""},
 		{"data format", []string{"eval", "--model", model, "--data", calib, "--data-format", "csv"}, 2, `--data-format "csv"`, ""},
 		{"export dtype", []string{"export", "--checkpoint", dir, "--out", "p.safetensors", "--dtype", "f64"}, 2, `--dtype "f64"`, "p.safetensors"},
 		{"stray argument", []string{"eval", "extra"}, 2, "this command takes only flags", ""},
