@@ -33,6 +33,7 @@ import (
 
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/kv"
 )
 
 // Format is the value of the "source_format" metadata an import records.
@@ -198,17 +199,13 @@ func check(p *checkpoints.Projections) error {
 		return fmt.Errorf("hidden %d and kv_dim %d must be positive", p.Hidden, p.KVDim)
 	}
 	for i, l := range p.Layers {
-		for _, t := range []struct {
-			name       string
-			data       []float32
-			rows, cols int
-		}{{"Ak", l.Ak, l.KRank, p.Hidden}, {"Bk", l.Bk, p.KVDim, l.KRank}, {"Av", l.Av, l.VRank, p.Hidden}, {"Bv", l.Bv, p.KVDim, l.VRank}} {
-			if t.rows <= 0 || t.cols <= 0 || len(t.data) != t.rows*t.cols {
-				return fmt.Errorf("layer %d %s: shape (%d, %d) needs %d values, have %d", i, t.name, t.rows, t.cols, t.rows*t.cols, len(t.data))
-			}
-			for j, x := range t.data {
+		if err := l.Check(p.Hidden, p.KVDim); err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+		for k, t := range l.Tensors() {
+			for j, x := range t {
 				if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-					return fmt.Errorf("layer %d %s: element %d is %v: %w", i, t.name, j, x, checkpoints.ErrNonFinite)
+					return fmt.Errorf("layer %d %s: element %d is %v: %w", i, kv.ExportNames[k], j, x, checkpoints.ErrNonFinite)
 				}
 			}
 		}
@@ -246,12 +243,20 @@ func Read(kPath, vPath string) (*checkpoints.Projections, error) {
 					f.path, i, f.l.a.shape(), f.l.b.shape(), kPath, p.Hidden, p.KVDim)
 			}
 		}
-		p.Layers = append(p.Layers, checkpoints.LayerFactors{Ak: k.a.data, Bk: k.b.data, Av: v.a.data, Bv: v.b.data, KRank: k.a.rows, VRank: v.a.rows})
+		p.Layers = append(p.Layers, kv.Factors{Ak: k.a.data, Bk: k.b.data, Av: v.a.data, Bv: v.b.data, KRank: k.a.rows, VRank: v.a.rows})
 	}
 	p.Meta["source_format"] = Format
 	p.Meta["rope_layout"] = "hf-rotate-half"
-	p.Meta["k_rank"] = strconv.Itoa(p.Layers[0].KRank)
-	p.Meta["v_rank"] = strconv.Itoa(p.Layers[0].VRank)
+	kRank, vRank := p.Layers[0].KRank, p.Layers[0].VRank
+	for _, l := range p.Layers {
+		if l.KRank != kRank || l.VRank != vRank {
+			kRank, vRank = 0, 0
+		}
+	}
+	if kRank > 0 { // uniform ranks; per-layer ones are in the tensor shapes
+		p.Meta["k_rank"] = strconv.Itoa(kRank)
+		p.Meta["v_rank"] = strconv.Itoa(vRank)
+	}
 	if n, _, ok := ParseName(kPath); ok {
 		p.Meta["k_density"] = strconv.FormatFloat(n.KDensity, 'g', -1, 64)
 		p.Meta["v_density"] = strconv.FormatFloat(n.VDensity, 'g', -1, 64)

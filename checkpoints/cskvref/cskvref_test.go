@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/kv"
 )
 
 // randomProjections has distinct K and V ranks so that a swapped side or a
@@ -33,7 +34,7 @@ func randomProjections(layers, hidden, kvDim, kRank, vRank int, seed uint64) *ch
 	}
 	p := &checkpoints.Projections{Hidden: hidden, KVDim: kvDim}
 	for range layers {
-		p.Layers = append(p.Layers, checkpoints.LayerFactors{
+		p.Layers = append(p.Layers, kv.Factors{
 			Ak: v(kRank * hidden), Bk: v(kvDim * kRank), Av: v(vRank * hidden), Bv: v(kvDim * vRank), KRank: kRank, VRank: vRank})
 	}
 	return p
@@ -498,7 +499,7 @@ func TestReadErrors(t *testing.T) {
 func TestWriteRejects(t *testing.T) {
 	p := randomProjections(1, 8, 4, 2, 3, 8)
 	p.Layers[0].Bv = p.Layers[0].Bv[:5]
-	if _, _, err := Write(t.TempDir(), defaultName, p); err == nil || !strings.Contains(err.Error(), "layer 0 Bv") {
+	if _, _, err := Write(t.TempDir(), defaultName, p); err == nil || !strings.Contains(err.Error(), "layer 0: v_proj_b") {
 		t.Fatalf("short Bv: %v", err)
 	}
 	p = randomProjections(1, 8, 4, 2, 3, 8)
