@@ -115,24 +115,6 @@ func LossPNG(path, title string, curves []Series) error {
 	return savePNG(p, path)
 }
 
-// EnergyKept is the fraction of squared singular values in the top rank:
-// Σ_{i<rank} s_i² / Σ s_i². rank is clamped to [0, len(s)]; it returns 1 when
-// every singular value is zero.
-func EnergyKept(s []float64, rank int) float64 {
-	rank = max(0, min(rank, len(s)))
-	var kept, total float64
-	for i, v := range s {
-		total += v * v
-		if i < rank {
-			kept += v * v
-		}
-	}
-	if total == 0 {
-		return 1
-	}
-	return kept / total
-}
-
 func newPlot(title, xlabel, ylabel string) *plot.Plot {
 	p := plot.New()
 	p.Title.Text = title

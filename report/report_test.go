@@ -143,18 +143,3 @@ func TestPNGErrors(t *testing.T) {
 		t.Fatalf("a failed plot left %s behind (stat err %v)", p, err)
 	}
 }
-
-func TestEnergyKept(t *testing.T) {
-	s := []float64{3, 2, 1, 0}
-	for _, c := range []struct {
-		rank int
-		want float64
-	}{{-1, 0}, {0, 0}, {1, 9.0 / 14}, {2, 13.0 / 14}, {3, 1}, {9, 1}} {
-		if got := EnergyKept(s, c.rank); math.Abs(got-c.want) > 1e-15 {
-			t.Errorf("EnergyKept(%v, %d) = %g, want %g", s, c.rank, got, c.want)
-		}
-	}
-	if got := EnergyKept([]float64{0, 0}, 1); got != 1 {
-		t.Errorf("EnergyKept of zeros = %g, want 1", got)
-	}
-}

@@ -3,6 +3,8 @@ package train
 import (
 	"fmt"
 	"math"
+
+	"github.com/cskv/cskv/data"
 )
 
 // Config is one run's settings, with the defaults of the reference recipe.
@@ -68,7 +70,7 @@ var inits = map[string]bool{"svd": true, "asvd": true, "whiten": true}
 func (c Config) Validate() error {
 	bad := func(flag string, v any, why string) error { return fmt.Errorf("--%s %v: %s", flag, v, why) }
 	switch {
-	case !dataFormats[c.DataFormat]:
+	case !data.Format(c.DataFormat).Valid():
 		return bad("data-format", c.DataFormat, "want auto, text, ids or bin")
 	case c.SeqLen < 2:
 		return bad("seq-len", c.SeqLen, "must be at least 2")
@@ -141,5 +143,3 @@ func (c Config) Validate() error {
 var validBits = map[int]bool{2: true, 3: true, 4: true, 8: true, 16: true}
 
 var dtypes = map[string]bool{"f32": true, "f16": true, "bf16": true}
-
-var dataFormats = map[string]bool{"auto": true, "text": true, "ids": true, "bin": true}

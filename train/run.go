@@ -186,35 +186,16 @@ func OpenModel(path string) (*model.Model, error) {
 // SyntheticSeed is the seed of the embedded default model.
 const SyntheticSeed = 1
 
-// SyntheticCalibSeed seeds the synthetic model's sampled calibration data.
-const SyntheticCalibSeed = 2024
-
 // calibration returns the N calibration sequences and the held-out ones.
 func calibration(m *model.Model, cfg Config) (calib, held [][]int, err error) {
-	if cfg.Data == "" {
-		if !m.Synthetic() {
-			return nil, nil, fmt.Errorf("--data is required with --model")
-		}
-		all, err := m.SampleTokens(cfg.CalibChunks+cfg.Holdout, cfg.SeqLen, 1, SyntheticCalibSeed)
-		if err != nil {
-			return nil, nil, err
-		}
-		return all[:cfg.CalibChunks], all[cfg.CalibChunks:], nil
-	}
-	var enc data.Encoder
-	if m.Tokenizer != nil {
-		enc = m.Tokenizer
-	}
-	ids, err := data.Load(cfg.Data, data.Format(cfg.DataFormat), enc)
+	src := data.Source{Path: cfg.Data, Format: data.Format(cfg.DataFormat), SeqLen: cfg.SeqLen,
+		Seed: data.SyntheticCalibSeed, Samples: cfg.CalibChunks + cfg.Holdout}
+	all, err := src.Chunks(m, 0)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := data.CheckVocab(ids, m.Config.Vocab); err != nil {
-		return nil, nil, fmt.Errorf("data %s: %w", cfg.Data, err)
-	}
-	all, err := data.Chunks(ids, cfg.SeqLen, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("data %s: %w", cfg.Data, err)
+	if cfg.Data == "" { // sampled: exactly N + H sequences, always the first N
+		return all[:cfg.CalibChunks], all[cfg.CalibChunks:], nil
 	}
 	if len(all) < cfg.CalibChunks {
 		return nil, nil, fmt.Errorf("data %s: too little calibration data: %d chunks of %d tokens, --calib-chunks %d", cfg.Data, len(all), cfg.SeqLen, cfg.CalibChunks)

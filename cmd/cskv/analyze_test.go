@@ -13,9 +13,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/report"
+	"github.com/cskv/cskv/spectra"
 	"github.com/cskv/cskv/train"
 )
 
@@ -89,7 +91,7 @@ func TestAnalyzeSynthetic(t *testing.T) {
 		}
 	}
 	for l := 0; l < mc.Layers; l++ {
-		for _, name := range spectrumMatrices {
+		for _, name := range spectra.Matrices {
 			key := fmt.Sprintf("%d/%s", l, name)
 			vals := sv[key]
 			if len(vals) != kv {
@@ -110,13 +112,13 @@ func TestAnalyzeSynthetic(t *testing.T) {
 
 	// Independent reference for layer 1's K cache: capture X, form K by loops,
 	// SVD it directly.
-	data, err := loadChunks(m, dataFlags{seqLen: seqLen, chunks: chunks}, train.SyntheticCalibSeed, 16)
+	seqs, err := data.Source{SeqLen: seqLen, Seed: data.SyntheticCalibSeed}.Chunks(m, chunks)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const layer = 1
 	var direct, wkSV []float64
-	err = train.Capture(context.Background(), m, data, func(l int, blk *model.Block, x []float32) error {
+	err = train.Capture(context.Background(), m, seqs, func(l int, blk *model.Block, x []float32) error {
 		if l != layer {
 			return nil
 		}
@@ -215,19 +217,6 @@ func TestAnalyzeSynthetic(t *testing.T) {
 		if b := img.Bounds(); b.Dx() != report.WidthPx || b.Dy() != report.HeightPx {
 			t.Errorf("layer %d PNG is %v", l, b)
 		}
-	}
-}
-
-func TestGramSingularValuesRankDeficient(t *testing.T) {
-	// M (2, 3) = rows (3,0,0), (0,4,0): singular values 4, 3, and only
-	// min(n, dim) = 2 of them are reported.
-	g := []float64{9, 0, 0, 0, 16, 0, 0, 0, 0}
-	s, err := gramSingularValues(g, 3, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(s) != 2 || math.Abs(s[0]-4) > 1e-12 || math.Abs(s[1]-3) > 1e-12 {
-		t.Errorf("got %v, want [4 3]", s)
 	}
 }
 

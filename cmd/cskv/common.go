@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 
@@ -8,13 +9,6 @@ import (
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
-)
-
-// Defaults used with the embedded synthetic model when the user gives no data.
-const (
-	syntheticSeqLen   = 128
-	syntheticEvalSeqs = 16
-	syntheticEvalSeed = 1001
 )
 
 // openModel opens the model at path, or the embedded synthetic model for "".
@@ -71,51 +65,48 @@ func (c *cacheFlags) settings(mc model.Config, kRank, vRank int) (eval.Settings,
 	return settingsFrom(mc, kRank, vRank, c.window, c.windowMode, c.kBits, c.vBits, c.kQuant, c.quantWindow, c.quantZero)
 }
 
+// source checks the flags and returns the data source they name; seed and
+// samples are those of the synthetic model's sampled data (package data).
+func (d *dataFlags) source(seed uint64, samples int) (data.Source, error) {
+	if !data.Format(d.format).Valid() {
+		return data.Source{}, fmt.Errorf("%w: --data-format %q: want auto, text, ids or bin", errUsage, d.format)
+	}
+	if d.seqLen < 2 {
+		return data.Source{}, fmt.Errorf("%w: --seq-len %d: must be at least 2", errUsage, d.seqLen)
+	}
+	if d.chunks < 0 {
+		return data.Source{}, fmt.Errorf("%w: --chunks %d: must be ≥ 0", errUsage, d.chunks)
+	}
+	return data.Source{Path: d.path, Format: data.Format(d.format), SeqLen: d.seqLen, Seed: seed, Samples: samples}, nil
+}
+
 // loadChunks reads the data (or samples the synthetic model's own data) and
 // cuts it into chunks per the evaluation protocol.
 func loadChunks(m *model.Model, d dataFlags, sampleSeed uint64, sampleN int) ([][]int, error) {
-	if !validFormats[d.format] {
-		return nil, fmt.Errorf("%w: --data-format %q: want auto, text, ids or bin", errUsage, d.format)
-	}
-	if d.seqLen < 2 {
-		return nil, fmt.Errorf("%w: --seq-len %d: must be at least 2", errUsage, d.seqLen)
-	}
-	if d.chunks < 0 {
-		return nil, fmt.Errorf("%w: --chunks %d: must be ≥ 0", errUsage, d.chunks)
-	}
-	if d.path == "" {
-		if !isSynthetic(m) {
-			return nil, fmt.Errorf("%w: --data is required with --model", errUsage)
-		}
-		n := sampleN
-		if d.chunks > 0 {
-			n = d.chunks
-		}
-		return m.SampleTokens(n, d.seqLen, 1, sampleSeed)
-	}
-	ids, err := data.Load(d.path, data.Format(d.format), encoderOf(m))
+	src, err := d.source(sampleSeed, sampleN)
 	if err != nil {
 		return nil, err
 	}
-	if err := data.CheckVocab(ids, m.Config.Vocab); err != nil {
-		return nil, fmt.Errorf("data %s: %w", d.path, err)
+	chunks, err := src.Chunks(m, d.chunks)
+	if errors.Is(err, data.ErrNeedFile) {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	chunks, err := data.Chunks(ids, d.seqLen, d.chunks)
-	if err != nil {
-		return nil, fmt.Errorf("data %s: %w", d.path, err)
-	}
-	return chunks, nil
+	return chunks, err
 }
 
-// validFormats are the --data-format values.
-var validFormats = map[string]bool{"": true, "auto": true, "text": true, "ids": true, "bin": true}
-
-// encoderOf returns the model's tokenizer as a data.Encoder, or nil.
-func encoderOf(m *model.Model) data.Encoder {
-	if m.Tokenizer == nil {
-		return nil
+// syntheticDefaults gives the flags the user left unset the synthetic
+// model's data defaults (package data) when modelPath is "" (the embedded
+// model); a nil pointer is a flag the command does not patch.
+func syntheticDefaults(fs *flag.FlagSet, modelPath string, seqLen, calibChunks *int) {
+	if modelPath != "" {
+		return
 	}
-	return m.Tokenizer
+	if seqLen != nil && !flagSet(fs, "seq-len") {
+		*seqLen = data.SyntheticSeqLen
+	}
+	if calibChunks != nil && !flagSet(fs, "calib-chunks") {
+		*calibChunks = data.SyntheticCalibChunks
+	}
 }
 
 // describe names the model for output, flagging the synthetic default.

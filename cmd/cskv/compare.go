@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/train"
 )
@@ -64,12 +65,7 @@ func runCompare(ctx context.Context, args []string) error {
 		}
 		bits = append(bits, b)
 	}
-	if cfg.Model == "" && !flagSet(fs, "seq-len") {
-		cfg.SeqLen = syntheticSeqLen
-	}
-	if cfg.Model == "" && !flagSet(fs, "calib-chunks") {
-		cfg.CalibChunks = 32
-	}
+	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
 	dir := *out
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "cskv-compare-"); err != nil {
@@ -101,7 +97,7 @@ func runCompare(ctx context.Context, args []string) error {
 		return err
 	}
 	defer m.Close()
-	chunks, err := loadChunks(m, dataFlags{path: *evalData, format: "auto", seqLen: cfg.SeqLen, chunks: *evalChunks}, syntheticEvalSeed, syntheticEvalSeqs)
+	chunks, err := loadChunks(m, dataFlags{path: *evalData, format: "auto", seqLen: cfg.SeqLen, chunks: *evalChunks}, data.SyntheticEvalSeed, data.SyntheticEvalChunks)
 	if err != nil {
 		return err
 	}

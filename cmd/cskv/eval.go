@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/model"
 )
@@ -46,12 +47,10 @@ func runEval(ctx context.Context, args []string) error {
 		return err
 	}
 	defer m.Close()
-	if isSynthetic(m) && !flagSet(fs, "seq-len") {
-		d.seqLen = syntheticSeqLen
-	}
+	syntheticDefaults(fs, *modelPath, &d.seqLen, nil)
 	log.WithField("model", describe(m)).Info("model loaded")
 	warnSlow(log, m.Config.Hidden)
-	chunks, err := loadChunks(m, d, syntheticEvalSeed, syntheticEvalSeqs)
+	chunks, err := loadChunks(m, d, data.SyntheticEvalSeed, data.SyntheticEvalChunks)
 	if err != nil {
 		return err
 	}
@@ -105,30 +104,18 @@ func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path st
 	if err != nil {
 		return err
 	}
-	kRank, vRank := proj.Layers[0].KRank, proj.Layers[0].VRank
-	s, err := settings(kRank, vRank)
+	s, err := settings(proj.Layers[0].KRank, proj.Layers[0].VRank)
 	if err != nil {
 		return err
 	}
 	warnQuantMismatch(proj.Meta, s, log)
-	p, done := progress("baseline")
-	base, errs, err := eval.Baseline(ctx, m, chunks, proj, s, batch, p)
-	done()
+	rep, err := eval.EvaluateCompressed(ctx, m, chunks, proj, s, batch, progress)
 	if err != nil {
 		return err
 	}
-	p, done = progress("compressed")
-	res, compErrs, err := eval.Compressed(ctx, m, chunks, proj, s, batch, p)
-	done()
-	if err != nil {
-		return err
-	}
-	mem, err := memoryTable(m.Config, kRank, vRank, s, 4096, m.Config.ContextLength)
-	if err != nil {
-		return err
-	}
+	base, res, errs, mem := rep.Baseline, rep.Compressed, rep.Errors, rep.Memory
 	k, v := eval.MeanErrors(errs)
-	ck, cv := eval.MeanErrors(compErrs)
+	ck, cv := eval.MeanErrors(rep.ChainErrors)
 	out := struct {
 		Model       string            `json:"model"`
 		Synthetic   bool              `json:"synthetic"`
@@ -144,13 +131,13 @@ func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path st
 		KRelComp    float64           `json:"k_rel_err_chain"` // on the compressed model's own inputs
 		VRelComp    float64           `json:"v_rel_err_chain"`
 		Layers      []eval.LayerError `json:"layers"`
-		Memory      []memRow          `json:"memory"`
+		Memory      []eval.MemRow     `json:"memory"`
 	}{m.Path, isSynthetic(m), path, s.Window, s.Mode.String(), s.K.String(), s.V.String(), base.Perplexity, res, k, v, ck, cv, errs, mem}
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(out)
 	}
 	fmt.Printf("model        %s\n", describe(m))
-	fmt.Printf("projections  %s (k rank %d, v rank %d)\n", path, kRank, vRank)
+	fmt.Printf("projections  %s (k rank %d, v rank %d)\n", path, rep.KRank, rep.VRank)
 	fmt.Printf("cache        window %d (%s), keys %s, values %s\n", s.Window, s.Mode, s.K, s.V)
 	fmt.Printf("tokens       %d (%d chunks of %d)\n", res.Tokens, res.Chunks, res.SeqLen)
 	fmt.Printf("perplexity   %.4f compressed vs %.4f uncompressed (%+.2f%%)\n", res.Perplexity, base.Perplexity, 100*(res.Perplexity/base.Perplexity-1))

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -25,7 +26,7 @@ type memoryEntry struct {
 	KRank   int     `json:"k_rank"`
 	VRank   int     `json:"v_rank"`
 	Bits    int     `json:"bits"`
-	memRow
+	eval.MemRow
 }
 
 func runMemory(ctx context.Context, args []string) error {
@@ -85,7 +86,7 @@ func runMemory(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			mr, err := memoryTable(mc, r, r, s, *context)
+			mr, err := eval.MemoryTable(mc, r, r, s, *context)
 			if err != nil {
 				return err
 			}

@@ -1,38 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"text/tabwriter"
 
-	"github.com/sirupsen/logrus"
-
-	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/kv"
-	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
-
-// memRow is the cache memory of one setting at one context length, per layer.
-type memRow struct {
-	Context          int     `json:"context"`
-	BaselinePerToken float64 `json:"baseline_bytes_per_token"` // fp16 K and V
-	CachePerToken    float64 `json:"cache_bytes_per_token"`    // compressed branch + window, amortised
-	CodesPerToken    float64 `json:"codes_bytes_per_token"`    // packed codes (or fp16 features)
-	ScalesPerToken   float64 `json:"scales_zeros_bytes_per_token"`
-	WindowBytes      int64   `json:"window_bytes"` // originals + pending features held at this length
-	Ratio            float64 `json:"compression_ratio"`
-	Removed          float64 `json:"removed_fraction"` // 1 − cache/baseline
-}
-
-// cacheConfig builds the real cache's configuration for a setting.
-func cacheConfig(mc model.Config, kRank, vRank int, s eval.Settings) kvcache.Config {
-	return kvcache.Config{NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, KRank: kRank, VRank: vRank,
-		Window: s.Window, Mode: s.Mode, K: s.K, V: s.V}
-}
 
 // checkWindow refuses a window that per-channel (KIVI) key groups do not
 // tile: the real cache compresses a key group only when all of it has left
@@ -44,33 +21,7 @@ func checkWindow(window, kBits int, kQuant string, quantWindow int) error {
 	return nil
 }
 
-// memoryTable evaluates the memory formula at the given context lengths. The
-// real cache keeps at least one token original, so s.Window = 0 (every token
-// compressed, an evaluation setting) has no table: nil.
-func memoryTable(mc model.Config, kRank, vRank int, s eval.Settings, contexts ...int) ([]memRow, error) {
-	if s.Window == 0 {
-		return nil, nil
-	}
-	cc := cacheConfig(mc, kRank, vRank, s)
-	if err := cc.Validate(); err != nil {
-		return nil, err
-	}
-	var rows []memRow
-	for _, n := range contexts {
-		b := kvcache.Bytes(cc, n)
-		base := kvcache.PerTokenBaseline(mc.KVDim())
-		fn := float64(n)
-		rows = append(rows, memRow{
-			Context: n, BaselinePerToken: float64(base), CachePerToken: float64(b.Total) / fn,
-			CodesPerToken: float64(b.Codes) / fn, ScalesPerToken: float64(b.ScalesZeros) / fn,
-			WindowBytes: b.Originals + b.Pending, Ratio: kvcache.Ratio(cc, n),
-			Removed: 1 - float64(b.Total)/(fn*float64(base)),
-		})
-	}
-	return rows, nil
-}
-
-func printMemory(rows []memRow) {
+func printMemory(rows []eval.MemRow) {
 	if rows == nil {
 		fmt.Println("memory: with --window 0 every token is compressed; the real cache keeps W ≥ 1 tokens original (give --window W for its table)")
 		return
@@ -85,7 +36,7 @@ func printMemory(rows []memRow) {
 }
 
 // trainReport is what `cskv train` and `cskv init` print (and write as
-// report.json).
+// report.json): the run, then its evaluation (eval.EvaluateRun).
 type trainReport struct {
 	Model       string            `json:"model"`
 	Synthetic   bool              `json:"synthetic"`
@@ -93,75 +44,21 @@ type trainReport struct {
 	Seconds     float64           `json:"seconds"`
 	PeakRSS     int64             `json:"peak_rss_bytes"`
 	Layers      []train.LayerInfo `json:"layers"`
-	Eval        []evalRow         `json:"eval,omitempty"`
-	Memory      []memRow          `json:"memory"`
-	res         *train.Result
+	eval.RunReport
+	describe string // the model for the text output
 }
 
-// evalRow is one perplexity measurement in a report.
-type evalRow struct {
-	Variant    string            `json:"variant"`
-	Window     int               `json:"window"`
-	Perplexity float64           `json:"perplexity"`
-	KRel       float64           `json:"k_rel_err,omitempty"`
-	VRel       float64           `json:"v_rel_err,omitempty"`
-	Layers     []eval.LayerError `json:"layers,omitempty"`
-}
-
-func buildReport(ctx context.Context, res *train.Result, evalData string, evalChunks, window int, lf *logFlags, log *logrus.Logger) (*trainReport, error) {
-	cfg := res.Config
-	m := res.Model
-	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
-	rep := &trainReport{Model: m.Path, Synthetic: isSynthetic(m), Projections: res.Projections, Seconds: res.Seconds,
-		PeakRSS: res.PeakRSS, Layers: res.Layers, res: res}
-	s, err := settingsFrom(m.Config, kRank, vRank, window, cfg.Window, cfg.KBits, cfg.VBits, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
-	if err != nil {
-		return nil, err
-	}
-	if rep.Memory, err = memoryTable(m.Config, kRank, vRank, s, 4096, m.Config.ContextLength); err != nil {
-		return nil, err
-	}
-	if evalData == "" && !isSynthetic(m) {
-		return rep, nil
-	}
-	d := dataFlags{path: evalData, format: "auto", seqLen: cfg.SeqLen, chunks: evalChunks}
-	chunks, err := loadChunks(m, d, syntheticEvalSeed, syntheticEvalSeqs)
-	if err != nil {
-		return nil, err
-	}
-	proj, err := checkpoints.ReadProjections(res.Projections)
-	if err != nil {
-		return nil, err
-	}
-	base, err := eval.Perplexity(ctx, m, chunks, nil, 4, nil)
-	if err != nil {
-		return nil, err
-	}
-	rep.Eval = append(rep.Eval, evalRow{Variant: "uncompressed", Perplexity: base.Perplexity})
-	for _, w := range []int{0, window} {
-		sw := s
-		sw.Window = w
-		r, errs, err := eval.Compressed(ctx, m, chunks, proj, sw, 4, nil)
-		if err != nil {
-			return nil, err
-		}
-		k, v := eval.MeanErrors(errs)
-		name := "all-compressed"
-		if w > 0 {
-			name = fmt.Sprintf("bi-branch %s W=%d", cfg.Window, w)
-		}
-		rep.Eval = append(rep.Eval, evalRow{Variant: name, Window: w, Perplexity: r.Perplexity, KRel: k, VRel: v, Layers: errs})
-		log.WithFields(logrus.Fields{"variant": name, "perplexity": fmt.Sprintf("%.4f", r.Perplexity)}).Info("evaluated")
-	}
-	return rep, nil
+func newTrainReport(m *model.Model, res *train.Result, ev *eval.RunReport) *trainReport {
+	return &trainReport{Model: m.Path, Synthetic: isSynthetic(m), Projections: res.Projections, Seconds: res.Seconds,
+		PeakRSS: res.PeakRSS, Layers: res.Layers, RunReport: *ev, describe: describe(m)}
 }
 
 func printReport(rep *trainReport) {
-	fmt.Printf("model        %s\n", describe(rep.res.Model))
+	fmt.Printf("model        %s\n", rep.describe)
 	fmt.Printf("projections  %s\n", rep.Projections)
 	fmt.Printf("time         %.1f s, peak RSS %.1f MiB\n\n", rep.Seconds, float64(rep.PeakRSS)/(1<<20))
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
-	printLayers(w, rep.res)
+	printLayers(w, rep.Layers)
 	w.Flush()
 	if len(rep.Eval) > 0 {
 		fmt.Println()
@@ -174,6 +71,29 @@ func printReport(rep *trainReport) {
 	}
 	fmt.Println()
 	printMemory(rep.Memory)
+}
+
+// printLayers prints the per-layer table of a run.
+func printLayers(w *tabwriter.Writer, layers []train.LayerInfo) {
+	fmt.Fprintln(w, "layer\tk/v rank\tcalib KV init\tcalib KV final\theld K rel\theld V rel\theld out rel\tseconds")
+	for _, l := range layers {
+		k, v, o := "-", "-", "-"
+		if l.HeldBefore != nil {
+			k = fmt.Sprintf("%.4f", l.HeldBefore.KRel)
+			v = fmt.Sprintf("%.4f", l.HeldBefore.VRel)
+			o = fmt.Sprintf("%.4f", l.HeldBefore.OutRel)
+			if l.HeldAfter != nil {
+				k += fmt.Sprintf("→%.4f", l.HeldAfter.KRel)
+				v += fmt.Sprintf("→%.4f", l.HeldAfter.VRel)
+				o += fmt.Sprintf("→%.4f", l.HeldAfter.OutRel)
+			}
+		}
+		final := "-" // no training steps (cskv init)
+		if len(l.CurveKV) > 0 {
+			final = fmt.Sprintf("%.5g", l.CalibKVFinal)
+		}
+		fmt.Fprintf(w, "%d\t%d/%d\t%.5g\t%s\t%s\t%s\t%s\t%.1f\n", l.Layer, l.KRank, l.VRank, l.CalibKVInit, final, k, v, o, l.Seconds)
+	}
 }
 
 // settingsFrom builds evaluation settings from flag values.

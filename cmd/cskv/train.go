@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/atomicfile"
+	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/report"
 	"github.com/cskv/cskv/train"
 )
@@ -126,12 +127,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if _, err := pf.apply(); err != nil {
 		return err
 	}
-	if cfg.Model == "" && !flagSet(fs, "seq-len") {
-		cfg.SeqLen = syntheticSeqLen
-	}
-	if cfg.Model == "" && !flagSet(fs, "calib-chunks") {
-		cfg.CalibChunks = 32
-	}
+	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
 	if training {
 		if cfg.Steps < 1 {
 			return fmt.Errorf("%w: --steps %d: must be ≥ 1 (cskv init initialises without training)", errUsage, cfg.Steps)
@@ -154,15 +150,30 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if err := checkWindow(*evalWindow, cfg.KBits, cfg.KQuant, cfg.QuantWindow); err != nil {
 		return err
 	}
+	evalSrc, err := (&dataFlags{path: *evalData, format: string(data.FormatAuto), seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
+	if err != nil {
+		return err
+	}
+	if *evalChunks < 0 {
+		return fmt.Errorf("%w: --eval-chunks %d: must be ≥ 0", errUsage, *evalChunks)
+	}
 	res, err := train.Run(ctx, cfg, trainEnv(&lf, log, cfg.Steps))
 	if err != nil {
 		return err
 	}
-	defer res.Model.Close()
-	rep, err := buildReport(ctx, res, *evalData, *evalChunks, *evalWindow, &lf, log)
+	m := res.Model
+	defer m.Close()
+	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
+	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window, cfg.KBits, cfg.VBits, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
 	if err != nil {
 		return err
 	}
+	ev, err := eval.EvaluateRun(ctx, m, eval.Run{Projections: res.Projections, KRank: kRank, VRank: vRank, Cache: cache,
+		Data: evalSrc, Chunks: *evalChunks, Log: log})
+	if err != nil {
+		return err
+	}
+	rep := newTrainReport(m, res, ev)
 	if training {
 		if err := lossPlots(cfg.Out, res); err != nil {
 			return err
@@ -202,28 +213,6 @@ func lossPlots(dir string, res *train.Result) error {
 		}
 	}
 	return nil
-}
-
-func printLayers(w *tabwriter.Writer, res *train.Result) {
-	fmt.Fprintln(w, "layer\tk/v rank\tcalib KV init\tcalib KV final\theld K rel\theld V rel\theld out rel\tseconds")
-	for _, l := range res.Layers {
-		k, v, o := "-", "-", "-"
-		if l.HeldBefore != nil {
-			k = fmt.Sprintf("%.4f", l.HeldBefore.KRel)
-			v = fmt.Sprintf("%.4f", l.HeldBefore.VRel)
-			o = fmt.Sprintf("%.4f", l.HeldBefore.OutRel)
-			if l.HeldAfter != nil {
-				k += fmt.Sprintf("→%.4f", l.HeldAfter.KRel)
-				v += fmt.Sprintf("→%.4f", l.HeldAfter.VRel)
-				o += fmt.Sprintf("→%.4f", l.HeldAfter.OutRel)
-			}
-		}
-		final := "-" // no training steps (cskv init)
-		if len(l.CurveKV) > 0 {
-			final = fmt.Sprintf("%.5g", l.CalibKVFinal)
-		}
-		fmt.Fprintf(w, "%d\t%d/%d\t%.5g\t%s\t%s\t%s\t%s\t%.1f\n", l.Layer, l.KRank, l.VRank, l.CalibKVInit, final, k, v, o, l.Seconds)
-	}
 }
 
 func runExport(ctx context.Context, args []string) error {
