@@ -48,9 +48,12 @@ type Curve struct {
 	Ranks []int     `json:"ranks"`             // candidate ranks, ascending, on the side's grid
 	Bytes []int64   `json:"bytes"`             // compressed-branch bytes of Plan.UnitTokens tokens at each rank
 	KV    []float64 `json:"kv_rel"`            // closed-form relative KV error at each rank: Σ_{i≥r} μ_i / Σ μ_i (TailCurve)
-	Out   []float64 `json:"out_rel,omitempty"` // relative output-term error of the whitened init at each rank, on held-out sequences
-	Err   []float64 `json:"err"`               // the error the knapsack minimised (see Plan.Objective)
-	Rank  int       `json:"rank"`              // the chosen rank
+	Out   []float64 `json:"out_rel,omitempty"` // output-term error of the init truncated to each rank, on held-out sequences, over the mean square of the output
+	// OutResidual is the same error over the mean square of the residual
+	// stream entering the layer (what the error is added to).
+	OutResidual []float64 `json:"out_residual,omitempty"`
+	Err         []float64 `json:"err"`  // the error the knapsack minimised (see Plan.Objective)
+	Rank        int       `json:"rank"` // the chosen rank
 }
 
 // LayerRanks is one layer's ranks.

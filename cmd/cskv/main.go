@@ -40,6 +40,7 @@ func init() {
 		{"inspect", "print a model's configuration, tensors and the BLAS backend", runInspect},
 		{"convert", "convert a GGUF model to a Hugging Face directory", runConvert},
 		{"init", "initialise projections (svd, asvd or whiten) without training and write them", runInit},
+		{"allocate", "choose the ranks per layer and side under a memory budget (--budget) and write the plan", runAllocate},
 		{"train", "the main job: capture, initialise and train the K/V factors layer by layer, export them", runTrain},
 		{"export", "write the projections file from a run's checkpoint", runExport},
 		{"compare", "post-training quantisation of trained projections vs quantisation-aware training, per bit width", runCompare},

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/cskv/cskv/alloc"
+	"github.com/cskv/cskv/report"
+	"github.com/cskv/cskv/train"
+)
+
+// runAllocate is `cskv allocate`: measure the rank curves of every layer and
+// side, choose the ranks under --budget, write the plan (JSON) and its figure
+// (PNG next to it), and print the table.
+func runAllocate(ctx context.Context, args []string) error {
+	cfg := train.Defaults()
+	as := train.DefaultAllocSettings(0.25)
+	fs := newFlagSet("allocate", "--model M --data T --budget B --out plan.json [flags]")
+	var lf logFlags
+	lf.register(fs)
+	registerProblem(fs, &cfg)
+	out := fs.String("out", "plan.json", "the plan file (JSON); the figure goes next to it (.png)")
+	fs.Float64Var(&as.Budget, "budget", as.Budget, "cache bytes per token (all layers, compressed branch, with scales and zeros at the chosen bits) as a fraction of the fp16 cache")
+	fs.StringVar(&as.Objective, "objective", as.Objective, "what is minimised: out (output term on held-out chunks), out-residual, or kv (closed form)")
+	fs.IntVar(&as.MaxPoints, "max-points", as.MaxPoints, "most candidate ranks per side (0 = every rank the groups allow)")
+	fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if cfg.Model == "" && !flagSet(fs, "seq-len") {
+		cfg.SeqLen = syntheticSeqLen
+	}
+	if cfg.Model == "" && !flagSet(fs, "calib-chunks") {
+		cfg.CalibChunks = 32
+	}
+	cfg.Export = *out // Validate wants an output; allocate writes none but the plan
+	plan, err := train.Allocate(ctx, cfg, as, train.Env{Log: log})
+	if err != nil {
+		return err
+	}
+	if err := plan.Write(*out); err != nil {
+		return err
+	}
+	png := strings.TrimSuffix(*out, ".json") + ".png"
+	if err := allocationFigure(plan, png); err != nil {
+		return err
+	}
+	printPlan(plan)
+	fmt.Printf("plan         %s\nfigure       %s\n", *out, png)
+	return nil
+}
+
+// printPlan prints the ranks per layer with their errors and the bytes.
+func printPlan(p *alloc.Plan) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "layer\tk rank\tv rank\tk kv_rel\tv kv_rel\tk out_rel\tv out_rel\n")
+	at := func(c alloc.Curve, v []float64) string {
+		for j, r := range c.Ranks {
+			if r == c.Rank && j < len(v) {
+				return fmt.Sprintf("%.4f", v[j])
+			}
+		}
+		return "-"
+	}
+	for _, r := range p.Ranks {
+		k, v := p.Curves[2*r.Layer], p.Curves[2*r.Layer+1]
+		fmt.Fprintf(w, "%d\t%d\t%d\t%s\t%s\t%s\t%s\n", r.Layer, r.KRank, r.VRank, at(k, k.KV), at(v, v.KV), at(k, k.Out), at(v, v.Out))
+	}
+	w.Flush()
+	fmt.Printf("budget       %g of the fp16 cache (%d bytes per %d tokens); plan %.4f (%d bytes)\n",
+		p.Budget, p.BudgetBytes, p.UnitTokens, p.Fraction(), p.PlanBytes)
+	fmt.Printf("objective    %s; %.1f s\n", p.Objective, p.Seconds)
+}
+
+// allocationFigure draws every curve's minimised error against rank with the
+// chosen ranks marked.
+func allocationFigure(p *alloc.Plan, path string) error {
+	var series []report.Series
+	var chosen []int
+	for _, c := range p.Curves {
+		x := make([]float64, len(c.Ranks))
+		for j, r := range c.Ranks {
+			x[j] = float64(r)
+		}
+		series = append(series, report.Series{Name: fmt.Sprintf("L%d %s", c.Layer, strings.ToUpper(c.Side.String())), Values: c.Err, X: x})
+		chosen = append(chosen, c.Rank)
+	}
+	title := fmt.Sprintf("%s: rank curves, budget %g (objective %s)", p.Model, p.Budget, p.Objective)
+	return report.AllocationPNG(path, title, "error", series, chosen)
+}
