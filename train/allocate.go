@@ -13,7 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/alloc"
-	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/quant"
@@ -67,9 +67,9 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 	defer m.Close()
 	defer linalg.ThreadsFor(m.Config.Hidden)()
 	mc := m.Config
-	kv := mc.KVDim()
-	if kv > mc.Hidden {
-		return nil, fmt.Errorf("allocation: kv_dim %d above hidden %d is not supported", kv, mc.Hidden)
+	kvDim := mc.KVDim()
+	if kvDim > mc.Hidden {
+		return nil, fmt.Errorf("allocation: kv_dim %d above hidden %d is not supported", kvDim, mc.Hidden)
 	}
 	calib, held, err := calibration(m, cfg)
 	if err != nil {
@@ -80,7 +80,7 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 	}
 
 	plan := &alloc.Plan{Version: alloc.PlanVersion, Model: filepath.Base(m.Path), ModelDigest: m.Digest, Layers: mc.Layers,
-		KVDim: kv, Budget: as.Budget, KBits: cfg.KBits, VBits: cfg.VBits, KQuant: cfg.KQuant, QuantWindow: cfg.QuantWindow,
+		KVDim: kvDim, Budget: as.Budget, KBits: cfg.KBits, VBits: cfg.VBits, KQuant: cfg.KQuant, QuantWindow: cfg.QuantWindow,
 		Objective: as.Objective}
 	grids, specs, err := allocGrids(cfg, mc, as.MaxPoints)
 	if err != nil {
@@ -91,8 +91,8 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 		unitSpecs = append(unitSpecs, s...)
 	}
 	plan.UnitTokens = alloc.UnitTokens(unitSpecs...)
-	plan.FP16Bytes = alloc.BaselineBytes(mc.Layers, kv, plan.UnitTokens)
-	if plan.BudgetBytes, err = alloc.BudgetBytes(as.Budget, mc.Layers, kv, plan.UnitTokens); err != nil {
+	plan.FP16Bytes = alloc.BaselineBytes(mc.Layers, kvDim, plan.UnitTokens)
+	if plan.BudgetBytes, err = alloc.BudgetBytes(as.Budget, mc.Layers, kvDim, plan.UnitTokens); err != nil {
 		return nil, fmt.Errorf("--budget: %w", err)
 	}
 	env.Log.WithFields(logrus.Fields{"budget": as.Budget, "objective": as.Objective, "k_grid": len(grids[alloc.K]),
@@ -150,7 +150,7 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 // specs: every rank when the side's groups allow it (fp16, per-channel keys),
 // multiples of the kv head count for per-token groups.
 func allocGrids(cfg Config, mc model.Config, maxPoints int) (grids [2][]int, specs [2][]quant.Spec, err error) {
-	kv := mc.KVDim()
+	kvDim := mc.KVDim()
 	steps := [2]int{1, 1}
 	if cfg.KBits != quant.Off && cfg.KQuant == "token" {
 		steps[alloc.K] = mc.KVHeads
@@ -159,11 +159,12 @@ func allocGrids(cfg Config, mc model.Config, maxPoints int) (grids [2][]int, spe
 		steps[alloc.V] = mc.KVHeads
 	}
 	for s := range steps {
-		if grids[s], err = alloc.Grid(kv, steps[s], maxPoints); err != nil {
+		if grids[s], err = alloc.Grid(kvDim, steps[s], maxPoints); err != nil {
 			return grids, specs, err
 		}
 		for _, r := range grids[s] {
-			k, v, err := eval.QuantSpecs(cfg.KBits, cfg.VBits, cfg.KQuant == "channel", cfg.QuantWindow, cfg.QuantZero == "clamp", r, r, mc.KVHeads)
+			q := kv.Quant{KBits: cfg.KBits, VBits: cfg.VBits, KPerChannel: cfg.KQuant == "channel", QuantWindow: cfg.QuantWindow, ClampZero: cfg.QuantZero == "clamp"}
+			k, v, err := q.Specs(r, r, mc.KVHeads)
 			if err != nil {
 				return grids, specs, fmt.Errorf("allocation: rank %d: %w", r, err)
 			}
@@ -176,7 +177,7 @@ func allocGrids(cfg Config, mc model.Config, maxPoints int) (grids [2][]int, spe
 // layerCurves measures layer l's two curves.
 func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2][]int, specs [2][]quant.Spec,
 	unit int, h, hHeld *stream) ([]alloc.Curve, error) {
-	kv, d := mc.KVDim(), mc.Hidden
+	kvDim, d := mc.KVDim(), mc.Hidden
 	x := h.attnInput(mc, blk) // (N·T, D)
 	st, err := NewStats(d, true)
 	if err != nil {
@@ -189,7 +190,7 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 	weights := [2][]float32{blk.Wk, blk.Wv}
 	var curves []alloc.Curve
 	for s := range weights {
-		tail, err := alloc.TailCurve(weights[s], st.Gram, kv, d)
+		tail, err := alloc.TailCurve(weights[s], st.Gram, kvDim, d)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", alloc.Side(s), err)
 		}
@@ -209,7 +210,7 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 	}
 	// The output term: the init at full rank, truncated to each candidate
 	// rank (every init keeps the leading singular directions of one SVD).
-	full, _, err := initFactors(cfg, mc, blk, st, kv, kv)
+	full, _, err := initFactors(cfg, mc, blk, st, kvDim, kvDim)
 	if err != nil {
 		return nil, err
 	}
@@ -224,15 +225,16 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 		c := &curves[s]
 		for _, r := range c.Ranks {
 			f := full
-			kRank, vRank := kv, kv
+			kRank, vRank := kvDim, kvDim
 			q := cfg
 			if alloc.Side(s) == alloc.K {
 				kRank, q.VBits = r, quant.Off
-				f.Ak, f.Bk = truncate(full.Ak, full.Bk, kv, d, r)
+				f.Ak, f.Bk = truncate(full.Ak, full.Bk, kvDim, d, r)
 			} else {
 				vRank, q.KBits = r, quant.Off
-				f.Av, f.Bv = truncate(full.Av, full.Bv, kv, d, r)
+				f.Av, f.Bv = truncate(full.Av, full.Bv, kvDim, d, r)
 			}
+			f.KRank, f.VRank = kRank, vRank
 			loss, err := heldOut(q, mc, blk, kRank, vRank, f, xHeld)
 			if err != nil {
 				return nil, fmt.Errorf("%s rank %d: %w", c.Side, r, err)

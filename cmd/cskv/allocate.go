@@ -34,12 +34,7 @@ func runAllocate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Model == "" && !flagSet(fs, "seq-len") {
-		cfg.SeqLen = syntheticSeqLen
-	}
-	if cfg.Model == "" && !flagSet(fs, "calib-chunks") {
-		cfg.CalibChunks = 32
-	}
+	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
 	cfg.Export = *out // Validate wants an output; allocate writes none but the plan
 	plan, err := train.Allocate(ctx, cfg, as, train.Env{Log: log})
 	if err != nil {
