@@ -1,0 +1,219 @@
+// Package bench times training steps and the frozen forward at reference
+// layer shapes and states each as a fraction of the machine's matrix-product
+// peak measured in the same run (`cskv bench` is its front end).
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/train"
+)
+
+// Row is one timed configuration.
+type Row struct {
+	Shape     string  `json:"shape"`
+	Hidden    int     `json:"hidden"`
+	KVDim     int     `json:"kv_dim"`
+	Rank      int     `json:"rank"`
+	Tokens    int     `json:"tokens_per_step"`
+	Loss      string  `json:"loss"`                              // "kv", "kv+out", or "forward" (the frozen layer, no training)
+	MsPerStep float64 `json:"ms_per_step"`                       // targets recomputed each step (Run); the forward's time
+	MsPrecomp float64 `json:"ms_per_step_precomputed,omitempty"` // targets of the batch reused (Rerun)
+	TokensPS  float64 `json:"tokens_per_s"`
+	GFLOP     float64 `json:"gflop_per_step"` // the products counted (see KVFLOPs, OutFLOPs, ForwardFLOPs)
+	GFLOPs    float64 `json:"gflops"`         // GFLOP / (ms_per_step / 1000)
+	Fraction  float64 `json:"peak_fraction"`  // GFLOPs / the peak of Precision measured in this run
+	Precision string  `json:"precision"`
+	Threads   int     `json:"blas_threads"`
+	Backend   string  `json:"backend"`
+}
+
+// Peaks measures the matrix-product peak of F32 and, where the CPU has
+// native bf16 and the build oneDNN, BF16: for each, the fastest of
+// linalg.PeakShapes, seconds per shape and candidate.
+func Peaks(ctx context.Context, seconds float64) ([]linalg.PeakResult, error) {
+	precs := []linalg.Precision{linalg.F32}
+	if linalg.NativeBF16() && linalg.HasBF16() {
+		precs = append(precs, linalg.BF16)
+	}
+	var out []linalg.PeakResult
+	for _, p := range precs {
+		var best linalg.PeakResult
+		for _, sh := range linalg.PeakShapes {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			r, err := linalg.Peak(p, sh[0], sh[1], sh[2], seconds)
+			if err != nil {
+				return nil, fmt.Errorf("peak %v: %w", p, err)
+			}
+			if r.GFLOPs > best.GFLOPs {
+				best = r
+			}
+		}
+		out = append(out, best)
+	}
+	return out, nil
+}
+
+// KVFLOPs counts the arithmetic of one KV-loss training step: the targets
+// X·Wkᵀ and X·Wvᵀ (2·n·D·KV each) and, per side, the features C = X·Aᵀ
+// (2·n·D·r), the reconstruction C·Bᵀ (2·n·r·KV) and the backward products
+// dB = dK̂ᵀ·C, dC = dK̂·B (2·n·r·KV each) and dA = dCᵀ·X (2·n·D·r). At the
+// Llama-3-8B shape that is 81.6 GFLOP.
+func KVFLOPs(s graph.BenchShape) float64 {
+	n := float64(s.Seqs * s.Tokens)
+	d, kv, r := float64(s.Hidden), float64(s.KVDim()), float64(s.Rank)
+	return 2*2*n*d*kv + 2*(4*n*d*r+6*n*r*kv)
+}
+
+// OutFLOPs counts the products the output term adds on outSeqs sequences of
+// T tokens: Q·K̂ᵀ, P·V̂, dP = dO·V̂ᵀ, dV̂ = Pᵀ·dO and dK̂ = dSᵀ·Q over the
+// causal half (T²·QD each), o_proj forward and its input gradient
+// (2·T·QD·D each). Recomputation inside the attention backward is not
+// counted. At the Llama-3-8B shape (one sequence) that is 223 GFLOP.
+func OutFLOPs(s graph.BenchShape, outSeqs int) float64 {
+	t, qd, d := float64(s.Tokens), float64(s.NHeads*s.HeadDim), float64(s.Hidden)
+	return float64(outSeqs) * (5*t*t*qd + 4*t*qd*d)
+}
+
+// ForwardFLOPs counts one frozen decoder layer on nSeq sequences of T
+// tokens: the q, k, v and o projections, the SwiGLU feed-forward (three
+// products of D×F) and causal attention (Q·Kᵀ and P·V, T²·QD each).
+func ForwardFLOPs(c model.Config, nSeq, T int) float64 {
+	n := float64(nSeq * T)
+	d, qd, kv, f := float64(c.Hidden), float64(c.QDim()), float64(c.KVDim()), float64(c.FFN)
+	return 2*n*d*(2*qd+2*kv) + 6*n*d*f + float64(nSeq)*2*float64(T)*float64(T)*qd
+}
+
+// OutSeqs is how many sequences of a step feed the output term in Step.
+func OutSeqs(s graph.BenchShape) int { return min(2, s.Seqs) }
+
+// Step times warm+steps training steps (graph Run + Adam) of one shape and
+// loss ("kv" or "kv+out"), then as many with the batch's targets reused
+// (Rerun), and reports the medians.
+func Step(ctx context.Context, shape graph.BenchShape, loss string, warm, steps int) (Row, error) {
+	spec := graph.NewRandomSpec(shape, 1)
+	flop := KVFLOPs(shape)
+	switch loss {
+	case "kv":
+	case "kv+out":
+		spec.OutSeqs, spec.LambdaOut = OutSeqs(shape), 1
+		flop += OutFLOPs(shape, spec.OutSeqs)
+	default:
+		return Row{}, fmt.Errorf("unknown loss %q (want kv or kv+out)", loss)
+	}
+	layer, err := graph.NewLayer(spec, graph.RandomFactors(spec, 2))
+	if err != nil {
+		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
+	}
+	defer layer.Close()
+	x := graph.RandomInput(spec, 3)
+	params := layer.Params()
+	var sizes []int
+	for _, p := range params {
+		sizes = append(sizes, len(p.Value))
+	}
+	adam := train.NewAdam(sizes)
+	med, err := median(ctx, warm, steps, func() error {
+		_, err := layer.Run(x)
+		adam.Step(params, 1e-5)
+		return err
+	})
+	if err != nil {
+		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
+	}
+	pre, err := median(ctx, warm, steps, func() error {
+		_, err := layer.Rerun()
+		adam.Step(params, 1e-5)
+		return err
+	})
+	if err != nil {
+		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
+	}
+	tokens := shape.Seqs * shape.Tokens
+	return row(shape.Name, shape.Hidden, shape.KVDim(), shape.Rank, tokens, loss, med, pre, flop), nil
+}
+
+// ForwardShape is the frozen forward's reference: a Llama-2-7B layer on
+// one sequence of 512 tokens (the vocabulary is cut to keep the synthetic
+// model small; the layer does not see it).
+var ForwardShape = struct {
+	Name   string
+	Config model.Config
+	Tokens int
+}{"llama2-7b", model.Config{Arch: "llama", Hidden: 4096, Layers: 1, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 11008, Vocab: 256, ContextLength: 4096, RopeBase: 10000, RMSEps: 1e-5}, 512}
+
+// Forward times warm+steps frozen forwards of one decoder layer of c with
+// random weights on one sequence of T tokens (model.Block.Forward, what
+// capture, advance and eval run per layer) and reports the median.
+func Forward(ctx context.Context, name string, c model.Config, T, warm, steps int) (Row, error) {
+	m, err := model.SyntheticShape(c, 1)
+	if err != nil {
+		return Row{}, err
+	}
+	defer m.Close()
+	b, err := m.Block(0)
+	if err != nil {
+		return Row{}, err
+	}
+	rope := model.NewRopeTable(T, c.HeadDim, c.RopeBase)
+	h0 := make([]float32, T*c.Hidden)
+	for i := range h0 {
+		h0[i] = float32(i%13)/6 - 1
+	}
+	h := make([]float32, len(h0))
+	med, err := median(ctx, warm, steps, func() error {
+		copy(h, h0)
+		return b.Forward(c, h, 1, T, rope, nil)
+	})
+	if err != nil {
+		return Row{}, fmt.Errorf("forward %s: %w", name, err)
+	}
+	return row(name, c.Hidden, c.KVDim(), 0, T, "forward", med, 0, ForwardFLOPs(c, 1, T)), nil
+}
+
+func row(shape string, hidden, kv, rank, tokens int, loss string, med, pre, flop float64) Row {
+	return Row{
+		Shape: shape, Hidden: hidden, KVDim: kv, Rank: rank, Tokens: tokens, Loss: loss,
+		MsPerStep: med * 1e3, MsPrecomp: pre * 1e3, TokensPS: float64(tokens) / med,
+		GFLOP: flop / 1e9, GFLOPs: flop / med / 1e9,
+		Precision: linalg.CurrentPrecision().String(), Threads: linalg.Threads(), Backend: linalg.Backend(),
+	}
+}
+
+// SetFraction fills r.Fraction from the peak of r's precision (left 0 when
+// peaks has none for it).
+func (r *Row) SetFraction(peaks []linalg.PeakResult) {
+	for _, p := range peaks {
+		if p.Precision.String() == r.Precision && p.GFLOPs > 0 {
+			r.Fraction = r.GFLOPs / p.GFLOPs
+		}
+	}
+}
+
+// median runs f warm+steps times and returns the median time of the last
+// steps runs, in seconds.
+func median(ctx context.Context, warm, steps int, f func() error) (float64, error) {
+	var times []float64
+	for i := 0; i < warm+steps; i++ {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		t0 := time.Now()
+		if err := f(); err != nil {
+			return 0, err
+		}
+		if i >= warm {
+			times = append(times, time.Since(t0).Seconds())
+		}
+	}
+	slices.Sort(times)
+	return times[len(times)/2], nil
+}
