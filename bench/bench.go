@@ -35,9 +35,10 @@ type Row struct {
 }
 
 // Peaks measures the matrix-product peak of F32 and, where the CPU has
-// native bf16 and the build oneDNN, BF16: for each, the fastest of
-// linalg.PeakShapes, seconds per shape and candidate.
-func Peaks(ctx context.Context, seconds float64) ([]linalg.PeakResult, error) {
+// native bf16 and the build oneDNN, BF16: for each, the fastest of shapes
+// (linalg.PeakShapes for the reference layers), seconds per shape and
+// candidate.
+func Peaks(ctx context.Context, shapes [][3]int, seconds float64) ([]linalg.PeakResult, error) {
 	precs := []linalg.Precision{linalg.F32}
 	if linalg.NativeBF16() && linalg.HasBF16() {
 		precs = append(precs, linalg.BF16)
@@ -45,7 +46,7 @@ func Peaks(ctx context.Context, seconds float64) ([]linalg.PeakResult, error) {
 	var out []linalg.PeakResult
 	for _, p := range precs {
 		var best linalg.PeakResult
-		for _, sh := range linalg.PeakShapes {
+		for _, sh := range shapes {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}

@@ -59,7 +59,7 @@ func runBench(ctx context.Context, args []string) error {
 		}
 	}
 	warnSlow(log, 4096)
-	peaks, err := bench.Peaks(ctx, *peakSec)
+	peaks, err := bench.Peaks(ctx, linalg.PeakShapes, *peakSec)
 	if err != nil {
 		return err
 	}

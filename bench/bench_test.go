@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
+)
+
+// The counts at the Llama-3-8B GQA shape as issue 11 states them,
+// independently: 81.6 GFLOP for the KV step, ≈ 305 with the output term.
+func TestFLOPCounts(t *testing.T) {
+	s := graph.ShapeLlama3_8B
+	if kv := KVFLOPs(s) / 1e9; math.Abs(kv-81.6) > 0.05 {
+		t.Errorf("KVFLOPs = %.2f GFLOP, want 81.6", kv)
+	}
+	if all := (KVFLOPs(s) + OutFLOPs(s, OutSeqs(s))) / 1e9; math.Abs(all-305) > 1 {
+		t.Errorf("KV + output FLOPs = %.1f GFLOP, want ≈ 305", all)
+	}
+	// One layer of Llama-2-7B on T tokens: 2·T·(4·D² + 3·D·F) + 2·T²·D.
+	c := ForwardShape.Config
+	want := 2*512*(4*4096*4096+3*4096*11008.0) + 2*512*512*4096.0
+	if got := ForwardFLOPs(c, 1, 512); got != want {
+		t.Errorf("ForwardFLOPs = %g, want %g", got, want)
+	}
+}
+
+// TestRows runs each kind of row at small shapes and checks that the
+// derived columns follow from the measured ones.
+func TestRows(t *testing.T) {
+	ctx := context.Background()
+	peaks, err := Peaks(ctx, [][3]int{{64, 96, 128}}, 0.01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(peaks) == 0 || peaks[0].Precision != linalg.F32 || !(peaks[0].GFLOPs > 0) {
+		t.Fatalf("peaks %+v: want f32 first, positive", peaks)
+	}
+	step, err := Step(ctx, graph.ShapeStories260K, "kv+out", 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := model.Config{Arch: "llama", Hidden: 64, Layers: 1, Heads: 8, KVHeads: 4, HeadDim: 8, FFN: 172, Vocab: 32, ContextLength: 512, RopeBase: 10000, RMSEps: 1e-5}
+	fwd, err := Forward(ctx, "tiny", c, 64, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []Row{step, fwd} {
+		r.SetFraction(peaks)
+		if r.MsPerStep <= 0 || math.Abs(r.GFLOPs-r.GFLOP/(r.MsPerStep/1e3))/r.GFLOPs > 1e-9 ||
+			math.Abs(r.Fraction-r.GFLOPs/peaks[0].GFLOPs)/r.Fraction > 1e-9 || r.Precision != "f32" {
+			t.Errorf("row %+v: columns inconsistent (peak %.1f GFLOP/s)", r, peaks[0].GFLOPs)
+		}
+	}
+	if want := (KVFLOPs(graph.ShapeStories260K) + OutFLOPs(graph.ShapeStories260K, 2)) / 1e9; step.GFLOP != want {
+		t.Errorf("kv+out row counts %g GFLOP, want %g", step.GFLOP, want)
+	}
+	if _, err := Step(ctx, graph.ShapeStories260K, "out", 0, 1); err == nil {
+		t.Error("loss \"out\": no error")
+	}
+}
