@@ -94,25 +94,45 @@ func writeProjections(path string, p *Projections, dt safetensors.DType) error {
 // A and B and across layers, and finite values (ErrNonFinite). Values of any
 // stored dtype come back as float32. The returned Meta omits the format keys.
 func ReadProjections(path string) (*Projections, error) {
-	p, err := readProjections(path)
+	p, err := readProjections(path, true)
 	if err != nil {
 		return nil, fmt.Errorf("projections %s: %w", path, err)
 	}
 	return p, nil
 }
 
-func readProjections(path string) (*Projections, error) {
+// ReadForeignProjections reads a safetensors file in the projections tensor
+// layout written by another tool: the same checks as ReadProjections except
+// that it needs no cskv format metadata (Meta is whatever the file has;
+// torch's safetensors writer, for one, records format "pt").
+func ReadForeignProjections(path string) (*Projections, error) {
+	p, err := readProjections(path, false)
+	if err != nil {
+		return nil, fmt.Errorf("factors file %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// IsProjections says whether metadata is that of a cskv projections file.
+func IsProjections(meta map[string]string) bool { return meta[metaFormat] == ProjectionsFormat }
+
+func readProjections(path string, requireFormat bool) (*Projections, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	md := f.Metadata()
-	if md[metaFormat] != ProjectionsFormat {
-		return nil, fmt.Errorf("not a cskv projections file: metadata format is %q, want %q", md[metaFormat], ProjectionsFormat)
+	if md == nil {
+		md = map[string]string{}
 	}
-	if v := md[metaFormatVersion]; v != strconv.Itoa(ProjectionsVersion) {
-		return nil, fmt.Errorf("format_version %q, this build reads %d: %w", v, ProjectionsVersion, ErrIncompatible)
+	if requireFormat || md[metaFormat] == ProjectionsFormat { // a foreign file has no cskv version to check
+		if md[metaFormat] != ProjectionsFormat {
+			return nil, fmt.Errorf("not a cskv projections file: metadata format is %q, want %q", md[metaFormat], ProjectionsFormat)
+		}
+		if v := md[metaFormatVersion]; v != strconv.Itoa(ProjectionsVersion) {
+			return nil, fmt.Errorf("format_version %q, this build reads %d: %w", v, ProjectionsVersion, ErrIncompatible)
+		}
 	}
 	delete(md, metaFormat)
 	delete(md, metaFormatVersion)

@@ -274,3 +274,52 @@ func TestReadProjectionsErrors(t *testing.T) {
 		t.Error("reading a missing file succeeded")
 	}
 }
+
+// TestReadForeignProjections: a file in the projections tensor layout with
+// no cskv metadata (as another tool writes it) is refused by
+// ReadProjections and read, with the same checks on its tensors, by
+// ReadForeignProjections, also with torch's "format": "pt" metadata; a
+// cskv file of another version stays refused.
+func TestReadForeignProjections(t *testing.T) {
+	want := sampleProjections()
+	var ts []safetensors.Tensor
+	for _, tt := range projTensors(want) {
+		ts = append(ts, tt)
+	}
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain.safetensors")
+	if err := safetensors.Write(plain, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadProjections(plain); err == nil || !strings.Contains(err.Error(), "not a cskv projections file") {
+		t.Fatalf("ReadProjections of a plain file: %v", err)
+	}
+	got, err := ReadForeignProjections(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Hidden != want.Hidden || got.KVDim != want.KVDim || !reflect.DeepEqual(got.Layers, want.Layers) {
+		t.Fatalf("foreign read differs")
+	}
+	pt := filepath.Join(dir, "pt.safetensors")
+	if err := safetensors.Write(pt, ts, map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadForeignProjections(pt); err != nil {
+		t.Fatalf("file with format pt: %v", err)
+	}
+	v2 := filepath.Join(dir, "v2.safetensors")
+	if err := safetensors.Write(v2, ts, map[string]string{"format": ProjectionsFormat, "format_version": "2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadForeignProjections(v2); !errors.Is(err, ErrIncompatible) {
+		t.Fatalf("cskv file of version 2: %v", err)
+	}
+	ts = ts[1:] // a missing tensor is still caught
+	if err := safetensors.Write(plain, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadForeignProjections(plain); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing tensor: %v", err)
+	}
+}

@@ -8,7 +8,7 @@
 //
 // RoPE: in memory every Q/K weight row is in the Hugging Face rotate-half
 // layout (pairs x[i], x[i+Dh/2]). Files whose rows are in Meta's adjacent-pair
-// layout (llama GGUFs) are permuted once at load (see ropeToHalves), so every
+// layout (llama GGUFs) are permuted once at load (see RopeToHalves), so every
 // consumer — the forward, the training graph, exported factors — sees one
 // convention.
 package model

@@ -228,11 +228,11 @@ func (m *Model) Block(l int) (*Block, error) {
 		}
 	}
 	if m.rope == ropeAdjacent {
-		b.Wq = ropeToHalves(b.Wq, c.Heads, c.HeadDim, c.Hidden)
-		b.Wk = ropeToHalves(b.Wk, c.KVHeads, c.HeadDim, c.Hidden)
+		b.Wq = RopeToHalves(b.Wq, c.Heads, c.HeadDim, c.Hidden)
+		b.Wk = RopeToHalves(b.Wk, c.KVHeads, c.HeadDim, c.Hidden)
 		if b.Bq != nil {
-			b.Bq = ropeToHalves(b.Bq, c.Heads, c.HeadDim, 1)
-			b.Bk = ropeToHalves(b.Bk, c.KVHeads, c.HeadDim, 1)
+			b.Bq = RopeToHalves(b.Bq, c.Heads, c.HeadDim, 1)
+			b.Bk = RopeToHalves(b.Bk, c.KVHeads, c.HeadDim, 1)
 		}
 	}
 	if m.keepAll {

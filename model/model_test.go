@@ -217,7 +217,7 @@ func TestRopePermutationRoundTrip(t *testing.T) {
 	for i := range w {
 		w[i] = float32(i)
 	}
-	h := ropeToHalves(w, 2, 8, 3)
+	h := RopeToHalves(w, 2, 8, 3)
 	// row 1 of head 0 in halves layout (i=1, j=0) comes from adjacent row 2
 	if h[1*3] != w[2*3] || h[4*3] != w[1*3] {
 		t.Fatalf("permutation wrong: %v", h[:24])

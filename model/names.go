@@ -92,8 +92,9 @@ func permuteRows(w []float32, heads, dh, cols int, toHalves bool) []float32 {
 	return out
 }
 
-// ropeToHalves converts Meta adjacent-pair rows to the rotate-half layout.
-func ropeToHalves(w []float32, heads, dh, cols int) []float32 {
+// RopeToHalves converts Meta adjacent-pair rows to the rotate-half layout
+// (at load, and when importing factors written in the Meta layout).
+func RopeToHalves(w []float32, heads, dh, cols int) []float32 {
 	return permuteRows(w, heads, dh, cols, true)
 }
 
