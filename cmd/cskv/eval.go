@@ -22,7 +22,8 @@ func runEval(ctx context.Context, args []string) error {
 	modelPath := modelFlag(fs)
 	d.register(fs, "evaluation", "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")
 	batch := fs.Int("batch", 4, "chunks evaluated together")
-	projPath := fs.String("projections", "", "CSKV projections file (from init, train or export): evaluate the compressed cache")
+	projPath := fs.String("projections", "", "CSKV projections file (from init, train, export or import): evaluate the compressed cache; also a reference .ckpt pair or a plain safetensors file with --rope-layout")
+	ropeLayout := fs.String("rope-layout", "", "with --projections of a file without cskv metadata: key-row order hf (Hugging Face rotate-half) or meta (adjacent pairs)")
 	var cf cacheFlags
 	cf.register(fs, 32)
 	force := fs.Bool("force", false, "evaluate projections made for a different base model (digest mismatch)")
@@ -70,7 +71,7 @@ func runEval(ctx context.Context, args []string) error {
 			}
 	}
 	if *projPath != "" {
-		return evalCompressed(ctx, m, chunks, *projPath, *force, *batch, *asJSON, progress, log, func(kRank, vRank int) (eval.Settings, error) {
+		return evalCompressed(ctx, m, chunks, *projPath, *ropeLayout, *force, *batch, *asJSON, progress, log, func(kRank, vRank int) (eval.Settings, error) {
 			return cf.settings(m.Config, kRank, vRank)
 		})
 	}
@@ -98,9 +99,9 @@ func runEval(ctx context.Context, args []string) error {
 
 // evalCompressed evaluates the compressed cache from a projections file:
 // perplexity, per-layer reconstruction errors and the memory table.
-func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path string, force bool, batch int, asJSON bool,
+func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path, ropeLayout string, force bool, batch int, asJSON bool,
 	progress func(string) (eval.Progress, func()), log *logrus.Logger, settings func(kRank, vRank int) (eval.Settings, error)) error {
-	proj, err := readProjectionsFor(m, path, force, log)
+	proj, err := readProjectionsFor(m, path, ropeLayout, force, log)
 	if err != nil {
 		return err
 	}

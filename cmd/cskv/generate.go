@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/train"
 )
 
 func runGenerate(ctx context.Context, args []string) error {
@@ -77,7 +79,7 @@ func runGenerate(ctx context.Context, args []string) error {
 		linalg.SetExact(true)
 	}
 	if *projPath != "" {
-		proj, err := readProjectionsFor(m, *projPath, *force, log)
+		proj, err := readProjectionsFor(m, *projPath, "", *force, log)
 		if err != nil {
 			return err
 		}
@@ -199,7 +201,12 @@ func reportCache(kls []*kvcache.Layer, n, kvDim int) {
 }
 
 // readProjectionsFor reads a projections file and checks it was made for m.
-func readProjectionsFor(m *model.Model, path string, force bool, log *logrus.Logger) (*checkpoints.Projections, error) {
+// With a row layout, or for a reference .ckpt pair, the file is imported
+// (train.Import) instead: checked against m's shapes, rows put in cskv's order.
+func readProjectionsFor(m *model.Model, path, ropeLayout string, force bool, log *logrus.Logger) (*checkpoints.Projections, error) {
+	if ropeLayout != "" || strings.HasSuffix(path, ".ckpt") || strings.Contains(path, ",") {
+		return train.Import(m, path, ropeLayout)
+	}
 	proj, err := checkpoints.ReadProjections(path)
 	if err != nil {
 		return nil, err

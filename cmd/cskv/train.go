@@ -216,17 +216,33 @@ func lossPlots(dir string, res *train.Result) error {
 }
 
 func runExport(ctx context.Context, args []string) error {
-	fs := newFlagSet("export", "--checkpoint DIR/ckpt-… --out P.safetensors")
+	fs := newFlagSet("export", "--checkpoint DIR/ckpt-… --out P.safetensors | --format cskv-ref (--checkpoint C | --projections P) --out DIR")
 	var lf logFlags
 	lf.register(fs)
 	ckpt := fs.String("checkpoint", "", "checkpoint directory (a run's last one, e.g. cskv-run/ckpt-L05-S000000), or a run directory for its latest")
-	out := fs.String("out", "", "projections file to write")
+	out := fs.String("out", "", "projections file to write (--format cskv-ref: the directory for the .ckpt pair)")
 	dtype := fs.String("dtype", "f32", "factor dtype: f32, f16 or bf16")
+	format := fs.String("format", "cskv", "cskv (a projections file) or cskv-ref (the CSKV reference code's pair of torch .ckpt files, float32)")
+	projPath := fs.String("projections", "", "with --format cskv-ref: convert this projections file instead of a checkpoint")
+	modelPath := fs.String("model", "", "with --format cskv-ref: the base model, for head_dim and kv_heads when the projections do not record them")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if _, err := lf.logger(); err != nil {
 		return err
+	}
+	switch *format {
+	case "cskv":
+	case "cskv-ref":
+		if (*ckpt == "") == (*projPath == "") || *out == "" {
+			return fmt.Errorf("%w: --format cskv-ref needs --out DIR and one of --checkpoint or --projections", errUsage)
+		}
+		if *dtype != "f32" {
+			return fmt.Errorf("%w: --format cskv-ref writes float32 (the reference code trains in float32); --dtype %q is not supported", errUsage, *dtype)
+		}
+		return exportReference(*ckpt, *projPath, *modelPath, *out)
+	default:
+		return fmt.Errorf("%w: --format %q: want cskv or cskv-ref", errUsage, *format)
 	}
 	if *ckpt == "" || *out == "" {
 		return fmt.Errorf("%w: --checkpoint and --out are required", errUsage)
