@@ -77,7 +77,7 @@ func TestCLIReferenceRoundTrip(t *testing.T) {
 	if code, _, stderr := cskv(t, dir, append(initArgs, "--out", "p.safetensors")...); code != 0 {
 		t.Fatalf("init (exit %d): %s", code, stderr)
 	}
-	code, stdout, stderr := cskv(t, dir, "export", "--format", "cskv-ref", "--projections", "p.safetensors", "--out", "ref")
+	code, stdout, stderr := cskv(t, dir, "export", "--format", "cskv-ref", "--projections", "p.safetensors", "--model", model, "--out", "ref")
 	if code != 0 {
 		t.Fatalf("export (exit %d): %s", code, stderr)
 	}
@@ -129,12 +129,17 @@ func TestCLIReferenceRoundTrip(t *testing.T) {
 	if code, _, stderr := cskv(t, dir, append(initArgs, "--k-rank", "12", "--out", "explicit.safetensors")...); code != 0 {
 		t.Fatalf("init --k-rank (exit %d): %s", code, stderr)
 	}
-	code, _, stderr = cskv(t, dir, "export", "--format", "cskv-ref", "--projections", "explicit.safetensors", "--out", "ref2")
+	code, _, stderr = cskv(t, dir, "export", "--format", "cskv-ref", "--projections", "explicit.safetensors", "--model", model, "--out", "ref2")
 	if code != 1 || !strings.Contains(stderr, "not expressible as the reference code's densities") {
 		t.Errorf("explicit ranks: exit %d, %s", code, stderr)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(dir, "ref2")); len(entries) != 0 {
 		t.Errorf("refused export left files: %v", entries)
+	}
+	// Without --model the head shape is unknown: the ranks cannot be checked.
+	code, _, stderr = cskv(t, dir, "export", "--format", "cskv-ref", "--projections", "p.safetensors", "--out", "ref3")
+	if code != 1 || !strings.Contains(stderr, "give --model") {
+		t.Errorf("export without --model: exit %d, %s", code, stderr)
 	}
 	// Factors of another model's shapes are refused by import.
 	code, _, stderr = cskv(t, dir, "import", "--from", kFile, "--out", "syn.safetensors")

@@ -26,8 +26,6 @@ func export(cfg Config, m *model.Model, factors []kv.Factors, kRank, vRank int, 
 	path := cfg.exportPath()
 	p := &checkpoints.Projections{Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), Layers: factors}
 	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, m.Config.Arch, kRank, vRank)
-	// the head shape, for exports to the reference code's density rule
-	p.Meta["head_dim"], p.Meta["kv_heads"] = strconv.Itoa(m.Config.HeadDim), strconv.Itoa(m.Config.KVHeads)
 	if err := checkpoints.WriteProjections(path, p, exportDTypes[cfg.DType]); err != nil {
 		return "", fmt.Errorf("export %s: %w", path, err)
 	}

@@ -76,6 +76,9 @@ func exportReference(ckpt, projPath, modelPath, dir string) error {
 		}
 		headDim, kvHeads = m.Config.HeadDim, m.Config.KVHeads
 		m.Close()
+		if d := p.Meta["base_digest"]; d != "" && d != m.Digest {
+			return fmt.Errorf("--model %s is not the base model of %s (%q, digest %.12s…)", modelPath, projPath, p.Meta["base_model"], d)
+		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
