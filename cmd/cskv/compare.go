@@ -5,26 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/sirupsen/logrus"
-
-	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
-
-// compareRow is one line of the PTQ-vs-QAT comparison.
-type compareRow struct {
-	Bits       int     `json:"bits"`
-	Method     string  `json:"method"` // "ptq" (full-precision training, quantised at evaluation) or "qat"
-	Perplexity float64 `json:"perplexity"`
-	Baseline   float64 `json:"baseline_perplexity"`
-}
 
 // runCompare trains full-precision projections once and quantisation-aware
 // ones per bit width, and evaluates each at that width (bi-branch cache):
@@ -66,6 +55,16 @@ func runCompare(ctx context.Context, args []string) error {
 		bits = append(bits, b)
 	}
 	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
+	evalSrc, err := (&dataFlags{path: *evalData, format: string(data.FormatAuto), seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
+	if err != nil {
+		return err
+	}
+	if *evalChunks < 0 {
+		return fmt.Errorf("%w: --eval-chunks %d: must be ≥ 0", errUsage, *evalChunks)
+	}
+	if *evalData == "" && cfg.Model != "" {
+		return fmt.Errorf("%w: %v", errUsage, data.ErrNeedFile)
+	}
 	dir := *out
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "cskv-compare-"); err != nil {
@@ -73,65 +72,23 @@ func runCompare(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	trainAt := func(name string, b int) (string, error) {
-		c := cfg
-		c.KBits, c.VBits = b, b
-		c.Out, c.Force = filepath.Join(dir, name), true
-		if err := c.Validate(); err != nil {
-			return "", fmt.Errorf("%w: %v", errUsage, err)
+	c := eval.Comparison{Train: cfg, Bits: bits, Dir: dir, Data: evalSrc, Chunks: *evalChunks, Env: trainEnv(&lf, log, cfg.Steps), Log: log,
+		Cache: func(mc model.Config, kRank, vRank, b int) (eval.Settings, error) {
+			return settingsFrom(mc, kRank, vRank, *window, cfg.Window, b, b, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
+		}}
+	for _, b := range append([]int{16}, bits...) {
+		if err := c.RunConfig(b).Validate(); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		log.WithFields(logrus.Fields{"run": name}).Info("training")
-		res, err := train.Run(ctx, c, trainEnv(&lf, log, c.Steps))
-		if err != nil {
-			return "", err
-		}
-		res.Model.Close()
-		return res.Projections, nil
-	}
-	fp, err := trainAt("fp", 16)
-	if err != nil {
-		return err
 	}
 	m, err := openModel(cfg.Model)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	chunks, err := loadChunks(m, dataFlags{path: *evalData, format: "auto", seqLen: cfg.SeqLen, chunks: *evalChunks}, data.SyntheticEvalSeed, data.SyntheticEvalChunks)
+	rows, err := eval.Compare(ctx, m, c)
 	if err != nil {
 		return err
-	}
-	base, err := eval.Perplexity(ctx, m, chunks, nil, 4, nil)
-	if err != nil {
-		return err
-	}
-	evalAt := func(path string, b int) (float64, error) {
-		p, err := checkpoints.ReadProjections(path)
-		if err != nil {
-			return 0, err
-		}
-		s, err := settingsFrom(m.Config, p.Layers[0].KRank, p.Layers[0].VRank, *window, cfg.Window, b, b, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
-		if err != nil {
-			return 0, err
-		}
-		r, _, err := eval.Compressed(ctx, m, chunks, p, s, 4, nil)
-		return r.Perplexity, err
-	}
-	var rows []compareRow
-	for _, b := range bits {
-		ptq, err := evalAt(fp, b)
-		if err != nil {
-			return err
-		}
-		qp, err := trainAt(fmt.Sprintf("qat%d", b), b)
-		if err != nil {
-			return err
-		}
-		qat, err := evalAt(qp, b)
-		if err != nil {
-			return err
-		}
-		rows = append(rows, compareRow{b, "ptq", ptq, base.Perplexity}, compareRow{b, "qat", qat, base.Perplexity})
 	}
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(rows)
@@ -139,7 +96,7 @@ func runCompare(ctx context.Context, args []string) error {
 	fmt.Printf("model     %s\n", describe(m))
 	fmt.Printf("setting   k/v density %g/%g, bi-branch %s W=%d, keys %s, values per token, zero point %s\n",
 		cfg.KDensity, cfg.VDensity, cfg.Window, *window, cfg.KQuant, cfg.QuantZero)
-	fmt.Printf("baseline  %.4f (uncompressed)\n\n", base.Perplexity)
+	fmt.Printf("baseline  %.4f (uncompressed)\n\n", rows[0].Baseline)
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(w, "bits\tPTQ of full-precision training\tQAT\tQAT gain")
 	for i := 0; i < len(rows); i += 2 {

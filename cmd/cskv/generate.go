@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"strings"
 
@@ -100,7 +99,7 @@ func runGenerate(ctx context.Context, args []string) error {
 			return compareParallel(m, tokens, logits, eval.Overrides(cs))
 		}
 	}
-	out, logits, err := greedy(ctx, m, toks, *n, caches)
+	out, logits, err := eval.Greedy(ctx, m, toks, *n, caches)
 	if err != nil {
 		return err
 	}
@@ -128,55 +127,13 @@ func runGenerate(ctx context.Context, args []string) error {
 	return nil
 }
 
-// greedy feeds the prompt and returns n greedily chosen next tokens, with
-// the logits of every step (one row per token fed).
-func greedy(ctx context.Context, m *model.Model, prompt []int, n int, caches []model.LayerCache) ([]int, [][]float32, error) {
-	if len(prompt) == 0 {
-		return nil, nil, fmt.Errorf("empty prompt")
-	}
-	d, err := m.NewDecoder(len(prompt)+n, caches)
-	if err != nil {
-		return nil, nil, err
-	}
-	var all [][]float32
-	var logits []float32
-	for _, t := range prompt {
-		if logits, err = d.Step(t); err != nil {
-			return nil, nil, err
-		}
-		all = append(all, logits)
-	}
-	out := make([]int, 0, n)
-	for i := 0; i < n; i++ {
-		if err := ctx.Err(); err != nil {
-			return out, all, err
-		}
-		next := model.Argmax(logits)
-		out = append(out, next)
-		if i+1 < n {
-			if logits, err = d.Step(next); err != nil {
-				return nil, nil, err
-			}
-			all = append(all, logits)
-		}
-	}
-	return out, all, nil
-}
-
 // compareParallel runs the tokens through the parallel forward with the
 // overrides and reports (on stderr) the largest difference from the
 // step-by-step logits; more than 1e-4 is an error.
 func compareParallel(m *model.Model, tokens []int, logits [][]float32, ovs []model.KVOverride) error {
-	full, err := m.Forward([][]int{tokens}, ovs)
+	maxDiff, err := eval.ParallelDiff(m, tokens, logits, ovs)
 	if err != nil {
 		return err
-	}
-	V := m.Config.Vocab
-	var maxDiff float64
-	for p, row := range logits {
-		for i, x := range row {
-			maxDiff = max(maxDiff, math.Abs(float64(x-full[p*V+i])))
-		}
 	}
 	fmt.Fprintf(os.Stderr, "verify: %d positions, max |logit(real cache) − logit(parallel fake-quant)| = %.3g\n", len(logits), maxDiff)
 	if maxDiff > 1e-4 {
