@@ -55,6 +55,22 @@ func runCompare(ctx context.Context, args []string) error {
 		bits = append(bits, b)
 	}
 	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
+	dir := *out
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "cskv-compare-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	c := eval.Comparison{Train: cfg, Bits: bits, Dir: dir, Chunks: *evalChunks, Env: trainEnv(&lf, log, cfg.Steps), Log: log,
+		Cache: func(mc model.Config, kRank, vRank, b int) (eval.Settings, error) {
+			return settingsFrom(mc, kRank, vRank, *window, cfg.Window, b, b, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
+		}}
+	for _, b := range append([]int{16}, bits...) {
+		if err := c.RunConfig(b).Validate(); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
 	evalSrc, err := (&dataFlags{path: *evalData, format: string(data.FormatAuto), seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
 	if err != nil {
 		return err
@@ -65,22 +81,7 @@ func runCompare(ctx context.Context, args []string) error {
 	if *evalData == "" && cfg.Model != "" {
 		return fmt.Errorf("%w: %v", errUsage, data.ErrNeedFile)
 	}
-	dir := *out
-	if dir == "" {
-		if dir, err = os.MkdirTemp("", "cskv-compare-"); err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-	}
-	c := eval.Comparison{Train: cfg, Bits: bits, Dir: dir, Data: evalSrc, Chunks: *evalChunks, Env: trainEnv(&lf, log, cfg.Steps), Log: log,
-		Cache: func(mc model.Config, kRank, vRank, b int) (eval.Settings, error) {
-			return settingsFrom(mc, kRank, vRank, *window, cfg.Window, b, b, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
-		}}
-	for _, b := range append([]int{16}, bits...) {
-		if err := c.RunConfig(b).Validate(); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-	}
+	c.Data = evalSrc
 	m, err := openModel(cfg.Model)
 	if err != nil {
 		return err
