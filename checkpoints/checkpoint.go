@@ -1,13 +1,14 @@
 package checkpoints
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cskv/cskv/atomicfile"
+
 	"io"
 	"math"
 	"os"
@@ -148,7 +149,7 @@ func Save(dir string, st *State) (path string, err error) {
 	tensorsPath := filepath.Join(tmp, TensorsFile)
 	md := map[string]string{"format": Magic, "format_version": strconv.Itoa(FormatVersion),
 		"layer": strconv.Itoa(st.Layer), "step": strconv.Itoa(st.Step)}
-	if err := safetensors.Write(tensorsPath, ts, md); err != nil {
+	if err := writeFile(tensorsPath, func(w io.Writer) error { return safetensors.Encode(w, ts, md) }); err != nil {
 		return "", err
 	}
 	sum, err := fileSHA256(tensorsPath)
@@ -171,7 +172,7 @@ func Save(dir string, st *State) (path string, err error) {
 	if err := enc.Encode(sj); err != nil {
 		return "", err
 	}
-	if err := atomicfile.WriteSync(filepath.Join(tmp, StateFile), b.Bytes()); err != nil {
+	if err := writeFile(filepath.Join(tmp, StateFile), func(w io.Writer) error { _, err := w.Write(b.Bytes()); return err }); err != nil {
 		return "", err
 	}
 	if err := syncDir(tmp); err != nil {
@@ -206,6 +207,30 @@ func Save(dir string, st *State) (path string, err error) {
 		}
 	}
 	return final, nil
+}
+
+// createFile opens the files Save writes inside its temporary directory; a
+// test replaces it to simulate a full disk.
+var createFile = func(path string) (io.WriteCloser, error) { return os.Create(path) }
+
+// writeFile creates path through createFile, lets fill write it, and
+// fsyncs it when the file supports it.
+func writeFile(path string, fill func(w io.Writer) error) error {
+	f, err := createFile(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if err = fill(bw); err == nil {
+		err = bw.Flush()
+	}
+	if s, ok := f.(interface{ Sync() error }); ok && err == nil {
+		err = s.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // syncDir fsyncs a directory so that renames and creations in it are durable.
@@ -340,7 +365,7 @@ type entry struct {
 // "*.tmp") and holds both state.json and tensors.safetensors. A missing dir is
 // an error wrapping fs.ErrNotExist.
 func List(dir string) ([]string, error) {
-	es, err := list(dir)
+	es, err := list(dir, true)
 	if err != nil {
 		return nil, err
 	}
@@ -351,7 +376,9 @@ func List(dir string) ([]string, error) {
 	return paths, nil
 }
 
-func list(dir string) ([]entry, error) {
+// list returns the checkpoint directories of dir by (layer, step); complete
+// ones only when complete is set.
+func list(dir string, complete bool) ([]entry, error) {
 	des, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint dir: %w", err)
@@ -368,7 +395,7 @@ func list(dir string) ([]entry, error) {
 			continue
 		}
 		p := filepath.Join(dir, de.Name())
-		if !isRegular(filepath.Join(p, StateFile)) || !isRegular(filepath.Join(p, TensorsFile)) {
+		if complete && (!isRegular(filepath.Join(p, StateFile)) || !isRegular(filepath.Join(p, TensorsFile))) {
 			continue
 		}
 		es = append(es, entry{layer, step, p})
@@ -390,7 +417,7 @@ func isRegular(path string) bool {
 // Latest returns the path of the newest complete checkpoint in dir by (layer,
 // step), or an error wrapping ErrNoCheckpoint when there is none.
 func Latest(dir string) (string, error) {
-	es, err := list(dir)
+	es, err := list(dir, true)
 	if err != nil {
 		return "", err
 	}
@@ -407,7 +434,7 @@ func Prune(dir string, keep int) error {
 	if keep < 1 {
 		return fmt.Errorf("checkpoint prune %s: keep %d, must be at least 1", dir, keep)
 	}
-	es, err := list(dir)
+	es, err := list(dir, true)
 	if err != nil {
 		return err
 	}

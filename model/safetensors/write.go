@@ -44,22 +44,34 @@ func Write(path string, tensors []Tensor, metadata map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("safetensors %s: %w", path, err)
 	}
-	return writeAtomic(path, func(w io.Writer) error {
-		var lenBuf [8]byte
-		binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hdr)))
-		if _, err := w.Write(lenBuf[:]); err != nil {
+	return writeAtomic(path, func(w io.Writer) error { return writeBody(w, hdr, ts) })
+}
+
+// Encode writes the bytes Write would put in a file to w (for callers that
+// manage the file themselves). Errors from w are returned as they are.
+func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
+	hdr, ts, err := buildHeader(tensors, metadata)
+	if err != nil {
+		return fmt.Errorf("safetensors: %w", err)
+	}
+	return writeBody(w, hdr, ts)
+}
+
+func writeBody(w io.Writer, hdr []byte, ts []Tensor) error {
+	var lenBuf [8]byte
+	binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hdr)))
+	if _, err := w.Write(lenBuf[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(hdr); err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if err := encode(w, t); err != nil {
 			return err
 		}
-		if _, err := w.Write(hdr); err != nil {
-			return err
-		}
-		for _, t := range ts {
-			if err := encode(w, t); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // buildHeader validates the tensors and returns the padded JSON header and the
