@@ -1,7 +1,12 @@
 // Package eval measures a model: perplexity over token chunks with the frozen
 // forward, optionally with every layer's keys and values replaced by CSKV
 // reconstructions (all-compressed or bi-branch, optionally quantised), the
-// per-layer reconstruction errors, and the cache memory that setting costs.
+// per-layer reconstruction errors, and the cache memory that setting costs
+// (MemoryTable). On top of those measurements it holds the evaluations the
+// commands run: a finished training run (EvaluateRun), projections against
+// the uncompressed model (EvaluateCompressed), post-training quantisation
+// against quantisation-aware training (Compare), and greedy decoding with a
+// cache checked against the parallel evaluation (Greedy, ParallelDiff).
 package eval
 
 import (
