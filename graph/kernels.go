@@ -167,26 +167,8 @@ func expShift[T float](x []T, m T) T {
 	return 0
 }
 
-// Constants of exp32 (Cephes expf): range reduction by ln 2 split in two
-// parts, a degree-6 polynomial on [−ln2/2, ln2/2], and rounding to the
-// nearest integer by adding 1.5·2²³.
-const (
-	expLo    = -87.33654 // exp(expLo) is the smallest normal float32
-	expHi    = 88.72283
-	expLog2e = 1.44269504088896341
-	expLn2Hi = 0.693359375
-	expLn2Lo = -2.12194440e-4
-	expMagic = 12582912 // 1.5·2²³
-	expP0    = 1.9875691500e-4
-	expP1    = 1.3981999507e-3
-	expP2    = 8.3334519073e-3
-	expP3    = 4.1665795894e-2
-	expP4    = 1.6666665459e-1
-	expP5    = 5.0000001201e-1
-)
-
 // exp32 is exp for float32, about 1 ulp; inputs below expLo give the
-// smallest normal float32 (≈ 1.2e-38) rather than 0.
+// smallest normal float32 (≈ 1.2e-38) rather than 0 (see linalg.ExpShift).
 func exp32(x float32) float32 {
 	var one [1]float32
 	one[0] = x
@@ -195,33 +177,8 @@ func exp32(x float32) float32 {
 }
 
 // expShift32 replaces x by exp(x − m) and returns the sum (float32, about 1
-// ulp, no branches beyond the clamp).
-func expShift32(x []float32, m float32) float32 {
-	var s float32
-	for i, v := range x {
-		v -= m
-		if v < expLo {
-			v = expLo
-		}
-		if v > expHi {
-			v = expHi
-		}
-		t := v*expLog2e + expMagic
-		fk := t - expMagic
-		k := int32(math.Float32bits(t)) - 0x4B400000
-		r := v - fk*expLn2Hi - fk*expLn2Lo
-		p := float32(expP0)
-		p = p*r + expP1
-		p = p*r + expP2
-		p = p*r + expP3
-		p = p*r + expP4
-		p = p*r + expP5
-		e := (p*r*r + r + 1) * math.Float32frombits(uint32(k+127)<<23)
-		x[i] = e
-		s += e
-	}
-	return s
-}
+// ulp): linalg.ExpShift.
+func expShift32(x []float32, m float32) float32 { return linalg.ExpShift(x, m) }
 
 // attention is causal grouped-query attention with the bi-branch rule and a
 // fused, numerically safe softmax. Q is already rotated and scaled by
@@ -246,11 +203,20 @@ type attention[T float] struct {
 
 // keepBudget is the largest probability store (elements) that forward keeps
 // for backward; above it backward recomputes the probabilities.
-const keepBudget = 1 << 25
+const keepBudget = 1 << 27 // 512 MiB of float32: the 8B and 7B shapes at 2048 tokens keep theirs
+
+// attnBlock is the query rows per tile: 64, or 256 from 1024 tokens on,
+// where larger products keep the matrix units busy (fewer, larger calls).
+func attnBlock(tokens int) int {
+	if tokens >= 1024 {
+		return 256
+	}
+	return min(64, tokens)
+}
 
 func newAttention[T float](seqs, tokens, heads, kvHeads, headDim, window int, mode kv.WindowMode) *attention[T] {
 	return &attention[T]{seqs: seqs, tokens: tokens, heads: heads, kvHeads: kvHeads, headDim: headDim,
-		window: window, mode: mode, block: min(64, tokens)}
+		window: window, mode: mode, block: attnBlock(tokens)}
 }
 
 // band is the key range [b0, t1) of the original branch for the query tile

@@ -1,0 +1,60 @@
+package linalg
+
+import "math"
+
+// Constants of ExpShift (Cephes expf): range reduction by ln 2 split in two
+// parts, a degree-6 polynomial on [−ln2/2, ln2/2], and rounding to the
+// nearest integer by adding 1.5·2²³. dnnl_exp.c holds the same numbers.
+const (
+	expLo    = -87.33654 // exp(expLo) is the smallest normal float32
+	expHi    = 88.72283
+	expLog2e = 1.44269504088896341
+	expLn2Hi = 0.693359375
+	expLn2Lo = -2.12194440e-4
+	expMagic = 12582912 // 1.5·2²³
+	expP0    = 1.9875691500e-4
+	expP1    = 1.3981999507e-3
+	expP2    = 8.3334519073e-3
+	expP3    = 4.1665795894e-2
+	expP4    = 1.6666665459e-1
+	expP5    = 5.0000001201e-1
+)
+
+// ExpShift replaces x by exp(x − m) and returns their sum, summed in order
+// (float32, about 1 ulp; inputs below expLo give the smallest normal
+// float32, ≈ 1.2e-38, rather than 0). The cgo build computes the
+// exponentials with the CPU's vector instructions, bit for bit the same.
+func ExpShift(x []float32, m float32) float32 {
+	if len(x) >= minVecExp {
+		return expShiftVec(x, m)
+	}
+	return expShiftGo(x, m)
+}
+
+// expShiftGo is ExpShift in Go.
+func expShiftGo(x []float32, m float32) float32 {
+	var s float32
+	for i, v := range x {
+		v -= m
+		if v < expLo {
+			v = expLo
+		}
+		if v > expHi {
+			v = expHi
+		}
+		t := v*expLog2e + expMagic
+		fk := t - expMagic
+		k := int32(math.Float32bits(t)) - 0x4B400000
+		r := v - fk*expLn2Hi - fk*expLn2Lo
+		p := float32(expP0)
+		p = p*r + expP1
+		p = p*r + expP2
+		p = p*r + expP3
+		p = p*r + expP4
+		p = p*r + expP5
+		e := (p*r*r + r + 1) * math.Float32frombits(uint32(k+127)<<23)
+		x[i] = e
+		s += e
+	}
+	return s
+}

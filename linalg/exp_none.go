@@ -1,0 +1,9 @@
+//go:build !openblas
+
+package linalg
+
+// minVecExp is the shortest slice ExpShift hands to expShiftVec; this build
+// has no vector version.
+const minVecExp = 1 << 62
+
+func expShiftVec(x []float32, m float32) float32 { return expShiftGo(x, m) }
