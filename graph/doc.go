@@ -33,8 +33,18 @@
 // cost and the four factor gradients), so no gradient is ever formed for X,
 // the frozen weights or the precomputed targets.
 //
+// Data path, from spec to loss: NewLayer validates the spec (spec.go) and
+// builds the graph once (build in layer.go: the nodes above, over buffers the
+// ops own); each Run copies the batch into X and computes the
+// factor-independent quantities (core.loadTargets), then the tape machine
+// runs the forward and backward of the graph (ops.go, fakequant.go, kernels.go)
+// and the Loss is read from the MSE ops (core.step). Eval walks the same
+// forward in plain Go. A Layer computes in float32; the code is generic in
+// the element type only so that this package's tests can build the same
+// graph in float64 (newCore[float64]) for gradient checks against an
+// independent reference.
+//
 // Use: NewLayer(spec, init); per step Run(x), then update Params()[i].Value
 // in place from Params()[i].Grad; Eval(x) for held-out losses; Factors() for
-// copies; Close(). Float64 specs (gradient checks) use Params64. A Layer is
-// not safe for concurrent use.
+// copies; Close(). A Layer is not safe for concurrent use.
 package graph

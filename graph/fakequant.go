@@ -3,9 +3,7 @@ package graph
 import (
 	"fmt"
 
-	"github.com/chewxy/hm"
 	"gorgonia.org/gorgonia"
-	"gorgonia.org/tensor"
 
 	"github.com/cskv/cskv/quant"
 )
@@ -56,14 +54,9 @@ func (f *fakeQuant[T]) run(dst, x []T) error {
 // fakeQuantOp: Ĉ = FakeQuant(C).
 type fakeQuantOp[T float] struct {
 	opBase
+	sameShape
 	fq  *fakeQuant[T]
 	out buf[T]
-}
-
-func (o *fakeQuantOp[T]) Arity() int    { return 1 }
-func (o *fakeQuantOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2) }
-func (o *fakeQuantOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
 }
 
 func (o *fakeQuantOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
@@ -91,14 +84,9 @@ func (o *fakeQuantOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (g
 // fakeQuantGradOp: dC = mask ⊙ dĈ (straight-through, clipped).
 type fakeQuantGradOp[T float] struct {
 	opBase
+	sameShape
 	fq  *fakeQuant[T]
 	out buf[T]
-}
-
-func (o *fakeQuantGradOp[T]) Arity() int    { return 1 }
-func (o *fakeQuantGradOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2) }
-func (o *fakeQuantGradOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
 }
 
 func (o *fakeQuantGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {

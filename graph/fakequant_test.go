@@ -24,7 +24,7 @@ func TestQuantOff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if l.c32.fqK != nil || l.c32.fqV != nil {
+		if l.c.fqK != nil || l.c.fqV != nil {
 			t.Errorf("spec %d: fake-quant built with bits 16", i)
 		}
 		if losses[i], err = l.Run(x); err != nil {
@@ -60,25 +60,20 @@ func TestQATLoss(t *testing.T) {
 	for i, qc := range qatCases {
 		t.Run(qc.name, func(t *testing.T) {
 			s := tinySpec(lossCases[6], uint64(70+i))
-			s.Float64 = true
 			s.Quant = qc.q
 			f := RandomFactors(s, uint64(80+i))
 			x := RandomInput(s, uint64(90+i))
-			l, err := NewLayer(s, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
-			got, err := l.Run(x)
+			l := newCore64(t, s, f)
+			got, err := l.run(x, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ref := newRef(s, x)
 			plain, _, _ := ref.loss(factors64(f))
 			ref.fq = refFakeQuant(s)
-			total, kv, out := ref.loss(factors64(f))
-			if e := relErr(got.KV, kv); e > 1e-9 {
-				t.Errorf("QAT kv loss %.12g, hand %.12g", got.KV, kv)
+			total, kvLoss, out := ref.loss(factors64(f))
+			if e := relErr(got.KV, kvLoss); e > 1e-9 {
+				t.Errorf("QAT kv loss %.12g, hand %.12g", got.KV, kvLoss)
 			}
 			if e := relErr(got.Out, out); e > 1e-9 {
 				t.Errorf("QAT out loss %.12g, hand %.12g", got.Out, out)
@@ -86,7 +81,7 @@ func TestQATLoss(t *testing.T) {
 			if relErr(total, plain) < 1e-6 {
 				t.Errorf("quantisation did not change the loss (%g vs %g)", total, plain)
 			}
-			ev, err := l.Eval(x)
+			ev, err := l.eval(x)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -102,19 +97,14 @@ func TestQATLoss(t *testing.T) {
 // quant.FakeQuant, computed by hand here (relative 1e-10).
 func TestQATGradientMasked(t *testing.T) {
 	s := tinySpec(lossCases[0], 5)
-	s.Float64 = true
 	s.Quant = kv.Quant{KBits: 2, VBits: 4}
 	f := RandomFactors(s, 6)
 	x := RandomInput(s, 7)
-	l, err := NewLayer(s, f)
-	if err != nil {
+	l := newCore64(t, s, f)
+	if _, err := l.run(x, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	if _, err := l.Run(x); err != nil {
-		t.Fatal(err)
-	}
-	got := l.Params64()[0].Grad
+	got := l.grads[kv.Ak]
 
 	M, D, R, KV, T := s.Rows(), s.Hidden, s.KRank, s.KVDim(), s.Tokens
 	xs, ak, bk := f64s(x), f64s(f.Ak), f64s(f.Bk)

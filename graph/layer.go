@@ -19,31 +19,21 @@ func init() {
 	}
 }
 
-// Layer is one decoder layer's objective with its compiled tape machine. It
-// is not safe for concurrent use.
+// Layer is one decoder layer's objective with its compiled tape machine, in
+// float32. It is not safe for concurrent use.
 type Layer struct {
 	spec LayerSpec
-	c32  *core[float32]
-	c64  *core[float64]
+	c    *core[float32] // nil once closed
 }
 
 // NewLayer builds the graph of spec with the factors init (copied). It
 // validates shapes and weights and turns any gorgonia panic into an error.
 func NewLayer(spec LayerSpec, init kv.Factors) (*Layer, error) {
-	if err := spec.validate(init); err != nil {
-		return nil, err
-	}
-	l := &Layer{spec: spec}
-	var err error
-	if spec.Float64 {
-		l.c64, err = build[float64](spec, init)
-	} else {
-		l.c32, err = build[float32](spec, init)
-	}
+	c, err := newCore[float32](spec, init)
 	if err != nil {
 		return nil, err
 	}
-	return l, nil
+	return &Layer{spec: spec, c: c}, nil
 }
 
 // Spec returns the layer's spec.
@@ -60,13 +50,10 @@ func (l *Layer) Run(x []float32) (Loss, error) {
 // They do not change between steps, so a trainer computes them once for all
 // its sequences.
 func (l *Layer) RunTargets(x, k, v []float32) (Loss, error) {
-	if l.c32 != nil {
-		return l.c32.run(x, k, v)
+	if l.c == nil {
+		return Loss{}, errClosed
 	}
-	if l.c64 != nil {
-		return l.c64.run(x, k, v)
-	}
-	return Loss{}, errClosed
+	return l.c.run(x, k, v)
 }
 
 // Rerun repeats Run on the batch last loaded (by Run or Eval), reusing everything
@@ -74,86 +61,58 @@ func (l *Layer) RunTargets(x, k, v []float32) (Loss, error) {
 // term, the rotated queries and the original attention output): one step
 // with the targets precomputed.
 func (l *Layer) Rerun() (Loss, error) {
-	if l.c32 != nil {
-		return l.c32.step()
+	if l.c == nil {
+		return Loss{}, errClosed
 	}
-	if l.c64 != nil {
-		return l.c64.step()
-	}
-	return Loss{}, errClosed
+	return l.c.step()
 }
 
 // Eval computes the loss on x (N·T, D) without gradients (plain Go, same
 // kernels). The output term is evaluated whenever OutSeqs > 0, even when
 // LambdaOut is 0.
 func (l *Layer) Eval(x []float32) (Loss, error) {
-	if l.c32 != nil {
-		return l.c32.eval(x)
+	if l.c == nil {
+		return Loss{}, errClosed
 	}
-	if l.c64 != nil {
-		return l.c64.eval(x)
-	}
-	return Loss{}, errClosed
+	return l.c.eval(x)
 }
 
-// Params returns Ak, Bk, Av, Bv with live backing slices (nil for a Float64
-// spec: use Params64).
+// Params returns Ak, Bk, Av, Bv with live backing slices (nil once closed).
 func (l *Layer) Params() []Param {
-	if l.c32 == nil {
+	if l.c == nil {
 		return nil
 	}
 	ps := make([]Param, 4)
 	for i := range ps {
-		ps[i] = Param{Name: kv.Names[i], Value: l.c32.vals[i], Grad: l.c32.grads[i]}
-	}
-	return ps
-}
-
-// Params64 is Params for a Float64 spec (nil otherwise).
-func (l *Layer) Params64() []Param64 {
-	if l.c64 == nil {
-		return nil
-	}
-	ps := make([]Param64, 4)
-	for i := range ps {
-		ps[i] = Param64{Name: kv.Names[i], Value: l.c64.vals[i], Grad: l.c64.grads[i]}
+		ps[i] = Param{Name: kv.Names[i], Value: l.c.vals[i], Grad: l.c.grads[i]}
 	}
 	return ps
 }
 
 // Factors returns copies of the current factors.
 func (l *Layer) Factors() kv.Factors {
-	var v [4][]float32
-	for i := range v {
-		switch {
-		case l.c32 != nil:
-			v[i] = append([]float32(nil), l.c32.vals[i]...)
-		case l.c64 != nil:
-			v[i] = make([]float32, len(l.c64.vals[i]))
-			convert(v[i], l.c64.vals[i])
-		}
-	}
 	f := kv.Factors{KRank: l.spec.KRank, VRank: l.spec.VRank}
-	f.SetTensors(v)
+	if l.c != nil {
+		var v [4][]float32
+		for i := range v {
+			v[i] = append([]float32(nil), l.c.vals[i]...)
+		}
+		f.SetTensors(v)
+	}
 	return f
 }
 
 // Close releases the tape machine. The layer cannot be used afterwards.
 func (l *Layer) Close() error {
-	var err error
-	if l.c32 != nil {
-		err = l.c32.vm.Close()
+	if l.c == nil {
+		return nil
 	}
-	if l.c64 != nil {
-		err = l.c64.vm.Close()
-	}
-	l.c32, l.c64 = nil, nil
+	err := l.c.vm.Close()
+	l.c = nil
 	return err
 }
 
-var (
-	errClosed = errors.New("graph: layer is closed")
-)
+var errClosed = errors.New("graph: layer is closed")
 
 // core is the layer in one element type.
 type core[T float] struct {
@@ -180,6 +139,16 @@ type core[T float] struct {
 	ck, cv, kh, vh, khr, oh []T  // Eval scratch
 	loaded                  bool // a batch is loaded (by Run or Eval)
 	ob                      []T
+}
+
+// newCore validates spec and builds its graph in element type T: float32
+// for Layer; float64 only for this package's gradient checks, which compare
+// the same code against an independent float64 reference.
+func newCore[T float](spec LayerSpec, init kv.Factors) (*core[T], error) {
+	if err := spec.validate(init); err != nil {
+		return nil, err
+	}
+	return build[T](spec, init)
 }
 
 func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {

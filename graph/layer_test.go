@@ -44,17 +44,22 @@ var lossCases = []lossCase{
 // setTile shrinks the attention tiles of a layer so that several query tiles
 // (and bands crossing tile boundaries) are exercised, and with recompute
 // makes backward recompute the probabilities.
-func setTile(l *Layer, c lossCase) {
-	set := func(a, orig interface{ set(int, bool) }) {
-		a.set(c.tile, c.recompute)
-		orig.set(c.tile, false)
+func setTile[T float](co *core[T], c lossCase) {
+	if co.att != nil {
+		co.att.set(c.tile, c.recompute)
+		co.orig.set(c.tile, false)
 	}
-	if l.c32 != nil && l.c32.att != nil {
-		set(l.c32.att, l.c32.orig)
+}
+
+// newCore64 builds spec's graph in float64 for the gradient checks.
+func newCore64(t *testing.T, s LayerSpec, f kv.Factors) *core[float64] {
+	t.Helper()
+	c, err := newCore[float64](s, f)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if l.c64 != nil && l.c64.att != nil {
-		set(l.c64.att, l.c64.orig)
-	}
+	t.Cleanup(func() { c.vm.Close() })
+	return c
 }
 
 func (a *attention[T]) set(tile int, recompute bool) {
@@ -118,26 +123,21 @@ func TestFloat64LossAndGradients(t *testing.T) {
 	for i, c := range lossCases {
 		t.Run(c.name, func(t *testing.T) {
 			s := tinySpec(c, uint64(10+i))
-			s.Float64 = true
 			f := RandomFactors(s, uint64(20+i))
 			x := RandomInput(s, uint64(30+i))
-			l, err := NewLayer(s, f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
+			l := newCore64(t, s, f)
 			setTile(l, c)
-			got, err := l.Run(x)
+			got, err := l.run(x, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ref := newRef(s, x)
 			f64 := factors64(f)
-			total, kv, out := ref.loss(f64)
+			total, kvLoss, out := ref.loss(f64)
 			for _, q := range []struct {
 				name      string
 				got, want float64
-			}{{"total", got.Total, total}, {"kv", got.KV, kv}, {"out", got.Out, out}} {
+			}{{"total", got.Total, total}, {"kv", got.KV, kvLoss}, {"out", got.Out, out}} {
 				if e := relErr(q.got, q.want); e > 1e-10 && math.Abs(q.got-q.want) > 1e-14 {
 					t.Errorf("%s loss = %.15g, want %.15g (rel err %.2g > 1e-10)", q.name, q.got, q.want, e)
 				}
@@ -145,7 +145,7 @@ func TestFloat64LossAndGradients(t *testing.T) {
 			if (out == 0) != (c.lout == 0) {
 				t.Errorf("out term %g with lambda out %g", out, c.lout)
 			}
-			ev, err := l.Eval(x)
+			ev, err := l.eval(x)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,12 +153,13 @@ func TestFloat64LossAndGradients(t *testing.T) {
 				t.Errorf("Eval total %.15g, Run total %.15g", ev.Total, got.Total)
 			}
 			lossFn := func(f [4][]float64) float64 { tot, _, _ := ref.loss(f); return tot }
-			for k, p := range l.Params64() {
+			for k, grad := range l.grads {
+				name := kv.Names[k]
 				fd := fdGrad(lossFn, f64, k, 1e-5)
-				e := vecErr(p.Grad, fd)
-				t.Logf("float64 grad %s: max rel err %.2g", p.Name, e)
+				e := vecErr(grad, fd)
+				t.Logf("float64 grad %s: max rel err %.2g", name, e)
 				if e > 1e-7 {
-					t.Errorf("grad %s: max rel err %.3g > 1e-7\n got %.6g\nwant %.6g", p.Name, e, p.Grad[:4], fd[:4])
+					t.Errorf("grad %s: max rel err %.3g > 1e-7\n got %.6g\nwant %.6g", name, e, grad[:4], fd[:4])
 				}
 			}
 		})
@@ -180,7 +181,7 @@ func TestFloat32AgainstReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
-			setTile(l, c)
+			setTile(l.c, c)
 			got, err := l.Run(x)
 			if err != nil {
 				t.Fatal(err)
@@ -275,7 +276,7 @@ func TestFrozenWeights(t *testing.T) {
 		}
 		learn := map[string]bool{"Ak": true, "Bk": true, "Av": true, "Bv": true}
 		inputs := 0
-		for _, n := range l.c32.g.Inputs() {
+		for _, n := range l.c.g.Inputs() {
 			_, gerr := n.Grad()
 			switch {
 			case learn[n.Name()] && gerr != nil:

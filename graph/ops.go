@@ -112,6 +112,16 @@ func (o *opBase) Hashcode() uint32 {
 	return h.Sum32()
 }
 
+// sameShape supplies Arity, Type and InferShape of a one-input op whose
+// output has its input's shape (rows, cols).
+type sameShape struct{}
+
+func (sameShape) Arity() int    { return 1 }
+func (sameShape) Type() hm.Type { return hm.NewFnType(mat2, mat2) }
+func (sameShape) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
+	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
+}
+
 // ---------------------------------------------------------------------------
 // linOp: Y = A·Bᵀ (+ bias): A (m, k), B (n, k), Y (m, n). bias is a frozen
 // constant (n). diff says which inputs are differentiated (a constant input
@@ -415,14 +425,10 @@ func (o *attnGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 // attnGradVOp hands out the dV̂ that its attnGradOp input computed.
 type attnGradVOp[T float] struct {
 	opBase
+	sameShape
 	src *attnGradOp[T]
 }
 
-func (o *attnGradVOp[T]) Arity() int    { return 1 }
-func (o *attnGradVOp[T]) Type() hm.Type { return hm.NewFnType(mat2, mat2) }
-func (o *attnGradVOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error) {
-	return tensor.Shape{dims(in[0], 0), dims(in[0], 1)}, nil
-}
 func (o *attnGradVOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	if o.src.dv.t == nil {
 		return nil, fmt.Errorf("%s: gradient op did not run", o.name)

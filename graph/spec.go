@@ -30,7 +30,6 @@ type LayerSpec struct {
 	OutWindow  int           // W: 0 = every key/value reconstructed in out̂; W > 0 = bi-branch rule
 	WindowMode kv.WindowMode // how W is applied
 	Quant      kv.Quant      // quantisation-aware training of Ck, Cv (zero value: off)
-	Float64    bool          // build the graph in float64 (gradient checks); default float32
 }
 
 // KVDim is Hkv·Dh.
@@ -52,13 +51,6 @@ type Param struct {
 	Name  string
 	Value []float32
 	Grad  []float32
-}
-
-// Param64 is the float64 counterpart of Param, for Float64 specs.
-type Param64 struct {
-	Name  string
-	Value []float64
-	Grad  []float64
 }
 
 // Loss reports one batch. KV = MSE(K, K̂) + MSE(V, V̂), Out = MSE(out, out̂)
