@@ -9,6 +9,7 @@ import (
 
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -25,7 +26,7 @@ type Comparison struct {
 	Data   data.Source  // evaluation data
 	Chunks int          // evaluation chunks (0 = all of the file, or Data.Samples)
 	// Cache returns the evaluation cache at bits b for ranks kRank, vRank.
-	Cache func(mc model.Config, kRank, vRank, b int) (Settings, error)
+	Cache func(mc model.Config, kRank, vRank, b int) (kvcache.Settings, error)
 	Env   train.Env // passed to every train.Run
 	Log   logrus.FieldLogger
 }

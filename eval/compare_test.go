@@ -8,6 +8,7 @@ import (
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -22,9 +23,9 @@ func TestCompare(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	cache := func(mc model.Config, kRank, vRank, b int) (Settings, error) {
+	cache := func(mc model.Config, kRank, vRank, b int) (kvcache.Settings, error) {
 		k, v, err := kv.Quant{KBits: b, VBits: b, KPerChannel: true, QuantWindow: 32}.Specs(kRank, vRank, mc.KVHeads)
-		return Settings{Window: 32, Mode: kv.WindowBlock, K: k, V: v}, err
+		return kvcache.Settings{Window: 32, Mode: kv.WindowBlock, K: k, V: v}, err
 	}
 	dir := t.TempDir()
 	c := Comparison{Train: cfg, Bits: []int{4, 2}, Dir: dir, Chunks: 4, Cache: cache,

@@ -1,8 +1,9 @@
 // Package eval measures a model: perplexity over token chunks with the frozen
-// forward, optionally with every layer's keys and values replaced by CSKV
-// reconstructions (all-compressed or bi-branch, optionally quantised), the
-// per-layer reconstruction errors, and the cache memory that setting costs
-// (MemoryTable). On top of those measurements it holds the evaluations the
+// forward, optionally with every layer's keys and values replaced by the
+// simulated compressed cache of package kvcache (all-compressed or
+// bi-branch, optionally quantised), the per-layer reconstruction errors, and
+// the cache memory that setting costs (MemoryTable, the formula of package
+// kvcache). On top of those measurements it holds the evaluations the
 // commands run: a finished training run (EvaluateRun), projections against
 // the uncompressed model (EvaluateCompressed), post-training quantisation
 // against quantisation-aware training (Compare), and greedy decoding with a

@@ -8,17 +8,18 @@ import (
 
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 )
 
 // Run describes the evaluation of a finished training run: its
 // projections, ranks and cache settings, and the data to measure on.
 type Run struct {
-	Projections  string      // the run's projections file
-	KRank, VRank int         // the run's ranks
-	Cache        Settings    // the bi-branch cache of the report; Cache.Window = W
-	Data         data.Source // evaluation data; with no file only the synthetic model is evaluated
-	Chunks       int         // evaluation chunks (0 = all of the file, or Data.Samples)
+	Projections  string           // the run's projections file
+	KRank, VRank int              // the run's ranks
+	Cache        kvcache.Settings // the bi-branch cache of the report; Cache.Window = W
+	Data         data.Source      // evaluation data; with no file only the synthetic model is evaluated
+	Chunks       int              // evaluation chunks (0 = all of the file, or Data.Samples)
 	Log          logrus.FieldLogger
 }
 
@@ -101,7 +102,7 @@ type CompressedReport struct {
 // compressed chain, and the memory table. progress(phase) returns the
 // progress callback of phase "baseline" or "compressed" and its finish
 // function.
-func EvaluateCompressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, batch int,
+func EvaluateCompressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s kvcache.Settings, batch int,
 	progress func(phase string) (Progress, func())) (*CompressedReport, error) {
 	rep := &CompressedReport{KRank: p.Layers[0].KRank, VRank: p.Layers[0].VRank}
 	var err error

@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
@@ -20,10 +20,10 @@ import (
 // the memory rows the formula of package kvcache. (The batch of 4 is
 // EvaluateRun's: batching changes the order of sums in the products.)
 func TestEvaluateRun(t *testing.T) {
-	mp := assets.Path(t, "models/stories260K.gguf")
-	evalText := assets.Path(t, "data/tinystories_eval.txt")
+	mp := testassets.Path(t, "models/stories260K.gguf")
+	evalText := testassets.Path(t, "data/tinystories_eval.txt")
 	cfg := train.Defaults()
-	cfg.Model, cfg.Data = mp, assets.Path(t, "data/tinystories_calib.txt")
+	cfg.Model, cfg.Data = mp, testassets.Path(t, "data/tinystories_calib.txt")
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps = 64, 8, 0, 0
 	cfg.Init, cfg.KDensity, cfg.VDensity = "svd", 0.25, 0.5
 	cfg.Export = filepath.Join(t.TempDir(), "p.safetensors")
@@ -42,7 +42,7 @@ func TestEvaluateRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := Settings{Window: 16, Mode: kv.WindowSliding, K: k, V: v}
+	s := kvcache.Settings{Window: 16, Mode: kv.WindowSliding, K: k, V: v}
 	r := Run{Projections: res.Projections, KRank: kRank, VRank: vRank, Cache: s, Data: data.Source{SeqLen: 64}, Chunks: 4}
 
 	rep, err := EvaluateRun(context.Background(), m, r)

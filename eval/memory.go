@@ -18,21 +18,14 @@ type MemRow struct {
 	Removed          float64 `json:"removed_fraction"` // 1 − cache/baseline
 }
 
-// CacheConfig is the real cache's configuration for a setting at ranks
-// kRank, vRank.
-func CacheConfig(mc model.Config, kRank, vRank int, s Settings) kvcache.Config {
-	return kvcache.Config{NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, KRank: kRank, VRank: vRank,
-		Window: s.Window, Mode: s.Mode, K: s.K, V: s.V}
-}
-
 // MemoryTable evaluates the memory formula at the given context lengths. The
 // real cache keeps at least one token original, so s.Window = 0 (every token
 // compressed, an evaluation setting) has no table: nil.
-func MemoryTable(mc model.Config, kRank, vRank int, s Settings, contexts ...int) ([]MemRow, error) {
+func MemoryTable(mc model.Config, kRank, vRank int, s kvcache.Settings, contexts ...int) ([]MemRow, error) {
 	if s.Window == 0 {
 		return nil, nil
 	}
-	cc := CacheConfig(mc, kRank, vRank, s)
+	cc := s.Layer(mc.KVHeads, mc.HeadDim, kRank, vRank)
 	if err := cc.Validate(); err != nil {
 		return nil, err
 	}

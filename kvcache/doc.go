@@ -1,5 +1,16 @@
-// Package kvcache is a real bi-branch KV cache for decoding with CSKV factors
-// (docs/METHOD.md §5), one Layer per decoder layer.
+// Package kvcache is the bi-branch KV cache of CSKV factors (docs/METHOD.md
+// §5) in its two forms, both set by one Settings per model:
+//
+//   - the real cache, one Layer per decoder layer, for token-by-token
+//     decoding (NewCaches adapts it to model.Decoder);
+//   - the simulated cache, one Compressor per layer, a model.KVOverride that
+//     reconstructs the keys and values of whole sequences at once for the
+//     parallel forward (NewCompressors), used by package eval to measure
+//     perplexity and reconstruction errors.
+//
+// With Settings.FP16Cache the two give the same logits (a regression test
+// holds them to 1e-4), and the simulated cache under quantisation equals the
+// training graph's quantisation-aware loss.
 //
 // Shape legend: T tokens appended so far (Len), D = KVDim = NKVHeads·HeadDim,
 // Rk, Rv the key and value ranks.

@@ -3,14 +3,14 @@ package model
 import (
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/linalg"
 )
 
 // BenchmarkForward measures the frozen forward on stories260K: 4 chunks of
 // 512 tokens per iteration; reports tokens/s.
 func BenchmarkForward(b *testing.B) {
-	m, err := Open(assets.Path(b, "models/stories260K.gguf"))
+	m, err := Open(testassets.Path(b, "models/stories260K.gguf"))
 	if err != nil {
 		b.Fatal(err)
 	}

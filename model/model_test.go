@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/model/gguf"
 )
 
@@ -31,7 +31,7 @@ type golden struct {
 
 func loadGolden(t *testing.T) golden {
 	t.Helper()
-	raw, err := os.ReadFile(assets.Path(t, "goldens/stories260K.json"))
+	raw, err := os.ReadFile(testassets.Path(t, "goldens/stories260K.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func loadGolden(t *testing.T) golden {
 
 func openT(t *testing.T, rel string) *Model {
 	t.Helper()
-	m, err := Open(assets.Path(t, rel))
+	m, err := Open(testassets.Path(t, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestRopePermutationRoundTrip(t *testing.T) {
 // Bad input: each case is an error naming the file and the problem.
 func TestOpenBadInput(t *testing.T) {
 	dir := t.TempDir()
-	good := assets.Path(t, storiesFiles[1])
+	good := testassets.Path(t, storiesFiles[1])
 	raw, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)

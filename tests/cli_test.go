@@ -6,15 +6,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 )
 
 // Every bad input is a clear error naming the flag, file or value, with a
 // non-zero exit status and no output file.
 func TestCLIBadInput(t *testing.T) {
 	dir := t.TempDir()
-	model := assets.Path(t, "models/stories260K.gguf")
-	calib := assets.Path(t, "data/tinystories_calib.txt")
+	model := testassets.Path(t, "models/stories260K.gguf")
+	calib := testassets.Path(t, "data/tinystories_calib.txt")
 	corrupt := filepath.Join(dir, "corrupt.gguf")
 	raw, err := os.ReadFile(model)
 	if err != nil {
@@ -108,8 +108,8 @@ func TestCLIHelp(t *testing.T) {
 // --force the shape check says what differs.
 func TestCLIForeignProjections(t *testing.T) {
 	dir := t.TempDir()
-	model := assets.Path(t, "models/stories260K.gguf")
-	evalText := assets.Path(t, "data/tinystories_eval.txt")
+	model := testassets.Path(t, "models/stories260K.gguf")
+	evalText := testassets.Path(t, "data/tinystories_eval.txt")
 	if code, _, stderr := cskv(t, dir, "init", "--quiet", "--out", "syn.safetensors"); code != 0 {
 		t.Fatalf("init on the synthetic model failed: %s", stderr)
 	}

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
 	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model/safetensors"
 )
@@ -70,9 +70,9 @@ func sameJSON(t *testing.T, what string, a, b map[string]any) {
 // original file; ranks the reference code cannot express are refused.
 func TestCLIReferenceRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	model := assets.Path(t, "models/stories260K.gguf")
-	calib := assets.Path(t, "data/tinystories_calib.txt")
-	evalText := assets.Path(t, "data/tinystories_eval.txt")
+	model := testassets.Path(t, "models/stories260K.gguf")
+	calib := testassets.Path(t, "data/tinystories_calib.txt")
+	evalText := testassets.Path(t, "data/tinystories_eval.txt")
 	initArgs := []string{"init", "--quiet", "--model", model, "--data", calib, "--calib-chunks", "4", "--seq-len", "64", "--k-density", "0.25"}
 	if code, _, stderr := cskv(t, dir, append(initArgs, "--out", "p.safetensors")...); code != 0 {
 		t.Fatalf("init (exit %d): %s", code, stderr)
@@ -153,7 +153,7 @@ func TestCLIReferenceRoundTrip(t *testing.T) {
 // stripped of its metadata, evaluates with --rope-layout hf to the same
 // numbers as with it. Runs for every family model this build can open.
 func TestCLIFamilyFixtureWithoutMetadata(t *testing.T) {
-	root := assets.Path(t, "fixtures/families")
+	root := testassets.Path(t, "fixtures/families")
 	ran := 0
 	for _, fam := range []string{"llama32", "llama31", "qwen25_yarn", "qwen3", "phi3", "gemma2"} {
 		dir := t.TempDir()

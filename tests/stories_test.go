@@ -6,11 +6,12 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -49,7 +50,7 @@ func within(t *testing.T, what string, got, want, tol float64) {
 // evalChunks returns the evaluation chunks of the protocol (n = 0: all).
 func evalChunks(t *testing.T, m *model.Model, n int) [][]int {
 	t.Helper()
-	ids, err := data.Load(assets.Path(t, "data/tinystories_eval.txt"), data.FormatText, m.Tokenizer)
+	ids, err := data.Load(testassets.Path(t, "data/tinystories_eval.txt"), data.FormatText, m.Tokenizer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func evalChunks(t *testing.T, m *model.Model, n int) [][]int {
 
 func openStories(t *testing.T, rel string) *model.Model {
 	t.Helper()
-	m, err := model.Open(assets.Path(t, rel))
+	m, err := model.Open(testassets.Path(t, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,8 +110,8 @@ func TestStoriesPerplexity(t *testing.T) {
 func run(t *testing.T, mutate func(*train.Config)) *checkpoints.Projections {
 	t.Helper()
 	cfg := train.Defaults()
-	cfg.Model = assets.Path(t, "models/stories260K.gguf")
-	cfg.Data = assets.Path(t, "data/tinystories_calib.txt")
+	cfg.Model = testassets.Path(t, "models/stories260K.gguf")
+	cfg.Data = testassets.Path(t, "data/tinystories_calib.txt")
 	cfg.Holdout = 0
 	cfg.Out = filepath.Join(t.TempDir(), "run")
 	mutate(&cfg)
@@ -134,7 +135,7 @@ func compressed(t *testing.T, m *model.Model, p *checkpoints.Projections, w, b i
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _, err := eval.Compressed(context.Background(), m, evalChunks(t, m, 64), p, eval.Settings{Window: w, K: k, V: v}, 4, nil)
+	r, _, err := eval.Compressed(context.Background(), m, evalChunks(t, m, 64), p, kvcache.Settings{Window: w, K: k, V: v}, 4, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,8 +200,8 @@ func TestStoriesKVReachesWhitenedOptimum(t *testing.T) {
 	}
 	layers := func(mutate func(*train.Config)) []train.LayerInfo {
 		cfg := train.Defaults()
-		cfg.Model = assets.Path(t, "models/stories260K.gguf")
-		cfg.Data = assets.Path(t, "data/tinystories_calib.txt")
+		cfg.Model = testassets.Path(t, "models/stories260K.gguf")
+		cfg.Data = testassets.Path(t, "data/tinystories_calib.txt")
 		cfg.Holdout, cfg.KDensity, cfg.VDensity = 0, 0.25, 0.25
 		cfg.Export = filepath.Join(t.TempDir(), "p.safetensors")
 		mutate(&cfg)

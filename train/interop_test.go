@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
 	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/model/safetensors"
@@ -21,7 +21,7 @@ import (
 // values using every mantissa bit, with the metadata an export records.
 func storiesFactors(t *testing.T) (*model.Model, *checkpoints.Projections) {
 	t.Helper()
-	m, err := model.Open(assets.Path(t, "models/stories260K.gguf"))
+	m, err := model.Open(testassets.Path(t, "models/stories260K.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}

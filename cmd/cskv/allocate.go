@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/cskv/cskv/alloc"
-	"github.com/cskv/cskv/report"
+	"github.com/cskv/cskv/internal/plot"
 	"github.com/cskv/cskv/train"
 )
 
@@ -77,16 +77,16 @@ func printPlan(p *alloc.Plan) {
 // allocationFigure draws every curve's minimised error against rank with the
 // chosen ranks marked.
 func allocationFigure(p *alloc.Plan, path string) error {
-	var series []report.Series
+	var series []plot.Series
 	var chosen []int
 	for _, c := range p.Curves {
 		x := make([]float64, len(c.Ranks))
 		for j, r := range c.Ranks {
 			x[j] = float64(r)
 		}
-		series = append(series, report.Series{Name: fmt.Sprintf("L%d %s", c.Layer, strings.ToUpper(c.Side.String())), Values: c.Err, X: x})
+		series = append(series, plot.Series{Name: fmt.Sprintf("L%d %s", c.Layer, strings.ToUpper(c.Side.String())), Values: c.Err, X: x})
 		chosen = append(chosen, c.Rank)
 	}
 	title := fmt.Sprintf("%s: rank curves, budget %g (objective %s)", p.Model, p.Budget, p.Objective)
-	return report.AllocationPNG(path, title, "error", series, chosen)
+	return plot.AllocationPNG(path, title, "error", series, chosen)
 }

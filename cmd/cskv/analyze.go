@@ -13,7 +13,7 @@ import (
 
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/data"
-	"github.com/cskv/cskv/report"
+	"github.com/cskv/cskv/internal/plot"
 	"github.com/cskv/cskv/spectra"
 	"github.com/cskv/cskv/train"
 )
@@ -96,13 +96,13 @@ func runAnalyze(ctx context.Context, args []string) error {
 		name = "synthetic model"
 	}
 	for _, ls := range layers {
-		series := make([]report.Series, len(spectra.Matrices))
+		series := make([]plot.Series, len(spectra.Matrices))
 		for i := range series {
-			series[i] = report.Series{Name: spectra.Legend[i], Values: ls.S[i]}
+			series[i] = plot.Series{Name: spectra.Legend[i], Values: ls.S[i]}
 		}
 		p := filepath.Join(*out, fmt.Sprintf("layer-%d-spectrum.png", ls.Layer))
 		title := fmt.Sprintf("%s, layer %d: singular values (%d tokens)", name, ls.Layer, len(chunks)*d.seqLen)
-		if err := report.SpectrumPNG(p, title, series); err != nil {
+		if err := plot.SpectrumPNG(p, title, series); err != nil {
 			return err
 		}
 	}

@@ -14,9 +14,9 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/internal/plot"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
-	"github.com/cskv/cskv/report"
 	"github.com/cskv/cskv/spectra"
 	"github.com/cskv/cskv/train"
 )
@@ -214,7 +214,7 @@ func TestAnalyzeSynthetic(t *testing.T) {
 		if err != nil {
 			t.Fatalf("layer %d PNG: %v", l, err)
 		}
-		if b := img.Bounds(); b.Dx() != report.WidthPx || b.Dy() != report.HeightPx {
+		if b := img.Bounds(); b.Dx() != plot.WidthPx || b.Dy() != plot.HeightPx {
 			t.Errorf("layer %d PNG is %v", l, b)
 		}
 	}

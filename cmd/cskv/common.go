@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cskv/cskv/data"
-	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -61,7 +61,7 @@ func (c *cacheFlags) register(fs *flag.FlagSet, window int) {
 }
 
 // settings builds the evaluation settings for ranks kRank, vRank.
-func (c *cacheFlags) settings(mc model.Config, kRank, vRank int) (eval.Settings, error) {
+func (c *cacheFlags) settings(mc model.Config, kRank, vRank int) (kvcache.Settings, error) {
 	return settingsFrom(mc, kRank, vRank, c.window, c.windowMode, c.kBits, c.vBits, c.kQuant, c.quantWindow, c.quantZero)
 }
 

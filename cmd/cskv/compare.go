@@ -11,6 +11,7 @@ import (
 
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -63,7 +64,7 @@ func runCompare(ctx context.Context, args []string) error {
 		defer os.RemoveAll(dir)
 	}
 	c := eval.Comparison{Train: cfg, Bits: bits, Dir: dir, Chunks: *evalChunks, Env: trainEnv(&lf, log, cfg.Steps), Log: log,
-		Cache: func(mc model.Config, kRank, vRank, b int) (eval.Settings, error) {
+		Cache: func(mc model.Config, kRank, vRank, b int) (kvcache.Settings, error) {
 			return settingsFrom(mc, kRank, vRank, *window, cfg.Window, b, b, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
 		}}
 	for _, b := range append([]int{16}, bits...) {

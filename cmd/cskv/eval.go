@@ -11,6 +11,7 @@ import (
 
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 )
 
@@ -71,7 +72,7 @@ func runEval(ctx context.Context, args []string) error {
 			}
 	}
 	if *projPath != "" {
-		return evalCompressed(ctx, m, chunks, *projPath, *ropeLayout, *force, *batch, *asJSON, progress, log, func(kRank, vRank int) (eval.Settings, error) {
+		return evalCompressed(ctx, m, chunks, *projPath, *ropeLayout, *force, *batch, *asJSON, progress, log, func(kRank, vRank int) (kvcache.Settings, error) {
 			return cf.settings(m.Config, kRank, vRank)
 		})
 	}
@@ -100,7 +101,7 @@ func runEval(ctx context.Context, args []string) error {
 // evalCompressed evaluates the compressed cache from a projections file:
 // perplexity, per-layer reconstruction errors and the memory table.
 func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path, ropeLayout string, force bool, batch int, asJSON bool,
-	progress func(string) (eval.Progress, func()), log *logrus.Logger, settings func(kRank, vRank int) (eval.Settings, error)) error {
+	progress func(string) (eval.Progress, func()), log *logrus.Logger, settings func(kRank, vRank int) (kvcache.Settings, error)) error {
 	proj, err := readProjectionsFor(m, path, ropeLayout, force, log)
 	if err != nil {
 		return err
@@ -156,7 +157,7 @@ func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path, r
 
 // warnQuantMismatch warns when projections trained with QAT settings are
 // evaluated with other quantisation settings.
-func warnQuantMismatch(meta map[string]string, s eval.Settings, log *logrus.Logger) {
+func warnQuantMismatch(meta map[string]string, s kvcache.Settings, log *logrus.Logger) {
 	want := map[string]string{"k_bits": fmt.Sprint(s.K.Bits), "v_bits": fmt.Sprint(s.V.Bits)}
 	for k, v := range want {
 		if got, ok := meta[k]; ok && got != "16" && got != v {

@@ -87,16 +87,16 @@ func runGenerate(ctx context.Context, args []string) error {
 			return err
 		}
 		warnQuantMismatch(proj.Meta, s, log)
-		if caches, kls, err = eval.NewCaches(m, proj, s); err != nil {
+		if caches, kls, err = kvcache.NewCaches(m, proj, s); err != nil {
 			return err
 		}
 		check = func(tokens []int, logits [][]float32) error {
 			s.FP16Cache = true
-			cs, err := eval.NewCompressors(m, proj, s)
+			cs, err := kvcache.NewCompressors(m, proj, s)
 			if err != nil {
 				return err
 			}
-			return compareParallel(m, tokens, logits, eval.Overrides(cs))
+			return compareParallel(m, tokens, logits, kvcache.Overrides(cs))
 		}
 	}
 	out, logits, err := eval.Greedy(ctx, m, toks, *n, caches)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -97,33 +98,33 @@ func printLayers(w *tabwriter.Writer, layers []train.LayerInfo) {
 }
 
 // settingsFrom builds evaluation settings from flag values.
-func settingsFrom(mc model.Config, kRank, vRank, window int, mode string, kBits, vBits int, kQuant string, quantWindow int, quantZero string) (eval.Settings, error) {
+func settingsFrom(mc model.Config, kRank, vRank, window int, mode string, kBits, vBits int, kQuant string, quantWindow int, quantZero string) (kvcache.Settings, error) {
 	wm, err := kv.ParseWindowMode(mode)
 	if err != nil {
-		return eval.Settings{}, fmt.Errorf("%w: --window-mode %q: want block or sliding", errUsage, mode)
+		return kvcache.Settings{}, fmt.Errorf("%w: --window-mode %q: want block or sliding", errUsage, mode)
 	}
 	if window < 0 {
-		return eval.Settings{}, fmt.Errorf("%w: --window %d: must be ≥ 0", errUsage, window)
+		return kvcache.Settings{}, fmt.Errorf("%w: --window %d: must be ≥ 0", errUsage, window)
 	}
 	if kQuant != "channel" && kQuant != "token" {
-		return eval.Settings{}, fmt.Errorf("%w: --k-quant %q: want channel or token", errUsage, kQuant)
+		return kvcache.Settings{}, fmt.Errorf("%w: --k-quant %q: want channel or token", errUsage, kQuant)
 	}
 	if quantZero != "free" && quantZero != "clamp" {
-		return eval.Settings{}, fmt.Errorf("%w: --quant-zero %q: want free or clamp", errUsage, quantZero)
+		return kvcache.Settings{}, fmt.Errorf("%w: --quant-zero %q: want free or clamp", errUsage, quantZero)
 	}
 	if quantWindow < 1 {
-		return eval.Settings{}, fmt.Errorf("%w: --quant-window %d: must be a positive integer", errUsage, quantWindow)
+		return kvcache.Settings{}, fmt.Errorf("%w: --quant-window %d: must be a positive integer", errUsage, quantWindow)
 	}
 	if err := checkWindow(window, kBits, kQuant, quantWindow); err != nil {
-		return eval.Settings{}, err
+		return kvcache.Settings{}, err
 	}
 	if kBits == 0 || vBits == 0 { // kv.Quant reads 0 as off; the flags spell off 16
-		return eval.Settings{}, fmt.Errorf("%w: --k-bits %d, --v-bits %d: want 2, 3, 4, 8 or 16", errUsage, kBits, vBits)
+		return kvcache.Settings{}, fmt.Errorf("%w: --k-bits %d, --v-bits %d: want 2, 3, 4, 8 or 16", errUsage, kBits, vBits)
 	}
 	q := kv.Quant{KBits: kBits, VBits: vBits, KPerChannel: kQuant == "channel", QuantWindow: quantWindow, ClampZero: quantZero == "clamp"}
 	k, v, err := q.Specs(kRank, vRank, mc.KVHeads)
 	if err != nil {
-		return eval.Settings{}, fmt.Errorf("%w: %v", errUsage, err)
+		return kvcache.Settings{}, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return eval.Settings{Window: window, Mode: wm, K: k, V: v}, nil
+	return kvcache.Settings{Window: window, Mode: wm, K: k, V: v}, nil
 }

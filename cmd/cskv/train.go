@@ -14,7 +14,7 @@ import (
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
-	"github.com/cskv/cskv/report"
+	"github.com/cskv/cskv/internal/plot"
 	"github.com/cskv/cskv/train"
 )
 
@@ -203,12 +203,12 @@ func lossPlots(dir string, res *train.Result) error {
 		if len(l.CurveKV) == 0 {
 			continue
 		}
-		curves := []report.Series{{Name: "KV term", Values: l.CurveKV}}
+		curves := []plot.Series{{Name: "KV term", Values: l.CurveKV}}
 		if res.Config.LambdaOut > 0 {
-			curves = append(curves, report.Series{Name: "output term", Values: l.CurveOut})
+			curves = append(curves, plot.Series{Name: "output term", Values: l.CurveOut})
 		}
 		p := filepath.Join(pd, fmt.Sprintf("layer-%d-loss.png", l.Layer))
-		if err := report.LossPNG(p, fmt.Sprintf("layer %d training loss", l.Layer), curves); err != nil {
+		if err := plot.LossPNG(p, fmt.Sprintf("layer %d training loss", l.Layer), curves); err != nil {
 			return err
 		}
 	}

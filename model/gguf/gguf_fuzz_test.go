@@ -9,7 +9,7 @@ import (
 	"runtime/metrics"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 )
 
 // fuzzSeed writes a small valid file with Write and returns its bytes.
@@ -53,7 +53,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(fuzzSeed(f, 1))
 	f.Add(fuzzSeed(f, 3))
 	for _, rel := range []string{"models/stories260K.gguf", "models/stories260K-v3.gguf"} {
-		if p, err := assets.Find(rel); err == nil {
+		if p, err := testassets.Find(rel); err == nil {
 			if fh, err := os.Open(p); err == nil {
 				b, _ := io.ReadAll(io.LimitReader(fh, 12<<10))
 				fh.Close()

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/model/dtype"
 )
 
@@ -21,7 +21,7 @@ import (
 
 func openReal(t *testing.T, rel string) *File {
 	t.Helper()
-	f, err := Open(assets.Path(t, rel))
+	f, err := Open(testassets.Path(t, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestAttnKShape(t *testing.T) {
 // writer against the converters that made them.
 func TestRewriteRealIsByteIdentical(t *testing.T) {
 	for _, rel := range []string{"models/stories260K.gguf", "models/stories260K-v3.gguf"} {
-		path := assets.Path(t, rel)
+		path := testassets.Path(t, rel)
 		f := openReal(t, rel)
 		var ts []WriteTensor
 		for _, ti := range f.Tensors {

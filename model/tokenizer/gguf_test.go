@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/model/gguf"
 )
 
@@ -15,7 +15,7 @@ import (
 // file (tokenizer.ggml.model = gpt2), reads it back through FromGGUF and
 // checks every GPT-2 golden case.
 func TestFromGGUFByteLevel(t *testing.T) {
-	dir := assets.Path(t, "tokenizers/gpt2")
+	dir := testassets.Path(t, "tokenizers/gpt2")
 	b, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 )
 
 type hfGoldenCase struct {
@@ -22,7 +22,7 @@ type hfGoldenCase struct {
 
 func loadHFFamily(t testing.TB, family string) (*HF, []hfGoldenCase) {
 	t.Helper()
-	dir := assets.Path(t, filepath.Join("tokenizers", family))
+	dir := testassets.Path(t, filepath.Join("tokenizers", family))
 	tok, err := LoadHF(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/model/gguf"
 )
 
@@ -27,7 +27,7 @@ type storiesGolden struct {
 
 func loadStoriesGolden(t testing.TB) storiesGolden {
 	t.Helper()
-	b, err := os.ReadFile(assets.Path(t, "goldens/stories260K.json"))
+	b, err := os.ReadFile(testassets.Path(t, "goldens/stories260K.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func loadStoriesGolden(t testing.TB) storiesGolden {
 // loadStoriesSPM reads the stories260K vocabulary through FromGGUF.
 func loadStoriesSPM(t testing.TB, rel string) *SPM {
 	t.Helper()
-	f, err := gguf.Open(assets.Path(t, rel))
+	f, err := gguf.Open(testassets.Path(t, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func loadStoriesSPM(t testing.TB, rel string) *SPM {
 
 func readText(t testing.TB, rel string) string {
 	t.Helper()
-	b, err := os.ReadFile(assets.Path(t, rel))
+	b, err := os.ReadFile(testassets.Path(t, rel))
 	if err != nil {
 		t.Fatal(err)
 	}

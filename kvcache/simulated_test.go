@@ -1,4 +1,4 @@
-package eval
+package kvcache_test
 
 import (
 	"context"
@@ -6,9 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/linalg"
@@ -20,9 +20,9 @@ import (
 // calibration set, and the first eval tokens.
 func fixture(t *testing.T) (*model.Model, *checkpoints.Projections, []int) {
 	t.Helper()
-	mp := assets.Path(t, "models/stories260K.gguf")
+	mp := testassets.Path(t, "models/stories260K.gguf")
 	cfg := train.Defaults()
-	cfg.Model, cfg.Data = mp, assets.Path(t, "data/tinystories_calib.txt")
+	cfg.Model, cfg.Data = mp, testassets.Path(t, "data/tinystories_calib.txt")
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps = 256, 8, 0, 0
 	cfg.Init, cfg.KDensity, cfg.VDensity = "whiten", 0.25, 0.25
 	cfg.Export = filepath.Join(t.TempDir(), "p.safetensors")
@@ -40,7 +40,7 @@ func fixture(t *testing.T) (*model.Model, *checkpoints.Projections, []int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	ids, err := data.Load(assets.Path(t, "data/tinystories_eval.txt"), data.FormatText, m.Tokenizer)
+	ids, err := data.Load(testassets.Path(t, "data/tinystories_eval.txt"), data.FormatText, m.Tokenizer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,16 +61,16 @@ func TestRealCacheMatchesParallel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			s := Settings{Window: 32, Mode: mode, K: k, V: v, FP16Cache: true}
-			cs, err := NewCompressors(m, p, s)
+			s := kvcache.Settings{Window: 32, Mode: mode, K: k, V: v, FP16Cache: true}
+			cs, err := kvcache.NewCompressors(m, p, s)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := m.Forward([][]int{toks}, Overrides(cs))
+			want, err := m.Forward([][]int{toks}, kvcache.Overrides(cs))
 			if err != nil {
 				t.Fatal(err)
 			}
-			caches, kls, err := NewCaches(m, p, s)
+			caches, kls, err := kvcache.NewCaches(m, p, s)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,11 +110,11 @@ func TestWindowCoveringAllIsBaseline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := NewCompressors(m, p, Settings{Window: 1 << 20, K: k, V: v})
+	cs, err := kvcache.NewCompressors(m, p, kvcache.Settings{Window: 1 << 20, K: k, V: v})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := m.Forward([][]int{toks}, Overrides(cs))
+	got, err := m.Forward([][]int{toks}, kvcache.Overrides(cs))
 	if err != nil {
 		t.Fatal(err)
 	}

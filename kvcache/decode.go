@@ -1,19 +1,18 @@
-package eval
+package kvcache
 
 import (
 	"fmt"
 
 	"github.com/cskv/cskv/checkpoints"
-	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
 
-// cacheLayer adapts a real bi-branch cache (kvcache.Layer) to the decoder:
+// cacheLayer adapts a real bi-branch cache (Layer) to model.Decoder:
 // it computes the compressed features Ck = x·Akᵀ, Cv = x·Avᵀ of each new
 // token from its attention input.
 type cacheLayer struct {
-	l      *kvcache.Layer
+	l      *Layer
 	ak, av []float32 // (rk, D), (rv, D)
 	ck, cv []float32 // (rk), (rv) scratch
 	hidden int
@@ -29,8 +28,8 @@ func (c *cacheLayer) Len() int                        { return c.l.Len() }
 
 // NewCaches builds one real bi-branch cache per layer for decoding with the
 // projections under s (s.Window ≥ 1). It returns them as the decoder's
-// caches and as kvcache layers (for memory accounting).
-func NewCaches(m *model.Model, p *checkpoints.Projections, s Settings) ([]model.LayerCache, []*kvcache.Layer, error) {
+// caches and as Layers (for memory accounting).
+func NewCaches(m *model.Model, p *checkpoints.Projections, s Settings) ([]model.LayerCache, []*Layer, error) {
 	if s.Window < 1 {
 		return nil, nil, fmt.Errorf("the real cache needs a window of at least 1 token (got %d)", s.Window)
 	}
@@ -42,11 +41,9 @@ func NewCaches(m *model.Model, p *checkpoints.Projections, s Settings) ([]model.
 	}
 	c := m.Config
 	var lcs []model.LayerCache
-	var kls []*kvcache.Layer
+	var kls []*Layer
 	for l, f := range p.Layers {
-		cfg := kvcache.Config{NKVHeads: c.KVHeads, HeadDim: c.HeadDim, KRank: f.KRank, VRank: f.VRank,
-			Window: s.Window, Mode: s.Mode, K: s.K, V: s.V}
-		kl, err := kvcache.NewLayer(cfg, f.Bk, f.Bv)
+		kl, err := NewLayer(s.Layer(c.KVHeads, c.HeadDim, f.KRank, f.VRank), f.Bk, f.Bv)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layer %d: %w", l, err)
 		}

@@ -1,7 +1,6 @@
-package eval
+package kvcache
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"sync"
@@ -14,19 +13,30 @@ import (
 	"github.com/cskv/cskv/quant"
 )
 
-// Settings choose how the compressed cache is evaluated.
+// Settings choose the compressed cache of a whole model: its bi-branch
+// window and the quantisation of each side's features. Layer gives one
+// layer's Config for the real cache; NewCompressors simulates the same cache
+// over whole sequences at once.
 type Settings struct {
 	Window int           // W: tokens kept original (0 = every key/value reconstructed)
 	Mode   kv.WindowMode // block (reference rule) or sliding
 	K, V   quant.Spec    // post-training (or QAT) quantisation of the features; Bits 16 = off
-	// FP16Cache emulates the real cache's storage (kvcache): the features of
+	// FP16Cache emulates the real cache's storage (Layer): the features of
 	// a side with Bits 16 are rounded to fp16 (quantised sides and the
 	// float32 window need nothing). Parallel evaluation then equals
 	// token-by-token decoding with the cache.
 	FP16Cache bool
 }
 
-// Compressor is one layer's compressed keys and values as a model.KVOverride:
+// Layer returns the real cache's Config of one layer with kvHeads heads of
+// headDim and ranks kRank, vRank under s.
+func (s Settings) Layer(kvHeads, headDim, kRank, vRank int) Config {
+	return Config{NKVHeads: kvHeads, HeadDim: headDim, KRank: kRank, VRank: vRank,
+		Window: s.Window, Mode: s.Mode, K: s.K, V: s.V}
+}
+
+// Compressor is the simulated cache of one layer, a model.KVOverride for the
+// parallel forward over whole sequences:
 // K̂ = Q(X·Akᵀ)·Bkᵀ (+ bias), V̂ likewise, with Q the fake quantisation. It
 // accumulates the relative reconstruction error over everything it sees.
 type Compressor struct {
@@ -37,7 +47,9 @@ type Compressor struct {
 	kvDim  int
 	s      Settings
 
-	measure bool // only measure errors: attention keeps every original key/value
+	// MeasureOnly only measures the errors: attention keeps every original
+	// key and value (the uncompressed model, with errors on its inputs).
+	MeasureOnly bool
 
 	mu                       sync.Mutex
 	kErr, kNorm, vErr, vNorm float64
@@ -81,7 +93,7 @@ func Overrides(cs []*Compressor) []model.KVOverride {
 
 // Window implements model.KVOverride.
 func (c *Compressor) Window() (int, kv.WindowMode) {
-	if c.measure {
+	if c.MeasureOnly {
 		return math.MaxInt32, kv.WindowBlock // every key in the current block: all original
 	}
 	return c.s.Window, c.s.Mode
@@ -153,58 +165,4 @@ func (c *Compressor) RelErrors() (k, v float64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return math.Sqrt(c.kErr / c.kNorm), math.Sqrt(c.vErr / c.vNorm)
-}
-
-// LayerError is one layer's relative reconstruction errors on the evaluated
-// tokens: ‖K − K̂‖/‖K‖ and ‖V − V̂‖/‖V‖.
-type LayerError struct {
-	Layer int     `json:"layer"`
-	K     float64 `json:"k"`
-	V     float64 `json:"v"`
-}
-
-// Compressed is the perplexity with every layer's keys and values
-// reconstructed from the projections under s, plus per-layer errors.
-func Compressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, batch int, progress Progress) (Result, []LayerError, error) {
-	return run(ctx, m, chunks, p, s, false, batch, progress)
-}
-
-// Baseline is the uncompressed perplexity; on the same pass it measures each
-// layer's reconstruction errors on the original model's attention inputs
-// (the reference's "rel err": K = X·Wkᵀ vs K̂ from the same X).
-func Baseline(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, batch int, progress Progress) (Result, []LayerError, error) {
-	s.FP16Cache = false
-	return run(ctx, m, chunks, p, s, true, batch, progress)
-}
-
-// run evaluates with compressors that replace (or, measuring, only measure)
-// every layer's keys and values.
-func run(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s Settings, measure bool, batch int, progress Progress) (Result, []LayerError, error) {
-	cs, err := NewCompressors(m, p, s)
-	if err != nil {
-		return Result{}, nil, err
-	}
-	for _, c := range cs {
-		c.measure = measure
-	}
-	res, err := Perplexity(ctx, m, chunks, Overrides(cs), batch, progress)
-	if err != nil {
-		return Result{}, nil, err
-	}
-	errs := make([]LayerError, len(cs))
-	for i, c := range cs {
-		k, v := c.RelErrors()
-		errs[i] = LayerError{Layer: i, K: k, V: v}
-	}
-	return res, errs, nil
-}
-
-// MeanErrors averages per-layer errors (the reference table's "rel err").
-func MeanErrors(errs []LayerError) (k, v float64) {
-	for _, e := range errs {
-		k += e.K
-		v += e.V
-	}
-	n := float64(len(errs))
-	return k / n, v / n
 }

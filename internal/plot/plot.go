@@ -1,7 +1,7 @@
-// Package report draws the PNG figures of a CSKV run with gonum.org/v1/plot:
+// Package plot draws the PNG figures of a CSKV run with gonum.org/v1/plot:
 // singular value spectra of the K/V caches and weights (the CSKV paper's
 // motivation figure) and training loss curves.
-package report
+package plot
 
 import (
 	"github.com/cskv/cskv/atomicfile"

@@ -1,9 +1,9 @@
-// Package assets locates the real test assets (models, text, goldens) that live
+// Package testassets locates the real test assets (models, text, goldens) that live
 // in the shared folder beside the repository (../shared), never inside it.
 //
 // Tests call Path; when an asset is missing the test is skipped with a reason,
 // unless CSKV_REQUIRE_ASSETS=1 (set by .ci/run), in which case it fails.
-package assets
+package testassets
 
 import (
 	"errors"

@@ -1,4 +1,4 @@
-package eval
+package kvcache
 
 import (
 	"math"
@@ -11,8 +11,8 @@ import (
 
 // Training-time and evaluation-time quantisation are one rule: on the same
 // input and factors, the KV loss of the QAT graph equals the MSE of the keys
-// and values that evaluation reconstructs (tolerance 1e-5 relative: the two
-// sides multiply in different BLAS calls).
+// and values that the simulated cache reconstructs (tolerance 1e-5 relative:
+// the two sides multiply in different BLAS calls).
 func TestQATMatchesEvaluation(t *testing.T) {
 	shape := graph.BenchShape{Name: "t", Hidden: 32, NHeads: 4, NKVHeads: 2, HeadDim: 8, Rank: 8, Seqs: 2, Tokens: 64}
 	for _, bits := range []int{2, 4} {
