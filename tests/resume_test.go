@@ -124,7 +124,8 @@ func TestResumeMismatch(t *testing.T) {
 	res.Model.Close()
 }
 
-// SIGKILL mid-run, then --resume: same bytes as an uninterrupted run.
+// SIGKILL mid-run, then `cskv train --resume --out DIR` alone: same bytes as
+// an uninterrupted run.
 func TestKillAndResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the command three times")
@@ -163,7 +164,8 @@ func TestKillAndResume(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "killed", "projections.safetensors")); err == nil {
 		t.Skip("the run finished before it could be killed")
 	}
-	if code, _, stderr := cskv(t, dir, append(args, "--out", "killed", "--resume")...); code != 0 {
+	// The run directory records the configuration: --resume --out alone.
+	if code, _, stderr := cskv(t, dir, "train", "--quiet", "--resume", "--out", "killed"); code != 0 {
 		t.Fatalf("resume failed (%d): %s", code, stderr)
 	}
 	got, err := os.ReadFile(filepath.Join(dir, "killed", "projections.safetensors"))

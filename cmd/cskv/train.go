@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/atomicfile"
+	"github.com/cskv/cskv/flagfile"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/internal/plot"
@@ -117,7 +118,11 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	}
 	var pf precisionFlag
 	pf.register(fs, "f32")
+	configPath := configFlag(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := applyConfigFile(fs, *configPath); err != nil {
 		return err
 	}
 	log, err := lf.logger()
@@ -128,6 +133,15 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		return err
 	}
 	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
+	if training && cfg.Resume { // the run directory records the rest
+		dir := *out
+		if dir == "" {
+			dir = "cskv-run"
+		}
+		if err := applyRecorded(fs, &cfg, dir); err != nil {
+			return err
+		}
+	}
 	if training {
 		if cfg.Steps < 1 {
 			return fmt.Errorf("%w: --steps %d: must be ≥ 1 (cskv init initialises without training)", errUsage, cfg.Steps)
@@ -183,6 +197,10 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 			return err
 		}
 		if err := atomicfile.Write(filepath.Join(cfg.Out, "report.json"), append(raw, '\n')); err != nil {
+			return err
+		}
+		header := "cskv train: the effective configuration of the run in this directory.\nRerun it with: cskv train --config " + filepath.Join(cfg.Out, "config.yaml") + " --out NEWDIR"
+		if err := flagfile.Write(filepath.Join(cfg.Out, "config.yaml"), fs, configNames(fs), header); err != nil {
 			return err
 		}
 	}
