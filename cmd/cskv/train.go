@@ -12,9 +12,9 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/atomicfile"
-	"github.com/cskv/cskv/flagfile"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/flagfile"
 	"github.com/cskv/cskv/internal/plot"
 	"github.com/cskv/cskv/train"
 )
