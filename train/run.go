@@ -73,6 +73,11 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	unlock, err := lockRun(cfg) // held until Run returns
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	m, err := OpenModel(cfg.Model)
 	if err != nil {
 		return nil, err

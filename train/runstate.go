@@ -157,34 +157,45 @@ func (r *runState) resume() error {
 	if _, err := os.Stat(filepath.Join(r.dir, runFile)); err != nil {
 		return fmt.Errorf("--resume %s: not a cskv run directory (%w)", r.dir, err)
 	}
-	path, err := checkpoints.Latest(r.dir)
+	// The newest checkpoint that loads and whose configuration decodes;
+	// newer broken ones are skipped with a warning.
+	var old fingerprint
+	var prog progress
+	path, st, err := checkpoints.LoadLatestValid(r.dir, func(path string, st *checkpoints.State) error {
+		if err := json.Unmarshal(st.Config, &old); err != nil {
+			return fmt.Errorf("configuration unreadable: %w", err)
+		}
+		if err := json.Unmarshal(st.History, &prog); err != nil {
+			return fmt.Errorf("progress unreadable: %w", err)
+		}
+		return nil
+	}, func(path string, err error) {
+		r.log.WithFields(logrus.Fields{"checkpoint": path, "reason": err}).Warn("resume: skipping an invalid checkpoint")
+	})
+	if errors.Is(err, checkpoints.ErrNoCheckpoint) {
+		// Stopped before its first checkpoint: the run starts from layer 0,
+		// if run.json records this problem.
+		raw, rerr := os.ReadFile(filepath.Join(r.dir, runFile))
+		if rerr == nil {
+			rerr = json.Unmarshal(raw, &old)
+		}
+		if rerr != nil {
+			return fmt.Errorf("--resume %s: %s unreadable: %w", r.dir, runFile, rerr)
+		}
+		if err := r.compare(old); err != nil {
+			return err
+		}
+		r.log.WithField("dir", r.dir).Info("resume: no checkpoint yet; starting from layer 0")
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("--resume %s: %w", r.dir, err)
 	}
-	st, err := checkpoints.Load(path)
-	if err != nil {
-		return fmt.Errorf("--resume: %w", err)
-	}
-	var old fingerprint
-	if err := json.Unmarshal(st.Config, &old); err != nil {
-		return fmt.Errorf("--resume %s: configuration unreadable: %w", path, err)
-	}
-	for _, s := range settings {
-		was, now := fmt.Sprint(s.value(old)), fmt.Sprint(s.value(r.fp))
-		if was == now {
-			continue
-		}
-		if s.problem {
-			return fmt.Errorf("%w: %s was %s, now %s", ErrMismatch, s.name, was, now)
-		}
-		r.log.WithFields(logrus.Fields{"setting": s.name, "was": was, "now": now}).Warn("resume: steering setting changed")
+	if err := r.compare(old); err != nil {
+		return err
 	}
 	if st.NumLayers != r.fp.Layers || st.Layer > st.NumLayers {
 		return fmt.Errorf("--resume %s: checkpoint for %d layers at layer %d, model has %d", path, st.NumLayers, st.Layer, r.fp.Layers)
-	}
-	var prog progress
-	if err := json.Unmarshal(st.History, &prog); err != nil {
-		return fmt.Errorf("--resume %s: progress unreadable: %w", path, err)
 	}
 	tensors := map[string][]float32{}
 	for _, t := range st.Tensors {
@@ -242,6 +253,22 @@ func (r *runState) resume() error {
 		}
 	}
 	r.log.WithFields(logrus.Fields{"checkpoint": path, "layer": st.Layer, "step": st.Step}).Info("resuming")
+	return nil
+}
+
+// compare applies the resume rules to the recorded fingerprint old: problem
+// settings must agree, a changed steering setting is logged.
+func (r *runState) compare(old fingerprint) error {
+	for _, s := range settings {
+		was, now := fmt.Sprint(s.value(old)), fmt.Sprint(s.value(r.fp))
+		if was == now {
+			continue
+		}
+		if s.problem {
+			return fmt.Errorf("%w: %s was %s, now %s", ErrMismatch, s.name, was, now)
+		}
+		r.log.WithFields(logrus.Fields{"setting": s.name, "was": was, "now": now}).Warn("resume: steering setting changed")
+	}
 	return nil
 }
 
