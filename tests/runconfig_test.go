@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/cskv/cskv/checkpoints"
 )
 
 // smallTrain are flags of a quick run on the synthetic model, all different
@@ -58,6 +61,21 @@ func TestCLIConfigFile(t *testing.T) {
 	code, _, stderr := cskv(t, dir, "train", "--config", bad, "--out", "d")
 	if code != 2 || !strings.Contains(stderr, `line 2: unknown key "k-densty"`) {
 		t.Errorf("unknown key: exit %d, %s", code, stderr)
+	}
+
+	// The run's factors for the reference code, straight from the run
+	// directory (its recorded model gives the head shape), and back.
+	code, stdout, stderr := cskv(t, dir, "export", "--format", "cskv-ref", "--checkpoint", "a", "--out", "ref")
+	if code != 0 || !strings.Contains(stdout, "density_k_0.5_v_0.5_quant_k_16_v_16_asvd__k.ckpt") {
+		t.Fatalf("export --format cskv-ref --checkpoint a (exit %d): %s %s", code, stdout, stderr)
+	}
+	if code, _, stderr := cskv(t, dir, "import", "--quiet", "--from", filepath.Join("ref", "density_k_0.5_v_0.5_quant_k_16_v_16_asvd__v.ckpt"), "--out", "back.safetensors"); code != 0 {
+		t.Fatalf("import (exit %d): %s", code, stderr)
+	}
+	orig, err1 := checkpoints.ReadProjections(filepath.Join(dir, "a", "projections.safetensors"))
+	back, err2 := checkpoints.ReadProjections(filepath.Join(dir, "back.safetensors"))
+	if err1 != nil || err2 != nil || !reflect.DeepEqual(orig.Layers, back.Layers) {
+		t.Fatalf("run → .ckpt → import changed the factors (%v, %v)", err1, err2)
 	}
 
 	// Resume of the finished run from the directory alone: same export.

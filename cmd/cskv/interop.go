@@ -51,7 +51,8 @@ func runImport(ctx context.Context, args []string) error {
 
 // exportReference writes the reference code's .ckpt pair into dir from a
 // projections file, or from a run's checkpoint when projPath is empty; the
-// model (optional) supplies head_dim and kv_heads where the file does not.
+// model (optional; a run directory's recorded one by default) supplies
+// head_dim and kv_heads.
 func exportReference(ckpt, projPath, modelPath, dir string) error {
 	if projPath == "" {
 		tmp, err := os.MkdirTemp("", "cskv-export-*")
@@ -69,7 +70,13 @@ func exportReference(ckpt, projPath, modelPath, dir string) error {
 		return err
 	}
 	var headDim, kvHeads int
-	if modelPath != "" {
+	openIt := modelPath != ""
+	if !openIt && ckpt != "" { // a run directory records its model
+		if rec, err := train.RecordedConfig(ckpt); err == nil {
+			modelPath, openIt = rec.Model, true
+		}
+	}
+	if openIt {
 		m, err := openModel(modelPath)
 		if err != nil {
 			return err

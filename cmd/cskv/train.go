@@ -242,7 +242,7 @@ func runExport(ctx context.Context, args []string) error {
 	dtype := fs.String("dtype", "f32", "factor dtype: f32, f16 or bf16")
 	format := fs.String("format", "cskv", "cskv (a projections file) or cskv-ref (the CSKV reference code's pair of torch .ckpt files, float32)")
 	projPath := fs.String("projections", "", "with --format cskv-ref: convert this projections file instead of a checkpoint")
-	modelPath := fs.String("model", "", "with --format cskv-ref: the base model, for head_dim and kv_heads when the projections do not record them")
+	modelPath := fs.String("model", "", "with --format cskv-ref: the base model, for head_dim and kv_heads (default: the one a run directory records)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
