@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/train"
 )
 
@@ -114,6 +115,16 @@ func TestResumeMismatch(t *testing.T) {
 	_, err = train.Run(context.Background(), bad, train.Env{})
 	if err == nil || !strings.Contains(err.Error(), "k-density was 0.5, now 0.25") {
 		t.Fatalf("density mismatch: err = %v", err)
+	}
+	bad = cfg
+	bad.Resume, bad.Precision = true, "bf16"
+	_, err = train.Run(context.Background(), bad, train.Env{})
+	want := "precision was f32, now bf16" // a resume computes in the run's precision
+	if !linalg.HasBF16() {
+		want = "--precision bf16"
+	}
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("precision mismatch: err = %v, want %q", err, want)
 	}
 	ok := cfg
 	ok.Resume, ok.LR = true, 5e-4

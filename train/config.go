@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/linalg"
 )
 
 // Config is one run's settings, with the defaults of the reference recipe.
@@ -42,6 +43,12 @@ type Config struct {
 	QuantWindow  int    // problem: tokens per per-channel key group (32)
 	QuantZero    string // problem: "free" (default) or "clamp"
 
+	// Precision is the arithmetic of the matrix products (linalg.Precision:
+	// f32, bf16 or auto; "" = f32). Run records it resolved (f32 or bf16),
+	// so that a resume computes as the run did. Factors, Adam moments and
+	// checkpoints are float32 in every precision.
+	Precision string
+
 	Out       string // run directory (checkpoints, run.json, projections); "" = none
 	Export    string // projections file; "" = Out/projections.safetensors
 	DType     string // export dtype: f32, f16 or bf16
@@ -59,7 +66,7 @@ func Defaults() Config {
 		Steps: 300, LR: 1e-3, Schedule: "constant", Batch: 8,
 		LambdaKV: 1, LambdaOut: 1, OutSeqs: 2, Window: "block",
 		KBits: 16, VBits: 16, KQuant: "channel", QuantWindow: 32, QuantZero: "free",
-		DType: "f32", SaveEvery: 100, Keep: 3,
+		DType: "f32", SaveEvery: 100, Keep: 3, Precision: "f32",
 	}
 }
 
@@ -128,6 +135,8 @@ func (c Config) Validate() error {
 		return bad("quant-zero", c.QuantZero, "want free or clamp")
 	case !dtypes[c.DType]:
 		return bad("dtype", c.DType, "want f32, f16 or bf16")
+	case c.precision() == badPrecision:
+		return bad("precision", c.Precision, "want f32, bf16 or auto")
 	case c.SaveEvery < 0:
 		return bad("save-every", c.SaveEvery, "must be ≥ 0")
 	case c.Keep < 1:
@@ -143,3 +152,18 @@ func (c Config) Validate() error {
 var validBits = map[int]bool{2: true, 3: true, 4: true, 8: true, 16: true}
 
 var dtypes = map[string]bool{"f32": true, "f16": true, "bf16": true}
+
+// precision is Precision parsed ("" = f32), or badPrecision.
+func (c Config) precision() linalg.Precision {
+	if c.Precision == "" {
+		return linalg.F32
+	}
+	p, err := linalg.ParsePrecision(c.Precision)
+	if err != nil {
+		return badPrecision
+	}
+	return p
+}
+
+// badPrecision is no linalg.Precision.
+const badPrecision = linalg.Precision(255)

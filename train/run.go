@@ -73,6 +73,12 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	prevPrecision := linalg.CurrentPrecision()
+	if err := linalg.SetPrecision(cfg.precision()); err != nil {
+		return nil, fmt.Errorf("--precision %s: %w", cfg.Precision, err)
+	}
+	defer linalg.SetPrecision(prevPrecision)
+	cfg.Precision = linalg.CurrentPrecision().String()
 	unlock, err := lockRun(cfg) // held until Run returns
 	if err != nil {
 		return nil, err

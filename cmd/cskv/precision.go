@@ -13,8 +13,10 @@ import (
 type precisionFlag struct{ name string }
 
 func (p *precisionFlag) register(fs *flag.FlagSet, def string) {
-	fs.StringVar(&p.name, "precision", def, "matrix products: f32, bf16 (bf16 operands, float32 accumulation; the oneDNN build) or auto (bf16 where the CPU has AVX512-BF16 or AMX)")
+	fs.StringVar(&p.name, "precision", def, precisionUsage)
 }
+
+const precisionUsage = "matrix products: f32, bf16 (bf16 operands, float32 accumulation; the oneDNN build) or auto (bf16 where the CPU has AVX512-BF16 or AMX)"
 
 // apply parses the flag and selects the precision for the whole program.
 func (p *precisionFlag) apply() (linalg.Precision, error) {

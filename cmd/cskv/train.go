@@ -42,6 +42,7 @@ func registerProblem(fs *flag.FlagSet, c *train.Config) {
 	fs.StringVar(&c.QuantZero, "quant-zero", c.QuantZero, "zero point: free (default) or clamp (the reference code's rule)")
 	fs.StringVar(&c.Window, "window-mode", c.Window, "bi-branch rule: block (reference) or sliding")
 	fs.StringVar(&c.DType, "dtype", c.DType, "exported factor dtype: f32, f16 or bf16")
+	fs.StringVar(&c.Precision, "precision", c.Precision, precisionUsage+"; recorded, a resume keeps it")
 }
 
 // trainEnv wires logging and a progress bar to train.Run.
@@ -116,8 +117,6 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		fs.BoolVar(&cfg.Resume, "resume", false, "continue the run in --out from its latest checkpoint")
 		fs.BoolVar(&cfg.Force, "force", false, "replace a run directory that holds another run")
 	}
-	var pf precisionFlag
-	pf.register(fs, "f32")
 	configPath := configFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -127,9 +126,6 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	}
 	log, err := lf.logger()
 	if err != nil {
-		return err
-	}
-	if _, err := pf.apply(); err != nil {
 		return err
 	}
 	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
