@@ -62,6 +62,13 @@ func TestCLIConfigFile(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, `line 2: unknown key "k-densty"`) {
 		t.Errorf("unknown key: exit %d, %s", code, stderr)
 	}
+	os.WriteFile(bad, []byte("k-density: 0.5\nk-densty: 0.5\n"), 0o644)
+	for _, cmd := range []string{"init", "allocate"} { // the other commands that take --config
+		code, _, stderr := cskv(t, dir, cmd, "--config", bad, "--out", "e")
+		if code != 2 || !strings.Contains(stderr, `line 2: unknown key "k-densty"`) {
+			t.Errorf("%s --config with an unknown key: exit %d, %s", cmd, code, stderr)
+		}
+	}
 
 	// The run's factors for the reference code, straight from the run
 	// directory (its recorded model gives the head shape), and back.

@@ -27,7 +27,11 @@ func runAllocate(ctx context.Context, args []string) error {
 	fs.StringVar(&as.Objective, "objective", as.Objective, "what is minimised: out (output term on held-out chunks), out-residual, or kv (closed form)")
 	fs.IntVar(&as.MaxPoints, "max-points", as.MaxPoints, "most candidate ranks per side (0 = every rank the groups allow)")
 	fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
+	configPath := configFlag(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := applyConfigFile(fs, *configPath); err != nil {
 		return err
 	}
 	log, err := lf.logger()
