@@ -30,7 +30,8 @@ type hfConfig struct {
 	TorchDType        string   `json:"torch_dtype"`
 	BOSTokenID        *int     `json:"bos_token_id,omitempty"`
 	EOSTokenID        *int     `json:"eos_token_id,omitempty"`
-	AttentionBias     bool     `json:"attention_bias"`
+	AttentionBias     bool     `json:"attention_bias,omitempty"` // never true: biased llama is refused
+	RopeScaling       any      `json:"rope_scaling"`
 }
 
 // ConvertHF writes the model as a Hugging Face directory: config.json,
@@ -52,14 +53,21 @@ func (m *Model) ConvertHF(dir string) (err error) {
 		}
 	}()
 	c := m.Config
-	info := archs[c.Arch]
+	fam := families[c.Arch]
+	if fam.ggufNames == nil {
+		return fmt.Errorf("convert: architecture %q has no GGUF form: %w", c.Arch, ErrUnsupported)
+	}
+	scaling, err := c.RopeScaling.hfJSON(c.RopeBase, c.HeadDim)
+	if err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
 	cfg := hfConfig{
-		Architectures: []string{info.hfClass}, ModelType: info.hfModelTyp,
+		Architectures: []string{fam.hfClass}, ModelType: fam.hfModelType,
 		HiddenSize: c.Hidden, IntermediateSize: c.FFN, NumHiddenLayers: c.Layers,
 		NumAttentionHeads: c.Heads, NumKeyValueHeads: c.KVHeads, HeadDim: c.HeadDim,
 		VocabSize: c.Vocab, MaxPositionEmb: c.ContextLength, RMSNormEps: c.RMSEps,
 		RopeTheta: c.RopeBase, TieWordEmbeddings: c.TiedOutput, HiddenAct: "silu",
-		TorchDType: "float32", AttentionBias: c.QKVBias,
+		TorchDType: "float32", RopeScaling: scaling,
 	}
 	if m.Tokenizer != nil {
 		if b := m.Tokenizer.BOS(); b >= 0 {
@@ -88,23 +96,18 @@ func (m *Model) ConvertHF(dir string) (err error) {
 		if err != nil {
 			return fmt.Errorf("convert: %w", err)
 		}
-		add := func(r Role, data []float32, shape ...int) {
-			if data != nil {
-				tensors = append(tensors, safetensors.Tensor{Name: fmt.Sprintf(hfNames[r], l), Shape: shape, DType: safetensors.F32, Data: data})
+		for _, r := range fam.roles(c) {
+			info := roleInfos[r]
+			if info.dst == nil {
+				return fmt.Errorf("convert: fused tensor %q: %w", fam.hfNames[r], ErrUnsupported)
 			}
+			data := *info.dst(b)
+			if info.norm && fam.normOffset != 0 { // files store w, memory 1 + w
+				data = append([]float32(nil), data...)
+				addOffset(data, -fam.normOffset)
+			}
+			tensors = append(tensors, safetensors.Tensor{Name: fmt.Sprintf(fam.hfNames[r], l), Shape: info.shape(c), DType: safetensors.F32, Data: data})
 		}
-		add(AttnNorm, b.AttnNorm, c.Hidden)
-		add(Wq, b.Wq, c.QDim(), c.Hidden)
-		add(Wk, b.Wk, c.KVDim(), c.Hidden)
-		add(Wv, b.Wv, c.KVDim(), c.Hidden)
-		add(Wo, b.Wo, c.Hidden, c.QDim())
-		add(Bq, b.Bq, c.QDim())
-		add(Bk, b.Bk, c.KVDim())
-		add(Bv, b.Bv, c.KVDim())
-		add(FFNNorm, b.FFNNorm, c.Hidden)
-		add(Wgate, b.Wgate, c.FFN, c.Hidden)
-		add(Wup, b.Wup, c.FFN, c.Hidden)
-		add(Wdown, b.Wdown, c.Hidden, c.FFN)
 	}
 	meta := map[string]string{"format": "pt", "converted_from": filepath.Base(m.Path), "source_digest": m.Digest}
 	if err := safetensors.Write(filepath.Join(tmp, "model.safetensors"), tensors, meta); err != nil {

@@ -2,15 +2,15 @@ package model
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/cskv/cskv/linalg"
 )
 
 // LayerCache stores one layer's keys and values during token-by-token
-// decoding. Append adds token t = Len() given its original pre-RoPE key and
-// value (KV) and its attention input x (D); KV fills keys and values
-// (Len, KV), pre-RoPE, as attention at the newest position must see them.
+// decoding. Append adds token t = Len() given its original key (before the
+// key norm and RoPE) and value (KV) and its attention input x (D); KV fills
+// keys and values (Len, KV), before the key norm and RoPE, as attention at
+// the newest position must see them.
 type LayerCache interface {
 	Append(k, v, x []float32) error
 	KV(keys, values []float32) error
@@ -58,7 +58,11 @@ func (m *Model) NewDecoder(maxT int, caches []LayerCache) (*Decoder, error) {
 	if len(caches) != c.Layers {
 		return nil, fmt.Errorf("decoder: %d caches for %d layers", len(caches), c.Layers)
 	}
-	return &Decoder{m: m, caches: caches, rope: NewRopeTable(maxT, c.HeadDim, c.RopeBase), maxT: maxT}, nil
+	r, err := c.Rope()
+	if err != nil {
+		return nil, fmt.Errorf("decoder: %w", err)
+	}
+	return &Decoder{m: m, caches: caches, rope: NewRopeTable(maxT, r), maxT: maxT}, nil
 }
 
 // Pos is the number of tokens consumed so far.
@@ -101,6 +105,9 @@ func (d *Decoder) Step(token int) ([]float32, error) {
 		if err := d.caches[l].KV(keys, values); err != nil {
 			return nil, fmt.Errorf("layer %d: cache: %w", l, err)
 		}
+		a := &b.Attn
+		a.NormQ(q, 1)
+		a.NormK(keys, t+1)
 		d.rope.Apply(q, 1, c.Heads, t)
 		for j := 0; j <= t; j++ {
 			d.rope.Apply(keys[j*KV:(j+1)*KV], 1, c.KVHeads, j)
@@ -110,19 +117,20 @@ func (d *Decoder) Step(token int) ([]float32, error) {
 			transposeHead(kt, keys[kvh*dh:], t+1, dh, KV, 0, t+1)
 			transposeHead(vt, values[kvh*dh:], t+1, dh, KV, 0, t+1)
 			for hd := kvh * group; hd < (kvh+1)*group; hd++ {
-				attendRow(att[hd*dh:(hd+1)*dh], scores, q[hd*dh:(hd+1)*dh], kt, vt, t+1, t)
+				attendRow(a, att[hd*dh:(hd+1)*dh], scores, q[hd*dh:(hd+1)*dh], kt, vt, t+1, a.FirstKey(t), t)
 			}
 		}
-		linalg.MatMulT(h, att, b.Wo, 1, D, QD, true)
+		b.residual(c, h, att, b.Wo, b.PostAttnNorm, 1, QD)
 		RMSNorm(x, h, b.FFNNorm, 1, D, c.RMSEps)
 		g := make([]float32, F)
 		u := make([]float32, F)
 		linalg.MatMulT(g, x, b.Wgate, 1, F, D, false)
 		linalg.MatMulT(u, x, b.Wup, 1, F, D, false)
+		act := activations[c.Activation]
 		for i, gv := range g {
-			g[i] = gv / (1 + float32(math.Exp(float64(-gv)))) * u[i]
+			g[i] = act(gv) * u[i]
 		}
-		linalg.MatMulT(h, g, b.Wdown, 1, D, F, true)
+		b.residual(c, h, g, b.Wdown, b.PostFFNNorm, 1, F)
 	}
 	logits := make([]float32, c.Vocab)
 	m.Logits(logits, h, 1)

@@ -28,46 +28,6 @@ func RMSNorm(out, x, w []float32, n, d int, eps float64) {
 	}
 }
 
-// RopeTable holds cos/sin for positions [0, T) and head-dim pairs.
-type RopeTable struct {
-	Cos, Sin []float32 // (T, Dh/2)
-	half     int
-}
-
-// NewRopeTable computes θ_i = pos·base^(−2i/Dh) for the rotate-half layout.
-func NewRopeTable(T, dh int, base float64) *RopeTable {
-	half := dh / 2
-	r := &RopeTable{Cos: make([]float32, T*half), Sin: make([]float32, T*half), half: half}
-	for p := 0; p < T; p++ {
-		for i := 0; i < half; i++ {
-			freq := math.Pow(base, -2*float64(i)/float64(dh))
-			a := float64(p) * freq
-			r.Cos[p*half+i] = float32(math.Cos(a))
-			r.Sin[p*half+i] = float32(math.Sin(a))
-		}
-	}
-	return r
-}
-
-// Apply rotates x (T, heads·Dh) in place, row t at position pos0+t.
-func (r *RopeTable) Apply(x []float32, T, heads, pos0 int) {
-	half := r.half
-	dh := 2 * half
-	for t := 0; t < T; t++ {
-		cs := r.Cos[(pos0+t)*half : (pos0+t+1)*half]
-		sn := r.Sin[(pos0+t)*half : (pos0+t+1)*half]
-		row := x[t*heads*dh : (t+1)*heads*dh]
-		for h := 0; h < heads; h++ {
-			v := row[h*dh : (h+1)*dh]
-			for i := 0; i < half; i++ {
-				a, b := v[i], v[i+half]
-				v[i] = a*cs[i] - b*sn[i]
-				v[i+half] = b*cs[i] + a*sn[i]
-			}
-		}
-	}
-}
-
 // Linear computes y = x·Wᵀ (+ bias) for x (n, in), W (out, in), y (n, out).
 func Linear(y, x, w, bias []float32, n, out, in int) {
 	linalg.MatMulT(y, x, w, n, out, in, false)
@@ -81,14 +41,21 @@ func Linear(y, x, w, bias []float32, n, out, in int) {
 	}
 }
 
-// Embed gathers token embeddings into h (len(tokens), D).
+// EmbedTokens gathers token embeddings into h (len(tokens), D), times
+// Config.EmbedScale when it is set.
 func (m *Model) EmbedTokens(h []float32, tokens []int) error {
 	d := m.Config.Hidden
 	for i, t := range tokens {
 		if t < 0 || t >= m.Config.Vocab {
 			return fmt.Errorf("token id %d at position %d outside the vocabulary [0, %d)", t, i, m.Config.Vocab)
 		}
-		copy(h[i*d:(i+1)*d], m.Embed[t*d:(t+1)*d])
+		row := h[i*d : (i+1)*d]
+		copy(row, m.Embed[t*d:(t+1)*d])
+		if sc := m.Config.EmbedScale; sc != 0 {
+			for j := range row {
+				row[j] *= sc
+			}
+		}
 	}
 	return nil
 }
@@ -110,11 +77,13 @@ type KVOverride interface {
 }
 
 // Forward advances the residual stream h (nSeq·T, D) through this block in
-// place; rope must cover T positions. With ov non-nil, attention uses its
-// replacement keys/values under its rule.
+// place; rope must be the table of b.Attn.Rope covering T positions. With ov
+// non-nil, attention uses its replacement keys/values under its rule (the
+// replacements get the key norm and RoPE like the original keys).
 func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov KVOverride) error {
 	n := nSeq * T
 	D, QD, KV, F := c.Hidden, c.QDim(), c.KVDim(), c.FFN
+	a := &b.Attn
 	x := make([]float32, n*D)
 	b.AttnInput(c, x, h, n)
 	q := make([]float32, n*QD)
@@ -130,7 +99,10 @@ func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 		if err := ov.Replace(kr, vr, x, k, v, nSeq, T); err != nil {
 			return err
 		}
+		a.NormK(kr, n)
 	}
+	a.NormQ(q, n)
+	a.NormK(k, n)
 	for s := 0; s < nSeq; s++ {
 		rope.Apply(q[s*T*QD:(s+1)*T*QD], T, c.Heads, 0)
 		rope.Apply(k[s*T*KV:(s+1)*T*KV], T, c.KVHeads, 0)
@@ -139,30 +111,48 @@ func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 		}
 	}
 	att := make([]float32, n*QD)
-	attention(c, att, q, k, v, kr, vr, nSeq, T, ov)
-	// h += att·Woᵀ
-	linalg.MatMulT(h, att, b.Wo, n, D, QD, true)
+	attention(a, att, q, k, v, kr, vr, nSeq, T, ov)
+	b.residual(c, h, att, b.Wo, b.PostAttnNorm, n, QD)
 	// feed-forward
 	RMSNorm(x, h, b.FFNNorm, n, D, c.RMSEps)
 	g := make([]float32, n*F)
 	u := make([]float32, n*F)
 	linalg.MatMulT(g, x, b.Wgate, n, F, D, false)
 	linalg.MatMulT(u, x, b.Wup, n, F, D, false)
+	act := activations[c.Activation]
 	for i, gv := range g {
-		g[i] = gv / (1 + float32(math.Exp(float64(-gv)))) * u[i]
+		g[i] = act(gv) * u[i]
 	}
-	linalg.MatMulT(h, g, b.Wdown, n, D, F, true)
+	b.residual(c, h, g, b.Wdown, b.PostFFNNorm, n, F)
 	return nil
 }
 
-// attention computes causal grouped-query attention for every (sequence,
-// head) pair, in parallel over pairs. q (n, QD) and k, v (n, KV) are
-// post-RoPE (v has no RoPE); kr, vr are replacements (or nil) used for the
-// keys before the override's window; out (n, QD). Each query row is done in
-// one pass by attendRow, the kernel token-by-token decoding uses too.
-func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride) {
-	QD, KV, dh := c.QDim(), c.KVDim(), c.HeadDim
-	group := c.Heads / c.KVHeads
+// residual adds a sub-layer's output y·Wᵀ (y (n, in), W (D, in)) to h (n,
+// D), through the post-norm when the family has one.
+func (b *Block) residual(c Config, h, y, w, postNorm []float32, n, in int) {
+	D := c.Hidden
+	if postNorm == nil {
+		linalg.MatMulT(h, y, w, n, D, in, true)
+		return
+	}
+	o := make([]float32, n*D)
+	linalg.MatMulT(o, y, w, n, D, in, false)
+	RMSNorm(o, o, postNorm, n, D, c.RMSEps)
+	for i, x := range o {
+		h[i] += x
+	}
+}
+
+// attention computes causal grouped-query attention under the layer's rule a
+// for every (sequence, head) pair, in parallel over pairs. q (n, QD) and k, v
+// (n, KV) are post-RoPE (v has no RoPE); kr, vr are replacements (or nil)
+// used for the keys before the override's window; out (n, QD). Each query
+// row is done in one pass by attendRow, the kernel token-by-token decoding
+// uses too.
+func attention(a *Attention, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride) {
+	dh := a.HeadDim
+	QD, KV := a.Heads*dh, a.KVHeads*dh
+	group := a.Heads / a.KVHeads
 	w, mode := 0, kv.WindowBlock
 	if ov != nil {
 		w, mode = ov.Window()
@@ -191,13 +181,13 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 						}
 					}
 					row := (s*T + t) * QD
-					attendRow(out[row+h*dh:row+(h+1)*dh], scores, q[row+h*dh:row+(h+1)*dh], mk, mv, T, t)
+					attendRow(a, out[row+h*dh:row+(h+1)*dh], scores, q[row+h*dh:row+(h+1)*dh], mk, mv, T, a.FirstKey(t), t)
 				}
 			}
 		}()
 	}
 	for s := 0; s < nSeq; s++ {
-		for h := 0; h < c.Heads; h++ {
+		for h := 0; h < a.Heads; h++ {
 			jobs <- [2]int{s, h}
 		}
 	}
@@ -206,14 +196,21 @@ func attention(c Config, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverr
 }
 
 // attendRow computes one head's attention output ot (Dh) for the query qt
-// (Dh) at position t over keys and values 0..t, given transposed as kt, vt
-// (Dh, stride). scores needs t+1 entries of scratch.
-func attendRow(ot, scores, qt, kt, vt []float32, stride, t int) {
-	scale := float32(1 / math.Sqrt(float64(len(qt))))
-	sc := scores[:t+1]
+// (Dh) at position t over keys and values j0..t, given transposed as kt, vt
+// (Dh, stride), under the rule a (scale, soft-cap). scores needs t+1 entries
+// of scratch.
+func attendRow(a *Attention, ot, scores, qt, kt, vt []float32, stride, j0, t int) {
+	scale := a.Scale
+	n := t + 1 - j0
+	sc := scores[:n]
 	clear(sc)
 	for i, x := range qt {
-		blas32.Saxpy(t+1, x*scale, kt[i*stride:i*stride+t+1], 1, sc, 1)
+		blas32.Saxpy(n, x*scale, kt[i*stride+j0:i*stride+t+1], 1, sc, 1)
+	}
+	if a.SoftCap > 0 {
+		for j, x := range sc {
+			sc[j] = a.Cap(x)
+		}
 	}
 	mx := sc[0]
 	for _, x := range sc {
@@ -227,7 +224,7 @@ func attendRow(ot, scores, qt, kt, vt []float32, stride, t int) {
 	}
 	inv := 1 / sum
 	for i := range ot {
-		ot[i] = linalg.Dot(vt[i*stride:i*stride+t+1], sc) * inv
+		ot[i] = linalg.Dot(vt[i*stride+j0:i*stride+t+1], sc) * inv
 	}
 }
 
@@ -272,6 +269,11 @@ func (m *Model) Logits(logits, h []float32, n int) {
 	x := make([]float32, n*c.Hidden)
 	RMSNorm(x, h, m.OutputNorm, n, c.Hidden, c.RMSEps)
 	linalg.MatMulT(logits, x, m.Output, n, c.Vocab, c.Hidden, false)
+	if sc := c.FinalSoftCap; sc > 0 {
+		for i, z := range logits[:n*c.Vocab] {
+			logits[i] = float32(sc * math.Tanh(float64(z)/sc))
+		}
+	}
 }
 
 // Forward runs sequences (each of the same length T) through the whole model
@@ -293,11 +295,14 @@ func (m *Model) Forward(seqs [][]int, ovs []KVOverride) ([]float32, error) {
 			return nil, fmt.Errorf("sequence %d: %w", s, err)
 		}
 	}
-	rope := NewRopeTable(T, c.HeadDim, c.RopeBase)
+	var rope *RopeTable
 	for l := 0; l < c.Layers; l++ {
 		b, err := m.Block(l)
 		if err != nil {
 			return nil, err
+		}
+		if rope == nil { // every layer of the supported families shares one rotary embedding
+			rope = NewRopeTable(T, b.Attn.Rope)
 		}
 		var ov KVOverride
 		if ovs != nil {

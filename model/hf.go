@@ -27,30 +27,6 @@ func (s hfSource) list() []TensorEntry {
 	return sortedEntries(out)
 }
 
-// hfKey describes one config.json field.
-type hfKey struct {
-	key      string
-	required bool
-	def      float64
-	set      func(c *Config, v float64)
-}
-
-var hfKeys = []hfKey{
-	{"hidden_size", true, 0, func(c *Config, v float64) { c.Hidden = int(v) }},
-	{"num_hidden_layers", true, 0, func(c *Config, v float64) { c.Layers = int(v) }},
-	{"num_attention_heads", true, 0, func(c *Config, v float64) { c.Heads = int(v) }},
-	{"num_key_value_heads", false, -1, func(c *Config, v float64) { c.KVHeads = int(v) }},
-	{"intermediate_size", true, 0, func(c *Config, v float64) { c.FFN = int(v) }},
-	{"vocab_size", true, 0, func(c *Config, v float64) { c.Vocab = int(v) }},
-	{"max_position_embeddings", false, 2048, func(c *Config, v float64) { c.ContextLength = int(v) }},
-	{"rope_theta", false, 10000, func(c *Config, v float64) { c.RopeBase = v }},
-	{"rms_norm_eps", true, 0, func(c *Config, v float64) { c.RMSEps = v }},
-	{"head_dim", false, -1, func(c *Config, v float64) { c.HeadDim = int(v) }},
-}
-
-// modelTypes maps config.json model_type to our architecture names.
-var modelTypes = map[string]string{"llama": "llama", "mistral": "mistral", "qwen2": "qwen2"}
-
 func openHF(dir string) (*Model, error) {
 	cfgPath := filepath.Join(dir, "config.json")
 	raw, err := os.ReadFile(cfgPath)
@@ -65,7 +41,7 @@ func openHF(dir string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open model %s: %w", dir, err)
 	}
-	m := &Model{Config: c, Path: dir, Format: "safetensors", src: hfSource{set}, rope: ropeHalves}
+	m := &Model{Config: c, Path: dir, Format: "safetensors", src: hfSource{set}, names: families[c.Arch].hfNames, rope: ropeHalves}
 	shards, err := shardFiles(dir)
 	if err != nil {
 		set.Close()
@@ -91,48 +67,6 @@ func openHF(dir string) (*Model, error) {
 		m.Tokenizer = tok
 	}
 	return m, nil
-}
-
-func parseHFConfig(raw []byte) (Config, error) {
-	var fields map[string]any
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return Config{}, err
-	}
-	mt, _ := fields["model_type"].(string)
-	arch, ok := modelTypes[mt]
-	if !ok {
-		return Config{}, fmt.Errorf("model_type %q: %w (supported: llama, mistral, qwen2)", mt, ErrUnsupported)
-	}
-	if rs, ok := fields["rope_scaling"]; ok && rs != nil {
-		return Config{}, fmt.Errorf("rope_scaling %v: %w", rs, ErrUnsupported)
-	}
-	c := Config{Arch: arch, QKVBias: archs[arch].qkvBias}
-	for _, k := range hfKeys {
-		v, present := fields[k.key]
-		f, isNum := v.(float64)
-		switch {
-		case !present || v == nil:
-			if k.required {
-				return Config{}, fmt.Errorf("missing key %q", k.key)
-			}
-			f = k.def
-		case !isNum:
-			return Config{}, fmt.Errorf("key %q = %v is not a number", k.key, v)
-		case f < 0 || f > 1<<31:
-			return Config{}, fmt.Errorf("key %q = %g out of range", k.key, f)
-		}
-		k.set(&c, f)
-	}
-	if c.KVHeads < 0 {
-		c.KVHeads = c.Heads
-	}
-	if c.HeadDim < 0 && c.Heads > 0 {
-		c.HeadDim = c.Hidden / c.Heads
-	}
-	if t, ok := fields["tie_word_embeddings"].(bool); ok {
-		c.TiedOutput = t
-	}
-	return c, nil
 }
 
 func fileSize(p string) int64 {

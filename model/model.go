@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
+	"github.com/cskv/cskv/model/dtype"
 	"github.com/cskv/cskv/model/tokenizer"
 )
 
@@ -25,11 +27,21 @@ type Block struct {
 	Bq       []float32 // (H·Dh) or nil
 	Bk       []float32 // (KV) or nil
 	Bv       []float32 // (KV) or nil
-	FFNNorm  []float32 // (D)
+	FFNNorm  []float32 // (D) the pre-MLP norm
 	Wgate    []float32 // (F, D)
 	Wup      []float32 // (F, D)
 	Wdown    []float32 // (D, F)
+
+	PostAttnNorm []float32 // (D) norm of the attention output before the residual add, or nil (Gemma-2)
+	PostFFNNorm  []float32 // (D) norm of the MLP output before the residual add, or nil (Gemma-2)
+
+	// Attn is this layer's attention rule: RoPE frequencies and attention
+	// factor, scale, soft-cap, sliding window and the q/k norm weights.
+	Attn Attention
 }
+
+// Norm weights are stored effective (the family's offset, Gemma-2's 1 + w,
+// is added at load), so every RMSNorm in cskv is x/rms(x)·w.
 
 // Model is an opened frozen model. Blocks are read from the file on demand
 // (and kept when the model is small), so a model larger than memory can be
@@ -45,8 +57,14 @@ type Model struct {
 	OutputNorm []float32 // (D)
 	Output     []float32 // (V, D); aliases Embed when tied
 
+	// Skipped lists tensors of the file the loader does not use because they
+	// do not change the network (rotary_emb.inv_freq, a tied lm_head).
+	Skipped []string
+
 	src      source
-	rope     ropeLayout // layout of Q/K rows in the file
+	fam      family
+	names    map[Role]string // tensor names in the file
+	rope     ropeLayout      // layout of Q/K rows in the file
 	mu       sync.Mutex
 	blocks   []*Block // cached blocks (nil entries when not loaded)
 	keepAll  bool     // cache every block once read
@@ -113,21 +131,30 @@ func Open(path string) (*Model, error) {
 	return m, nil
 }
 
-// finish loads the global tensors and checks every expected tensor exists.
+// finish loads the global tensors, checks every expected tensor exists and
+// that the file holds no tensor the loader would leave unused.
 func (m *Model) finish() error {
 	if err := m.Config.Validate(); err != nil {
 		return err
 	}
 	c := m.Config
-	names := m.src.names()
+	fam, ok := families[c.Arch]
+	if !ok {
+		return fmt.Errorf("architecture %q: %w", c.Arch, ErrUnsupported)
+	}
+	m.fam = fam
+	if m.names == nil {
+		m.names = m.src.names()
+	}
+	names := m.names
+	used := map[string]bool{}
 	for l := 0; l < c.Layers; l++ {
-		for r := range perLayer {
-			if (r == Bq || r == Bk || r == Bv) && !c.QKVBias {
-				continue
-			}
-			if n := fmt.Sprintf(names[r], l); !m.src.has(n) {
+		for _, r := range fam.roles(c) {
+			n := fmt.Sprintf(names[r], l)
+			if !m.src.has(n) {
 				return fmt.Errorf("missing tensor %q", n)
 			}
+			used[n] = true
 		}
 	}
 	var err error
@@ -137,16 +164,67 @@ func (m *Model) finish() error {
 	if m.OutputNorm, err = m.load(names[OutputNorm], c.Hidden); err != nil {
 		return err
 	}
+	addOffset(m.OutputNorm, fam.normOffset)
+	used[names[Embed]], used[names[OutputNorm]] = true, true
 	if m.src.has(names[Output]) && !c.TiedOutput {
 		if m.Output, err = m.load(names[Output], c.Vocab, c.Hidden); err != nil {
 			return err
 		}
+		used[names[Output]] = true
 	} else {
 		m.Output = m.Embed
 		m.Config.TiedOutput = true
 	}
+	if fam.embedScale {
+		m.Config.EmbedScale = roundAs(m.tensorType(names[Embed]), float32(math.Sqrt(float64(c.Hidden))))
+	}
+	for _, t := range m.src.list() {
+		switch {
+		case used[t.Name] || m.Config.RopeScaling.Type == "freqs" && t.Name == ropeFreqsName:
+		case harmlessTensor(t.Name, names, m.Config.TiedOutput):
+			m.Skipped = append(m.Skipped, t.Name)
+		default:
+			return fmt.Errorf("tensor %q is not used by the %s loader: %w (cskv refuses to ignore weights)", t.Name, c.Arch, ErrUnsupported)
+		}
+	}
 	m.blocks = make([]*Block, c.Layers)
 	return nil
+}
+
+// harmlessTensor tells whether an unused tensor leaves the network unchanged:
+// precomputed rotary frequencies (recomputed from the config) or an output
+// matrix the config ties to the embedding.
+func harmlessTensor(name string, names map[Role]string, tied bool) bool {
+	return strings.HasSuffix(name, "rotary_emb.inv_freq") || tied && name == names[Output]
+}
+
+// tensorType is the stored element type of a tensor ("F32", "BF16", …).
+func (m *Model) tensorType(name string) string {
+	for _, t := range m.src.list() {
+		if t.Name == name {
+			return t.Type
+		}
+	}
+	return ""
+}
+
+// roundAs rounds v as a tensor of the stored type typ rounds it.
+func roundAs(typ string, v float32) float32 {
+	switch typ {
+	case "BF16":
+		return dtype.BF16ToF32(dtype.F32ToBF16(v))
+	case "F16":
+		return dtype.RoundF16(v)
+	}
+	return v
+}
+
+func addOffset(w []float32, off float32) {
+	if off != 0 {
+		for i := range w {
+			w[i] += off
+		}
+	}
 }
 
 // load reads a tensor and checks its shape.
@@ -197,34 +275,24 @@ func (m *Model) Block(l int) (*Block, error) {
 	if b := m.blocks[l]; b != nil {
 		return b, nil
 	}
-	names := m.src.names()
-	get := func(r Role, shape ...int) ([]float32, error) {
-		return m.load(fmt.Sprintf(names[r], l), shape...)
-	}
 	b := &Block{}
 	var err error
-	type want struct {
-		r     Role
-		dst   *[]float32
-		shape []int
+	if b.Attn, err = c.Attention(l); err != nil {
+		return nil, fmt.Errorf("layer %d: %w", l, err)
 	}
-	wants := []want{
-		{AttnNorm, &b.AttnNorm, []int{c.Hidden}},
-		{Wq, &b.Wq, []int{c.QDim(), c.Hidden}},
-		{Wk, &b.Wk, []int{c.KVDim(), c.Hidden}},
-		{Wv, &b.Wv, []int{c.KVDim(), c.Hidden}},
-		{Wo, &b.Wo, []int{c.Hidden, c.QDim()}},
-		{FFNNorm, &b.FFNNorm, []int{c.Hidden}},
-		{Wgate, &b.Wgate, []int{c.FFN, c.Hidden}},
-		{Wup, &b.Wup, []int{c.FFN, c.Hidden}},
-		{Wdown, &b.Wdown, []int{c.Hidden, c.FFN}},
-	}
-	if c.QKVBias {
-		wants = append(wants, want{Bq, &b.Bq, []int{c.QDim()}}, want{Bk, &b.Bk, []int{c.KVDim()}}, want{Bv, &b.Bv, []int{c.KVDim()}})
-	}
-	for _, w := range wants {
-		if *w.dst, err = get(w.r, w.shape...); err != nil {
+	for _, r := range m.fam.roles(c) {
+		info := roleInfos[r]
+		w, err := m.load(fmt.Sprintf(m.names[r], l), info.shape(c)...)
+		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		if info.norm {
+			addOffset(w, m.fam.normOffset)
+		}
+		if info.split != nil {
+			info.split(b, c, w)
+		} else {
+			*info.dst(b) = w
 		}
 	}
 	if m.rope == ropeAdjacent {
@@ -233,6 +301,11 @@ func (m *Model) Block(l int) (*Block, error) {
 		if b.Bq != nil {
 			b.Bq = RopeToHalves(b.Bq, c.Heads, c.HeadDim, 1)
 			b.Bk = RopeToHalves(b.Bk, c.KVHeads, c.HeadDim, 1)
+		}
+		for _, w := range []*[]float32{&b.Attn.QNorm, &b.Attn.KNorm} {
+			if *w != nil {
+				*w = RopeToHalves(*w, 1, c.HeadDim, 1)
+			}
 		}
 	}
 	if m.keepAll {

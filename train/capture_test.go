@@ -32,7 +32,11 @@ func TestCaptureMatchesPerSequenceWalk(t *testing.T) {
 	D := c.Hidden
 	// Reference: each sequence alone.
 	ref := make([][][]float32, c.Layers) // [layer][seq] (T, D)
-	rope := model.NewRopeTable(T, c.HeadDim, c.RopeBase)
+	r, err := c.Rope()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rope := model.NewRopeTable(T, r)
 	for i, seq := range seqs {
 		h := make([]float32, T*D) // (T, D)
 		if err := m.EmbedTokens(h, seq); err != nil {

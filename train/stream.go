@@ -27,7 +27,12 @@ func newStream(m *model.Model, seqs [][]int) *stream {
 	c := m.Config
 	s.T = len(seqs[0])
 	s.h = make([]float32, len(seqs)*s.T*c.Hidden)
-	s.rope = model.NewRopeTable(s.T, c.HeadDim, c.RopeBase)
+	r, err := c.Rope()
+	if err != nil {
+		s.err = err
+		return s
+	}
+	s.rope = model.NewRopeTable(s.T, r)
 	for i, seq := range seqs {
 		if err := m.EmbedTokens(s.h[i*s.T*c.Hidden:], seq); err != nil {
 			s.err = err
