@@ -1,6 +1,10 @@
 package model
 
-import "slices"
+import (
+	"fmt"
+	"math"
+	"slices"
+)
 
 // family is what cskv knows about one architecture: its tensors and their
 // names, the parts of the block that differ from Llama, and the config keys
@@ -79,4 +83,50 @@ func (f family) roles(c Config) []Role {
 		return f.layerRoles
 	}
 	return append(slices.Clone(f.layerRoles), Bq, Bk, Bv)
+}
+
+// Features lists, for `cskv inspect`, what the model computes beyond a plain
+// Llama block: the rotary scaling in effect and the family's departures.
+func (m *Model) Features() [][2]string {
+	c := m.Config
+	out := [][2]string{{"rope scaling", c.RopeScaling.Describe()}}
+	if r, err := c.Rope(); err == nil && r.AttentionFactor != 1 {
+		out = append(out, [2]string{"rope attention factor", fmt.Sprintf("%.10g (cos and sin; logits × its square)", r.AttentionFactor)})
+	}
+	act := c.Activation
+	if act == "" {
+		act = "silu"
+	}
+	out = append(out, [2]string{"mlp activation", act})
+	if slices.Contains(m.fam.layerRoles, QNorm) {
+		out = append(out, [2]string{"q/k norm", "per-head RMSNorm of q and k before RoPE"})
+	}
+	if slices.Contains(m.fam.layerRoles, PostAttnNorm) {
+		out = append(out, [2]string{"block norms", "input, post-attention, pre-MLP, post-MLP"})
+	}
+	if m.fam.normOffset != 0 {
+		out = append(out, [2]string{"rmsnorm weight", fmt.Sprintf("%g + w (added at load)", m.fam.normOffset)})
+	}
+	if slices.Contains(m.fam.layerRoles, Wqkv) {
+		out = append(out, [2]string{"fused tensors", "qkv_proj and gate_up_proj, split at load"})
+	}
+	if c.EmbedScale != 0 {
+		out = append(out, [2]string{"embedding scale", fmt.Sprintf("%g", c.EmbedScale)})
+	}
+	if c.QueryScalar != 0 {
+		out = append(out, [2]string{"attention scale", fmt.Sprintf("query_pre_attn_scalar %g → %.6g", c.QueryScalar, 1/math.Sqrt(c.QueryScalar))})
+	}
+	if c.AttnSoftCap != 0 {
+		out = append(out, [2]string{"attention soft-cap", fmt.Sprintf("%g", c.AttnSoftCap)})
+	}
+	if c.FinalSoftCap != 0 {
+		out = append(out, [2]string{"final logit soft-cap", fmt.Sprintf("%g", c.FinalSoftCap)})
+	}
+	if c.Windows != nil {
+		out = append(out, [2]string{"sliding window", fmt.Sprintf("per layer %v (0 = global)", c.Windows)})
+	}
+	if len(m.Skipped) > 0 {
+		out = append(out, [2]string{"skipped tensors", fmt.Sprintf("%v (they do not change the network)", m.Skipped)})
+	}
+	return out
 }

@@ -48,6 +48,9 @@ func runInspect(ctx context.Context, args []string) error {
 	fmt.Fprintf(w, "rms eps\t%g\n", c.RMSEps)
 	fmt.Fprintf(w, "tied output\t%v\n", c.TiedOutput)
 	fmt.Fprintf(w, "qkv bias\t%v\n", c.QKVBias)
+	for _, f := range m.Features() {
+		fmt.Fprintf(w, "%s\t%s\n", f[0], f[1])
+	}
 	tok := "none"
 	if m.Tokenizer != nil {
 		tok = fmt.Sprintf("%T, %d tokens, BOS %d, EOS %d", m.Tokenizer, m.Tokenizer.VocabSize(), m.Tokenizer.BOS(), m.Tokenizer.EOS())
