@@ -164,7 +164,7 @@ func Forward(ctx context.Context, name string, c model.Config, T, warm, steps in
 	if err != nil {
 		return Row{}, err
 	}
-	rope := model.NewRopeTable(T, c.HeadDim, c.RopeBase)
+	rope := model.NewRopeTable(T, b.Attn.Rope)
 	h0 := make([]float32, T*c.Hidden)
 	for i := range h0 {
 		h0[i] = float32(i%13)/6 - 1

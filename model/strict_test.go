@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cskv/cskv/assets"
+	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/model/gguf"
 	"github.com/cskv/cskv/model/safetensors"
 )
@@ -16,7 +16,7 @@ import (
 // fixtureConfig returns a family fixture's config.json as a map.
 func fixtureConfig(t *testing.T, name string) (map[string]any, string) {
 	t.Helper()
-	dir := assets.Path(t, "fixtures/families/"+name)
+	dir := testassets.Path(t, "fixtures/families/"+name)
 	raw, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +215,7 @@ func TestUnconsumedTensors(t *testing.T) {
 
 // GGUF metadata and tensors cskv does not implement are refused by name.
 func TestRefusedGGUF(t *testing.T) {
-	src, err := gguf.Open(assets.Path(t, "fixtures/families/llama31.gguf"))
+	src, err := gguf.Open(testassets.Path(t, "fixtures/families/llama31.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
