@@ -299,3 +299,42 @@ func TestFamilyDecodeEqualsForward(t *testing.T) {
 		m.Close()
 	}
 }
+
+// convert writes the GGUF's rope_freqs.weight as the llama3 rope_scaling it
+// equals, and the converted directory gives the same logits and frequencies.
+func TestConvertKeepsRopeScaling(t *testing.T) {
+	g, dir := loadFamilyGoldens(t)
+	m, err := Open(filepath.Join(dir, "llama31.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	out := filepath.Join(t.TempDir(), "hf")
+	if err := m.ConvertHF(out); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		RopeScaling map[string]any `json:"rope_scaling"`
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RopeScaling["rope_type"] != "llama3" || cfg.RopeScaling["factor"] != 8.0 {
+		t.Errorf("rope_scaling %v, want llama3 factor 8", cfg.RopeScaling)
+	}
+	hf, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hf.Close()
+	r, err := hf.Config.Rope()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInvFreq(t, r, g.Fixtures["llama31"].Rope.InvFreq, 1, g.Tolerances.InvFreqRel)
+	checkRun(t, "converted llama31.gguf", hf, g, g.Fixtures["llama31"].familyRun, nil)
+}
