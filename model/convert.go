@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/model/safetensors"
@@ -32,6 +33,9 @@ type hfConfig struct {
 	EOSTokenID        *int     `json:"eos_token_id,omitempty"`
 	AttentionBias     bool     `json:"attention_bias,omitempty"` // never true: biased llama is refused
 	RopeScaling       any      `json:"rope_scaling"`
+	// SlidingWindow is written for families that have one, as null when the
+	// model has none (a GGUF carries no window; the HF default would add one).
+	SlidingWindow json.RawMessage `json:"sliding_window,omitempty"`
 }
 
 // ConvertHF writes the model as a Hugging Face directory: config.json,
@@ -68,6 +72,15 @@ func (m *Model) ConvertHF(dir string) (err error) {
 		VocabSize: c.Vocab, MaxPositionEmb: c.ContextLength, RMSNormEps: c.RMSEps,
 		RopeTheta: c.RopeBase, TieWordEmbeddings: c.TiedOutput, HiddenAct: "silu",
 		TorchDType: "float32", RopeScaling: scaling,
+	}
+	if fam.sliding != nil {
+		cfg.SlidingWindow = json.RawMessage("null")
+		if c.SlidingWindow > 0 {
+			if !slices.Equal(c.Windows, windowsOf(fam, c.Layers, c.SlidingWindow)) {
+				return fmt.Errorf("convert: per-layer windows %v are not the %s pattern: %w", c.Windows, c.Arch, ErrUnsupported)
+			}
+			cfg.SlidingWindow = json.RawMessage(fmt.Sprint(c.SlidingWindow))
+		}
 	}
 	if m.Tokenizer != nil {
 		if b := m.Tokenizer.BOS(); b >= 0 {

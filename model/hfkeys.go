@@ -362,12 +362,18 @@ func parseHFConfig(raw []byte) (Config, error) {
 		c.HeadDim = c.Hidden / c.Heads
 	}
 	if c.Windows == nil && c.SlidingWindow > 0 && fam.sliding != nil {
-		c.Windows = make([]int, c.Layers)
-		for l := range c.Windows {
-			if fam.sliding(l) {
-				c.Windows[l] = c.SlidingWindow
-			}
-		}
+		c.Windows = windowsOf(fam, c.Layers, c.SlidingWindow)
 	}
 	return c, nil
+}
+
+// windowsOf is the family's default per-layer windows for sliding_window w.
+func windowsOf(fam family, layers, w int) []int {
+	out := make([]int, layers)
+	for l := range out {
+		if fam.sliding(l) {
+			out[l] = w
+		}
+	}
+	return out
 }

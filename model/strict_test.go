@@ -3,8 +3,10 @@ package model
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -295,4 +297,84 @@ func TestRefusedGGUF(t *testing.T) {
 		t.Errorf("scaling %+v, want the rope_freqs divisors", m.Config.RopeScaling)
 	}
 	m.Close()
+}
+
+// √hidden is rounded as the embedding's dtype rounds it (Gemma-2 multiplies
+// by torch.tensor(hidden**0.5, dtype)): exact 8 and 48, rounded for 3072.
+func TestEmbedScaleRounding(t *testing.T) {
+	for _, c := range []struct {
+		typ    string
+		hidden int
+		want   float32
+	}{{"F32", 64, 8}, {"BF16", 2304, 48}, {"BF16", 3072, 55.5}, {"F16", 3072, 55.4375}, {"F32", 3072, float32(math.Sqrt(3072))}} {
+		if got := roundAs(c.typ, float32(math.Sqrt(float64(c.hidden)))); got != c.want {
+			t.Errorf("%s √%d = %g, want %g", c.typ, c.hidden, got, c.want)
+		}
+	}
+}
+
+// Mistral's sliding_window: a window at least as long as the sequence is
+// plain causal attention (the numbers of the same weights as llama), and a
+// short one changes them, with token-by-token decoding equal to the forward.
+func TestMistralSlidingWindow(t *testing.T) {
+	cfg, dir := fixtureConfig(t, "llama31")
+	delete(cfg, "rope_scaling")
+	delete(cfg, "attention_bias")
+	delete(cfg, "mlp_bias")
+	delete(cfg, "pretraining_tp")
+	open := func(mt string, window any) *Model {
+		c := map[string]any{}
+		for k, v := range cfg {
+			c[k] = v
+		}
+		c["model_type"] = mt
+		if window != nil {
+			c["sliding_window"] = window
+		}
+		m, err := Open(variantDir(t, dir, c, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+	ids := make([]int, 40)
+	for i := range ids {
+		ids[i] = (i*37 + 11) % 512
+	}
+	ref, err := open("llama", nil).Forward([][]int{ids}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := open("mistral", 40.0)
+	if long.Config.Window(1) != 40 {
+		t.Fatalf("windows %v", long.Config.Windows)
+	}
+	got, _ := long.Forward([][]int{ids}, nil)
+	if !slices.Equal(got, ref) {
+		t.Error("window 40 over 40 tokens differs from plain attention")
+	}
+	short := open("mistral", 8.0)
+	sw, _ := short.Forward([][]int{ids}, nil)
+	if slices.Equal(sw, ref) {
+		t.Error("window 8 changed nothing")
+	}
+	d, _ := short.NewDecoder(len(ids), nil)
+	V := short.Config.Vocab
+	var maxDiff float64
+	for p, id := range ids {
+		row, err := d.Step(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range row {
+			maxDiff = math.Max(maxDiff, math.Abs(float64(v-sw[p*V+i])))
+		}
+	}
+	if maxDiff > 1e-4 {
+		t.Errorf("decode vs forward with window 8: max |Δ| %g", maxDiff)
+	}
+	if nullW := open("mistral", nil); nullW.Config.Window(0) != 4096 {
+		t.Errorf("absent sliding_window gives %v, want Mistral's default 4096", nullW.Config.Windows)
+	}
 }
