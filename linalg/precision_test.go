@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -166,5 +167,15 @@ func TestPrecision(t *testing.T) {
 	}
 	if err := SetPrecision(BF16); (err == nil) != HasBF16() {
 		t.Errorf("SetPrecision(bf16) = %v with oneDNN %v", err, HasBF16())
+	}
+}
+
+func TestSlowBackend(t *testing.T) {
+	if w := SlowBackend(64); w != "" {
+		t.Errorf("SlowBackend(64) = %q, want none", w)
+	}
+	w := SlowBackend(4096)
+	if HasBF16() != (w == "") || (w != "" && !strings.Contains(w, "-tags openblas")) {
+		t.Errorf("SlowBackend(4096) = %q in the %s build", w, Backend())
 	}
 }
