@@ -108,6 +108,7 @@ func (l *Layer) Close() error {
 		return nil
 	}
 	err := l.c.vm.Close()
+	l.c.thaw()
 	l.c = nil
 	return err
 }
@@ -261,7 +262,27 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		return nil, fmt.Errorf("graph: compiling the layer graph: %w", err)
 	}
 	c.vm = gorgonia.NewTapeMachine(g, gorgonia.WithPrecompiled(prog, locMap))
+	c.freeze(c.wq, c.wk, c.wv, c.wo)
 	return c, nil
+}
+
+// freeze tells linalg that these float32 operands do not change until
+// thaw, so that bf16 products round them once (linalg.Freeze).
+func (c *core[T]) freeze(xs ...[]T) {
+	for _, x := range xs {
+		if x32, ok := any(x).([]float32); ok {
+			linalg.Freeze(x32)
+		}
+	}
+}
+
+// thaw ends every freeze of c.
+func (c *core[T]) thaw() {
+	for _, x := range [][]T{c.wq, c.wk, c.wv, c.wo, c.x} {
+		if x32, ok := any(x).([]float32); ok {
+			linalg.Thaw(x32)
+		}
+	}
 }
 
 // load copies x into the graph input and computes everything that does not
@@ -285,6 +306,7 @@ func (c *core[T]) loadTargets(x, k, v []float32, out bool) error {
 	} else {
 		convert(c.x, x)
 	}
+	c.freeze(c.x) // new contents: what was derived from the old is dropped
 	if k != nil {
 		convert(c.kt, k)
 		convert(c.vt, v)

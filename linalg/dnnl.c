@@ -168,11 +168,13 @@ int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, 
 	int st;
 	const void *src = a, *wei = b;
 	if (g->bf16) {
-		if (convert) {
-			int io[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+		int io[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+		if (convert & CSKV_CONVERT_A) {
 			const dnnl_memory_desc_t *amd[2] = {&g->a_user, &g->a_md};
 			void *ap[2] = {(void *)a, abuf};
 			if ((st = run(g->ra, 2, io, amd, ap, sp, scratch))) return st;
+		}
+		if (convert & CSKV_CONVERT_B) {
 			const dnnl_memory_desc_t *bmd[2] = {&g->b_user, &g->b_md};
 			void *bp[2] = {(void *)b, bbuf};
 			if ((st = run(g->rb, 2, io, bmd, bp, sp, scratch))) return st;
@@ -180,6 +182,7 @@ int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, 
 		src = abuf;
 		wei = bbuf;
 	}
+	if (convert & CSKV_CONVERT_ONLY) return 0;
 	int mm[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
 	const dnnl_memory_desc_t *mds[3] = {&g->a_md, &g->b_md, &g->c_md};
 	void *ptrs[3] = {(void *)src, (void *)wei, c};

@@ -129,8 +129,19 @@ func dnnlGemm(bf16, tA, tB bool, m, n, k int, alpha float32, a []float32, lda in
 	}
 	ab, bb, sb := getBuf(int(p.g.a_bytes)), getBuf(int(p.g.b_bytes)), getBuf(int(p.g.scratch))
 	*ab, *bb, *sb = (*ab)[:p.g.a_bytes], (*bb)[:p.g.b_bytes], (*sb)[:p.g.scratch]
+	pa, pb := ptr(ab), ptr(bb)
+	convert := C.int(C.CSKV_CONVERT_A | C.CSKV_CONVERT_B)
+	if bf16 {
+		// Operands inside a frozen slice are rounded once per view.
+		if v := frozenView(p, sb, a, viewKey{role: C.CSKV_CONVERT_A, rows: m, cols: k, ld: lda, t: tA}); v != nil {
+			pa, convert = v, convert&^C.CSKV_CONVERT_A
+		}
+		if v := frozenView(p, sb, b, viewKey{role: C.CSKV_CONVERT_B, rows: k, cols: n, ld: ldb, t: tB}); v != nil {
+			pb, convert = v, convert&^C.CSKV_CONVERT_B
+		}
+	}
 	st := C.cskv_gemm_run(&p.g, (*C.float)(&a[0]), (*C.float)(&b[0]), (*C.float)(&c[0]),
-		ptr(ab), ptr(bb), ptr(sb), C.int(key.threads), 1)
+		pa, pb, ptr(sb), C.int(key.threads), convert)
 	bufPool.Put(ab)
 	bufPool.Put(bb)
 	bufPool.Put(sb)
@@ -158,11 +169,11 @@ func dnnlPeak(bf16 bool, m, n, k int, seconds float64) (float64, string, error) 
 		b[i] = float32(i%5) - 2
 	}
 	ab, bb, sb := make([]byte, p.g.a_bytes+1), make([]byte, p.g.b_bytes+1), make([]byte, p.g.scratch+1)
-	run := func(convert C.int) C.int {
+	run := func(convert C.int) C.int { // 0: operands already rounded
 		return C.cskv_gemm_run(&p.g, (*C.float)(&a[0]), (*C.float)(&b[0]), (*C.float)(&c[0]),
 			unsafe.Pointer(&ab[0]), unsafe.Pointer(&bb[0]), unsafe.Pointer(&sb[0]), C.int(key.threads), convert)
 	}
-	if st := run(1); st != 0 { // rounds the operands; also warms up
+	if st := run(C.CSKV_CONVERT_A | C.CSKV_CONVERT_B); st != 0 { // rounds the operands; also warms up
 		return 0, "", fmt.Errorf("oneDNN matmul failed (status %d)", int(st))
 	}
 	best := bestTime(seconds, func() { run(0) })

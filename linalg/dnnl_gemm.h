@@ -16,6 +16,10 @@ typedef struct {
 	char impl[96];                           // the matmul kernel oneDNN chose
 } cskv_gemm;
 
+// cskv_gemm_run's convert: which float32 operands to round into abuf, bbuf
+// (bf16 only; the others are there already), and whether to stop there.
+enum { CSKV_CONVERT_A = 1, CSKV_CONVERT_B = 2, CSKV_CONVERT_ONLY = 4 };
+
 int cskv_dnnl_init(void);
 int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t n, int64_t k,
                      int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta, int threads);
