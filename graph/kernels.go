@@ -27,6 +27,23 @@ func gemm[T float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb
 	}
 }
 
+// freeze declares float32 operands unchanged until the returned thaw, so
+// that bf16 products round them once (linalg.Freeze).
+func freeze[T float](xs ...[]T) (thaw func()) {
+	var done [][]float32
+	for _, x := range xs {
+		if x32, ok := any(x).([]float32); ok && len(x32) > 0 {
+			linalg.Freeze(x32)
+			done = append(done, x32)
+		}
+	}
+	return func() {
+		for _, x := range done {
+			linalg.Thaw(x)
+		}
+	}
+}
+
 // linear is Y = X·Wᵀ (+ bias on every row): X (m, k), W (n, k), Y (m, n).
 func linear[T float](y, x, w, bias []T, m, n, k int) {
 	gemm(false, true, m, n, k, 1, x, k, w, k, 0, y, n)
@@ -339,6 +356,7 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) {
 // only when window > 0).
 func (a *attention[T]) forward(o, q, kh, vh, ko, vo []T) {
 	Dh, KV, QD, G := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim, a.heads/a.kvHeads
+	defer freeze(kh, vh, ko, vo)() // read by every query head of a group
 	keep := a.prepare()
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
@@ -372,6 +390,7 @@ func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	n := a.seqs * a.tokens * KV
 	clear(dk[:n])
 	clear(dv[:n])
+	defer freeze(kh, vh, ko, vo)()
 	keep := a.prepare()
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
