@@ -22,13 +22,20 @@ func runBench(ctx context.Context, args []string) error {
 	for _, s := range graph.BenchShapes() {
 		names = append(names, s.Name)
 	}
-	shapes := fs.String("shapes", strings.Join(names, ","), "layer shapes to time: "+strings.Join(names, ", "))
+	// The pure-Go build needs minutes per step at the 7B/8B shapes: by default
+	// it times the small shape only, and measures its peak at a small product.
+	defShapes, peakShapes, defForward := strings.Join(names, ","), linalg.PeakShapes, true
+	slow := linalg.SlowBackend(4096) != ""
+	if slow {
+		defShapes, peakShapes, defForward = graph.ShapeStories260K.Name, [][3]int{{512, 512, 512}}, false
+	}
+	shapes := fs.String("shapes", defShapes, "layer shapes to time: "+strings.Join(names, ", "))
 	losses := fs.String("loss", "kv,kv+out", "losses to time: kv (the KV term) and/or kv+out (both terms, output term on min(2, seqs) sequences)")
 	steps := fs.Int("steps", 3, "timed steps per configuration (the median is reported)")
 	warm := fs.Int("warmup", 1, "untimed steps first")
 	threads := fs.Int("threads", 0, "BLAS threads (0 = 1 for hidden < 1024, else the library default)")
 	peakSec := fs.Float64("peak-seconds", 0.5, "seconds per shape and kernel measuring the matrix-product peak")
-	forward := fs.Bool("forward", true, "also time the frozen forward of a "+bench.ForwardShape.Name+" layer")
+	forward := fs.Bool("forward", defForward, "also time the frozen forward of a "+bench.ForwardShape.Name+" layer")
 	asJSON := fs.Bool("json", false, "print one JSON object per row on stdout")
 	var pf precisionFlag
 	pf.register(fs, "auto")
@@ -58,8 +65,13 @@ func runBench(ctx context.Context, args []string) error {
 			return fmt.Errorf("%w: --loss: unknown loss %q (want kv or kv+out)", errUsage, loss)
 		}
 	}
-	warnSlow(log, 4096)
-	peaks, err := bench.Peaks(ctx, linalg.PeakShapes, *peakSec)
+	if slow {
+		warnSlow(log, 4096)
+		if flagSet(fs, "shapes") {
+			peakShapes = linalg.PeakShapes
+		}
+	}
+	peaks, err := bench.Peaks(ctx, peakShapes, *peakSec)
 	if err != nil {
 		return err
 	}
