@@ -93,3 +93,16 @@ func SlowBackend(width int) string {
 	}
 	return fmt.Sprintf("hidden size %d on the pure-Go backend (%s) is slow; build the fast one: %s", width, Backend(), FastBuild)
 }
+
+// Products describes the matrix products this build and CPU offer, for
+// `cskv inspect`.
+func Products() string {
+	native := "no native bf16"
+	if NativeBF16() {
+		native = "native bf16 (AVX512-BF16 or AMX)"
+	}
+	if !HasBF16() {
+		return fmt.Sprintf("f32 only (%s); CPU: %s", Backend(), native)
+	}
+	return fmt.Sprintf("f32 and bf16 (oneDNN for large products); CPU: %s; auto = %v", native, Auto.Resolve())
+}

@@ -57,6 +57,7 @@ func runInspect(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(w, "tokenizer\t%s\n", tok)
 	fmt.Fprintf(w, "BLAS\t%s\n", linalg.Backend())
+	fmt.Fprintf(w, "products\t%s\n", linalg.Products())
 	if err := w.Flush(); err != nil {
 		return err
 	}
