@@ -21,6 +21,7 @@ type family struct {
 	normOffset  float32         // RMSNorm weights are normOffset + w (Gemma-2: 1)
 	embedScale  bool            // token embeddings × √hidden in the weights' dtype (Gemma-2)
 	activation  string          // a key of activations
+	tiedDefault bool            // tie_word_embeddings when config.json has no such key (Gemma2Config: true)
 	// sliding tells which layers use the config's sliding_window when it
 	// gives no layer_types; nil: the family has no sliding window.
 	sliding func(l int) bool
@@ -51,7 +52,7 @@ var families = map[string]family{
 	"phi3": {hfModelType: "phi3", hfClass: "Phi3ForCausalLM", layerRoles: phi3Roles, hfNames: hfNames,
 		activation: "silu", sliding: everyLayer, hfKeys: phi3Keys},
 	"gemma2": {hfModelType: "gemma2", hfClass: "Gemma2ForCausalLM", layerRoles: gemma2Roles, hfNames: hfGemma2Names,
-		normOffset: 1, embedScale: true, activation: "gelu_tanh", sliding: evenLayers, hfKeys: gemma2Keys},
+		normOffset: 1, embedScale: true, tiedDefault: true, activation: "gelu_tanh", sliding: evenLayers, hfKeys: gemma2Keys},
 }
 
 // familyByModelType finds the family of a config.json model_type.

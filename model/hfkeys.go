@@ -140,7 +140,12 @@ var commonHFKeys = []cfgKey{
 	integer("head_dim", false, -1, func(c *Config, v int) { c.HeadDim = v }),
 	size("rope_theta", false, 10000, func(c *Config, v float64) { c.RopeBase = v }),
 	size("rms_norm_eps", true, 0, func(c *Config, v float64) { c.RMSEps = v }),
-	boolean("tie_word_embeddings", false, func(c *Config, v bool) { c.TiedOutput = v }),
+	{key: "tie_word_embeddings", apply: func(c *Config, v any) error { // absent: the family's default, set before
+		if v == nil {
+			return nil
+		}
+		return boolean("tie_word_embeddings", false, func(c *Config, v bool) { c.TiedOutput = v }).apply(c, v)
+	}},
 	only("partial_rotary_factor", 1.0),
 	only("mlp_bias", false),
 	{key: "rope_scaling", apply: func(c *Config, v any) error { return parseRopeScaling(c, "rope_scaling", v) }},
@@ -332,7 +337,7 @@ func parseHFConfig(raw []byte) (Config, error) {
 		return Config{}, fmt.Errorf("model_type %s: %w (supported: %s)", jsonText(fields["model_type"]), ErrUnsupported, strings.Join(familyNames(false), ", "))
 	}
 	fam := families[arch]
-	c := Config{Arch: arch, QKVBias: fam.qkvBias, Activation: fam.activation}
+	c := Config{Arch: arch, QKVBias: fam.qkvBias, Activation: fam.activation, TiedOutput: fam.tiedDefault}
 	keys := append(slices.Clone(commonHFKeys), fam.hfKeys...)
 	known := map[string]bool{}
 	for _, k := range keys {

@@ -166,6 +166,9 @@ func (m *Model) finish() error {
 	}
 	addOffset(m.OutputNorm, fam.normOffset)
 	used[names[Embed]], used[names[OutputNorm]] = true, true
+	if !c.TiedOutput && !m.src.has(names[Output]) && m.Format == "safetensors" {
+		return fmt.Errorf("missing tensor %q (tie_word_embeddings is false)", names[Output])
+	}
 	if m.src.has(names[Output]) && !c.TiedOutput {
 		if m.Output, err = m.load(names[Output], c.Vocab, c.Hidden); err != nil {
 			return err

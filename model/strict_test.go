@@ -378,3 +378,23 @@ func TestMistralSlidingWindow(t *testing.T) {
 		t.Errorf("absent sliding_window gives %v, want Mistral's default 4096", nullW.Config.Windows)
 	}
 }
+
+// An untied config whose file lacks lm_head.weight is refused (transformers
+// would initialise it randomly), not silently tied.
+func TestMissingUntiedOutput(t *testing.T) {
+	cfg, dir := fixtureConfig(t, "llama31")
+	var tensors []safetensors.Tensor
+	for _, tn := range fixtureTensors(t, dir) {
+		if tn.Name != "lm_head.weight" {
+			tensors = append(tensors, tn)
+		}
+	}
+	m, err := Open(variantDir(t, dir, cfg, tensors))
+	if err == nil {
+		m.Close()
+		t.Fatal("opened")
+	}
+	if !strings.Contains(err.Error(), `"lm_head.weight"`) || !strings.Contains(err.Error(), "tie_word_embeddings") {
+		t.Errorf("error %q", err)
+	}
+}
