@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cskv/cskv/internal/testassets"
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/model/gguf"
 	"github.com/cskv/cskv/model/safetensors"
 )
 
@@ -337,4 +339,48 @@ func TestConvertKeepsRopeScaling(t *testing.T) {
 	}
 	checkInvFreq(t, r, g.Fixtures["llama31"].Rope.InvFreq, 1, g.Tolerances.InvFreqRel)
 	checkRun(t, "converted llama31.gguf", hf, g, g.Fixtures["llama31"].familyRun, nil)
+}
+
+// The qwen3 fixture written as llama.cpp writes a Qwen3 GGUF (its tensor
+// names and metadata keys, rotate-half rows, BF16 kept) gives the HF goldens.
+func TestQwen3GGUF(t *testing.T) {
+	g, dir := loadFamilyGoldens(t)
+	set, err := safetensors.OpenDir(filepath.Join(dir, "qwen3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	rename := strings.NewReplacer( // llama.cpp's names (tensor_mapping.py)
+		"model.embed_tokens.weight", "token_embd.weight", "model.norm.weight", "output_norm.weight",
+		"model.layers.", "blk.", ".input_layernorm.", ".attn_norm.", ".post_attention_layernorm.", ".ffn_norm.",
+		".self_attn.q_proj.", ".attn_q.", ".self_attn.k_proj.", ".attn_k.", ".self_attn.v_proj.", ".attn_v.",
+		".self_attn.o_proj.", ".attn_output.", ".self_attn.q_norm.", ".attn_q_norm.", ".self_attn.k_norm.", ".attn_k_norm.",
+		".mlp.gate_proj.", ".ffn_gate.", ".mlp.up_proj.", ".ffn_up.", ".mlp.down_proj.", ".ffn_down.")
+	var tensors []gguf.WriteTensor
+	for _, n := range set.Names() {
+		data, shape, err := set.ReadFloat32(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tensors = append(tensors, gguf.WriteTensor{Name: rename.Replace(n), Shape: shape, Type: gguf.BF16, Data: data})
+	}
+	kv := []gguf.KeyValue{
+		gguf.KV("general.architecture", "qwen3"), gguf.KV("qwen3.block_count", uint32(2)),
+		gguf.KV("qwen3.context_length", uint32(40960)), gguf.KV("qwen3.embedding_length", uint32(64)),
+		gguf.KV("qwen3.feed_forward_length", uint32(128)), gguf.KV("qwen3.attention.head_count", uint32(4)),
+		gguf.KV("qwen3.attention.head_count_kv", uint32(2)), gguf.KV("qwen3.rope.freq_base", float32(1e6)),
+		gguf.KV("qwen3.attention.layer_norm_rms_epsilon", float32(1e-6)), gguf.KV("qwen3.attention.key_length", uint32(32)),
+		gguf.KV("qwen3.attention.value_length", uint32(32)),
+	}
+	p := filepath.Join(t.TempDir(), "qwen3.gguf")
+	if err := gguf.Write(p, 3, kv, tensors); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	fx := g.Fixtures["qwen3"]
+	checkRun(t, "qwen3.gguf", m, g, fx.familyRun, nil)
 }
