@@ -341,17 +341,17 @@ func TestConvertKeepsRopeScaling(t *testing.T) {
 	checkRun(t, "converted llama31.gguf", hf, g, g.Fixtures["llama31"].familyRun, nil)
 }
 
-// The qwen3 fixture written as llama.cpp writes a Qwen3 GGUF (its tensor
-// names and metadata keys, rotate-half rows, BF16 kept) gives the HF goldens.
-func TestQwen3GGUF(t *testing.T) {
-	g, dir := loadFamilyGoldens(t)
-	set, err := safetensors.OpenDir(filepath.Join(dir, "qwen3"))
+// hfToGGUF writes an HF fixture as llama.cpp writes a GGUF of a
+// rotate-half architecture (its tensor names, the given metadata).
+func hfToGGUF(t *testing.T, dir string, typ gguf.TensorType, kv []gguf.KeyValue) string {
+	t.Helper()
+	set, err := safetensors.OpenDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer set.Close()
 	rename := strings.NewReplacer( // llama.cpp's names (tensor_mapping.py)
-		"model.embed_tokens.weight", "token_embd.weight", "model.norm.weight", "output_norm.weight",
+		"model.embed_tokens.weight", "token_embd.weight", "model.norm.weight", "output_norm.weight", "lm_head.weight", "output.weight",
 		"model.layers.", "blk.", ".input_layernorm.", ".attn_norm.", ".post_attention_layernorm.", ".ffn_norm.",
 		".self_attn.q_proj.", ".attn_q.", ".self_attn.k_proj.", ".attn_k.", ".self_attn.v_proj.", ".attn_v.",
 		".self_attn.o_proj.", ".attn_output.", ".self_attn.q_norm.", ".attn_q_norm.", ".self_attn.k_norm.", ".attn_k_norm.",
@@ -362,25 +362,47 @@ func TestQwen3GGUF(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tensors = append(tensors, gguf.WriteTensor{Name: rename.Replace(n), Shape: shape, Type: gguf.BF16, Data: data})
+		tensors = append(tensors, gguf.WriteTensor{Name: rename.Replace(n), Shape: shape, Type: typ, Data: data})
 	}
-	kv := []gguf.KeyValue{
-		gguf.KV("general.architecture", "qwen3"), gguf.KV("qwen3.block_count", uint32(2)),
-		gguf.KV("qwen3.context_length", uint32(40960)), gguf.KV("qwen3.embedding_length", uint32(64)),
-		gguf.KV("qwen3.feed_forward_length", uint32(128)), gguf.KV("qwen3.attention.head_count", uint32(4)),
-		gguf.KV("qwen3.attention.head_count_kv", uint32(2)), gguf.KV("qwen3.rope.freq_base", float32(1e6)),
-		gguf.KV("qwen3.attention.layer_norm_rms_epsilon", float32(1e-6)), gguf.KV("qwen3.attention.key_length", uint32(32)),
-		gguf.KV("qwen3.attention.value_length", uint32(32)),
-	}
-	p := filepath.Join(t.TempDir(), "qwen3.gguf")
+	p := filepath.Join(t.TempDir(), "m.gguf")
 	if err := gguf.Write(p, 3, kv, tensors); err != nil {
 		t.Fatal(err)
 	}
-	m, err := Open(p)
-	if err != nil {
-		t.Fatal(err)
+	return p
+}
+
+// The qwen3 fixture as a Qwen3 GGUF (BF16 kept) and qwen25_yarn as a Qwen2
+// GGUF with {arch}.rope.scaling.* keys give the HF goldens.
+func TestRewrittenGGUF(t *testing.T) {
+	g, dir := loadFamilyGoldens(t)
+	common := func(arch string, ctx uint32, base, eps float32) []gguf.KeyValue {
+		return []gguf.KeyValue{
+			gguf.KV("general.architecture", arch), gguf.KV(arch+".block_count", uint32(2)),
+			gguf.KV(arch+".context_length", ctx), gguf.KV(arch+".embedding_length", uint32(64)),
+			gguf.KV(arch+".feed_forward_length", uint32(128)), gguf.KV(arch+".attention.head_count", uint32(4)),
+			gguf.KV(arch+".attention.head_count_kv", uint32(2)), gguf.KV(arch+".rope.freq_base", base),
+			gguf.KV(arch+".attention.layer_norm_rms_epsilon", eps),
+		}
 	}
-	defer m.Close()
-	fx := g.Fixtures["qwen3"]
-	checkRun(t, "qwen3.gguf", m, g, fx.familyRun, nil)
+	qwen3 := append(common("qwen3", 40960, 1e6, 1e-6), gguf.KV("qwen3.attention.key_length", uint32(32)), gguf.KV("qwen3.attention.value_length", uint32(32)))
+	yarn := append(common("qwen2", 131072, 1e6, 1e-6), gguf.KV("qwen2.rope.scaling.type", "yarn"),
+		gguf.KV("qwen2.rope.scaling.factor", float32(4)), gguf.KV("qwen2.rope.scaling.original_context_length", uint32(32768)))
+	for _, c := range []struct {
+		fixture string
+		typ     gguf.TensorType
+		kv      []gguf.KeyValue
+	}{{"qwen3", gguf.BF16, qwen3}, {"qwen25_yarn", gguf.F32, yarn}} {
+		m, err := Open(hfToGGUF(t, filepath.Join(dir, c.fixture), c.typ, c.kv))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fx := g.Fixtures[c.fixture]
+		r, err := m.Config.Rope()
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkInvFreq(t, r, fx.Rope.InvFreq, fx.Rope.AttentionFactor, g.Tolerances.InvFreqRel)
+		checkRun(t, c.fixture+" as GGUF", m, g, fx.familyRun, nil)
+		m.Close()
+	}
 }

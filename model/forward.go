@@ -67,10 +67,13 @@ func (b *Block) AttnInput(c Config, x, h []float32, n int) {
 }
 
 // KVOverride replaces a layer's keys and values in attention. Replace fills
-// Kr, Vr (n, KV) (pre-RoPE) from the attention input X (n, D) of nSeq
-// sequences of T tokens; it may update error statistics given the original
-// K, V, and may round K, V in place to emulate a cache's storage. Window gives the bi-branch rule: for query t, keys from
-// mode.OriginalFrom(t, w) to t keep their original K/V.
+// Kr, Vr (n, KV) (before the key norm and RoPE, which the block then applies
+// to them as to K) from the attention input X (n, D) of nSeq sequences of T
+// tokens; it may update error statistics given the original K, V (also
+// before the norm), and may round K, V in place to emulate a cache's
+// storage. Window gives the bi-branch rule: for query t, keys from
+// mode.OriginalFrom(t, w) to t keep their original K/V. The layer's own
+// sliding window (Block.Attn.Window) hides keys on top of it.
 type KVOverride interface {
 	Replace(kr, vr, x, k, v []float32, nSeq, T int) error
 	Window() (w int, mode kv.WindowMode)
