@@ -66,7 +66,6 @@ func Compare(ctx context.Context, m *model.Model, c Comparison) ([]CompareRow, e
 		if err != nil {
 			return "", err
 		}
-		res.Model.Close()
 		return res.Projections, nil
 	}
 	evalAt := func(chunks [][]int, path string, b int) (float64, error) {

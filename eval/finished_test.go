@@ -31,7 +31,6 @@ func TestEvaluateRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Model.Close()
 	m, err := model.Open(mp)
 	if err != nil {
 		t.Fatal(err)

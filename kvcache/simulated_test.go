@@ -26,11 +26,10 @@ func fixture(t *testing.T) (*model.Model, *checkpoints.Projections, []int) {
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps = 256, 8, 0, 0
 	cfg.Init, cfg.KDensity, cfg.VDensity = "whiten", 0.25, 0.25
 	cfg.Export = filepath.Join(t.TempDir(), "p.safetensors")
-	res, err := train.Run(context.Background(), cfg, train.Env{})
+	_, err := train.Run(context.Background(), cfg, train.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Model.Close()
 	p, err := checkpoints.ReadProjections(cfg.Export)
 	if err != nil {
 		t.Fatal(err)

@@ -30,11 +30,10 @@ func smallConfig(out string) train.Config {
 func TestResumeBitIdentical(t *testing.T) {
 	dir := t.TempDir()
 	straight := filepath.Join(dir, "straight")
-	res, err := train.Run(context.Background(), smallConfig(straight), train.Env{})
+	_, err := train.Run(context.Background(), smallConfig(straight), train.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Model.Close()
 	want, err := os.ReadFile(filepath.Join(straight, "projections.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -64,11 +63,10 @@ func TestResumeBitIdentical(t *testing.T) {
 	}
 	cfg := smallConfig(split)
 	cfg.Resume = true
-	res, err = train.Run(context.Background(), cfg, train.Env{})
+	_, err = train.Run(context.Background(), cfg, train.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Model.Close()
 	got, err := os.ReadFile(filepath.Join(split, "projections.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -99,11 +97,10 @@ func TestResumeMismatch(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "run")
 	cfg := smallConfig(dir)
 	cfg.Steps = 2
-	res, err := train.Run(context.Background(), cfg, train.Env{})
+	_, err := train.Run(context.Background(), cfg, train.Env{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Model.Close()
 	bad := cfg
 	bad.Resume, bad.Seed = true, 7
 	_, err = train.Run(context.Background(), bad, train.Env{})
@@ -128,11 +125,10 @@ func TestResumeMismatch(t *testing.T) {
 	}
 	ok := cfg
 	ok.Resume, ok.LR = true, 5e-4
-	res, err = train.Run(context.Background(), ok, train.Env{})
+	_, err = train.Run(context.Background(), ok, train.Env{})
 	if err != nil {
 		t.Fatalf("steering change refused: %v", err)
 	}
-	res.Model.Close()
 }
 
 // SIGKILL mid-run, then `cskv train --resume --out DIR` alone: same bytes as

@@ -119,7 +119,6 @@ func run(t *testing.T, mutate func(*train.Config)) *checkpoints.Projections {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Model.Close()
 	p, err := checkpoints.ReadProjections(res.Projections)
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +208,6 @@ func TestStoriesKVReachesWhitenedOptimum(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		res.Model.Close()
 		return res.Layers
 	}
 	white := layers(func(c *train.Config) { c.Init, c.Steps = "whiten", 0 })

@@ -33,7 +33,6 @@ func TestResumeFallsBackPastDamagedCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res.Model.Close()
 	want, err := os.ReadFile(res.Projections)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +56,6 @@ func TestResumeFallsBackPastDamagedCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatalf("resume past a damaged checkpoint: %v", err)
 	}
-	res.Model.Close()
 	if !strings.Contains(logBuf.String(), "skipping an invalid checkpoint") || !strings.Contains(logBuf.String(), filepath.Base(newest)) ||
 		!strings.Contains(logBuf.String(), "corrupt") {
 		t.Errorf("no warning naming %s and the reason:\n%s", filepath.Base(newest), logBuf.String())

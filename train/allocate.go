@@ -98,9 +98,12 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 	env.Log.WithFields(logrus.Fields{"budget": as.Budget, "objective": as.Objective, "k_grid": len(grids[alloc.K]),
 		"v_grid": len(grids[alloc.V]), "held_seqs": len(held)}).Info("allocation started")
 
-	h := newStream(m, calib)
-	hHeld := newStream(m, held)
-	if err := errors.Join(h.err, hHeld.err); err != nil {
+	h, err := newStream(m, calib) // (N·T, D)
+	if err != nil {
+		return nil, err
+	}
+	hHeld, err := newStream(m, held) // (H·T, D)
+	if err != nil {
 		return nil, err
 	}
 	for l := 0; l < mc.Layers; l++ {
@@ -210,7 +213,7 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 	}
 	// The output term: the init at full rank, truncated to each candidate
 	// rank (every init keeps the leading singular directions of one SVD).
-	full, _, err := initFactors(cfg, mc, blk, st, kvDim, kvDim)
+	full, _, err := layerJob{cfg: cfg, mc: mc, blk: blk, l: l, kRank: kvDim, vRank: kvDim}.initFactors(st)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +238,7 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 				f.Av, f.Bv = truncate(full.Av, full.Bv, kvDim, d, r)
 			}
 			f.KRank, f.VRank = kRank, vRank
-			loss, err := heldOut(q, mc, blk, kRank, vRank, f, xHeld)
+			loss, err := layerJob{cfg: q, mc: mc, blk: blk, l: l, kRank: kRank, vRank: vRank, xHeld: xHeld}.heldOut(f)
 			if err != nil {
 				return nil, fmt.Errorf("%s rank %d: %w", c.Side, r, err)
 			}

@@ -34,9 +34,9 @@ func Capture(ctx context.Context, m *model.Model, seqs [][]int, each func(l int,
 	if each == nil {
 		return fmt.Errorf("capture: nil callback")
 	}
-	h := newStream(m, seqs) // (N·T, D)
-	if h.err != nil {
-		return fmt.Errorf("capture: %w", h.err)
+	h, err := newStream(m, seqs) // (N·T, D)
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
 	}
 	c := m.Config
 	for l := 0; l < c.Layers; l++ {

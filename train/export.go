@@ -1,7 +1,6 @@
 package train
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,9 +21,9 @@ var exportDTypes = map[string]safetensors.DType{"f32": safetensors.F32, "f16": s
 // export writes the projections file (checkpoints.WriteProjections) with the
 // run's settings in its metadata. Factors are already in the Hugging Face
 // rotate-half row layout (the model loader normalises Meta-layout files).
-func export(cfg Config, m *model.Model, factors []kv.Factors, kRank, vRank int, layers []LayerInfo) (string, error) {
+func export(cfg Config, m *model.Model, done []doneLayer, kRank, vRank int) (string, error) {
 	path := cfg.exportPath()
-	p := &checkpoints.Projections{Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), Layers: factors}
+	p := &checkpoints.Projections{Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), Layers: factorsOf(done)}
 	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, m.Config.Arch, kRank, vRank)
 	if err := checkpoints.WriteProjections(path, p, exportDTypes[cfg.DType]); err != nil {
 		return "", fmt.Errorf("export %s: %w", path, err)
@@ -99,33 +98,27 @@ func ExportCheckpoint(ckpt, out, dtype string) error {
 	if err != nil {
 		return err
 	}
-	var fp fingerprint
-	if err := json.Unmarshal(st.Config, &fp); err != nil {
-		return fmt.Errorf("checkpoint %s: configuration unreadable: %w", ckpt, err)
-	}
 	if st.Layer < st.NumLayers {
 		return fmt.Errorf("checkpoint %s is at layer %d step %d: only %d of %d layers are finished; export needs all (use the run's last checkpoint)", ckpt, st.Layer, st.Step, st.Layer, st.NumLayers)
 	}
-	tensors := map[string][]float32{}
-	for _, t := range st.Tensors {
-		tensors[t.Name] = t.Data
+	s, err := decodeSnapshot(st, ckpt)
+	if err != nil {
+		return err
 	}
-	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: make([]kv.Factors, st.NumLayers)}
-	for l := range p.Layers {
-		var ts [4][]float32
-		for i, name := range kv.Names {
-			v, ok := tensors[fmt.Sprintf("layers.%d.%s", l, name)]
-			if !ok {
-				return fmt.Errorf("checkpoint %s lacks layer %d's %s", ckpt, l, name)
-			}
-			ts[i] = v
-		}
-		p.Layers[l] = kv.Factors{KRank: fp.KRank, VRank: fp.VRank}
-		p.Layers[l].SetTensors(ts)
-	}
+	fp := s.fp
+	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: factorsOf(s.done)}
 	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRank, fp.VRank)
 	if err := checkpoints.WriteProjections(out, p, dt); err != nil {
 		return fmt.Errorf("export %s: %w", out, err)
 	}
 	return nil
+}
+
+// factorsOf lists the finished layers' factors.
+func factorsOf(done []doneLayer) []kv.Factors {
+	f := make([]kv.Factors, len(done))
+	for i, d := range done {
+		f[i] = d.Factors
+	}
+	return f
 }

@@ -15,150 +15,195 @@ import (
 	"github.com/cskv/cskv/model"
 )
 
-// trainLayer initialises one layer's factors from its captured inputs and
-// trains them, resuming from the run's checkpoint state when it is for l.
-func trainLayer(ctx context.Context, cfg Config, env Env, run *runState, mc model.Config, blk *model.Block,
-	l, kRank, vRank int, x, xHeld []float32) (LayerInfo, kv.Factors, error) {
+// layerJob is one layer's fixed inputs: the run's settings, the model's
+// shape, the frozen block, the ranks and the captured attention inputs.
+type layerJob struct {
+	cfg          Config
+	mc           model.Config
+	blk          *model.Block
+	l            int // the layer's index
+	kRank, vRank int
+	x            []float32 // (N·T, D) attention inputs of the calibration sequences
+	xHeld        []float32 // (H·T, D) of the held-out sequences (empty: none)
+}
+
+// trainLayer initialises layer j.l's factors from its captured inputs, or
+// takes the state a mid-layer checkpoint saved, and trains them.
+func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLayer, error) {
 	t0 := time.Now()
-	info := LayerInfo{Layer: l, KRank: kRank, VRank: vRank, Init: cfg.Init}
-	stats, err := NewStats(mc.Hidden, cfg.Init == "whiten" || mc.Hidden <= 1024)
+	stats, err := NewStats(j.mc.Hidden, j.cfg.Init == "whiten" || j.mc.Hidden <= 1024)
 	if err != nil {
-		return info, kv.Factors{}, err
+		return doneLayer{}, err
 	}
-	stats.Add(x)
-	env.OnPhase("init", l)
-	f, ridge, err := initFactors(cfg, mc, blk, stats, kRank, vRank)
+	stats.Add(j.x)
+	st := run.resumed(j.l)
+	if st != nil {
+		env.Log.WithFields(logrus.Fields{"layer": j.l, "step": st.Step}).Info("resuming layer")
+	} else {
+		env.OnPhase("init", j.l)
+		if st, err = j.init(stats, env.Log); err != nil {
+			return doneLayer{}, err
+		}
+	}
+	if j.cfg.Steps == 0 { // initialisation only
+		if len(j.xHeld) > 0 {
+			if st.Info.HeldBefore, err = j.heldOut(st.Factors); err != nil {
+				return doneLayer{}, err
+			}
+		}
+		st.Info.Seconds = time.Since(t0).Seconds()
+		return doneLayer{Factors: st.Factors, Info: st.Info}, nil
+	}
+	layer, err := graph.NewLayer(j.spec(j.cfg.Batch), st.Factors)
 	if err != nil {
-		return info, f, err
+		return doneLayer{}, err
+	}
+	defer layer.Close()
+	if len(j.xHeld) > 0 && st.Step == 0 {
+		if st.Info.HeldBefore, err = j.heldOut(st.Factors); err != nil {
+			return doneLayer{}, err
+		}
+	}
+	params := layer.Params()
+	if st.Adam == nil {
+		st.Adam = NewAdam(sizes(params))
+	}
+	env.OnPhase("train", j.l)
+	batch := newBatcher(j)
+	for st.Step < j.cfg.Steps {
+		if err := ctx.Err(); err != nil {
+			return doneLayer{}, interrupted(run, st, layer, err)
+		}
+		batch.next(st.RNG)
+		loss, err := layer.RunTargets(batch.x, batch.k, batch.v)
+		if err == nil {
+			err = checkStep(loss, params)
+		}
+		if err != nil {
+			return doneLayer{}, fmt.Errorf("step %d: %w", st.Step+1, err)
+		}
+		lr := j.cfg.LRAt(st.Step, j.cfg.Steps)
+		st.Adam.Step(params, lr)
+		st.Step++
+		st.record(loss)
+		env.OnStep(StepInfo{Layer: j.l, Layers: j.mc.Layers, Step: st.Step, Steps: j.cfg.Steps, LR: lr, Loss: loss})
+		if err := j.checkpoint(run, st, layer); err != nil {
+			return doneLayer{}, err
+		}
+	}
+	d := doneLayer{Factors: layer.Factors(), Info: st.Info}
+	if len(j.xHeld) > 0 {
+		if d.Info.HeldAfter, err = j.heldOut(d.Factors); err != nil {
+			return doneLayer{}, err
+		}
+	}
+	if stats.Gram != nil {
+		d.Info.CalibKVFinal = j.calibKV(stats, d.Factors)
+	}
+	d.Info.Seconds = time.Since(t0).Seconds()
+	fields := logrus.Fields{"layer": j.l, "seconds": fmt.Sprintf("%.1f", d.Info.Seconds)}
+	if b, a := d.Info.HeldBefore, d.Info.HeldAfter; b != nil && a != nil {
+		fields["held_k_rel"] = fmt.Sprintf("%.4f→%.4f", b.KRel, a.KRel)
+		fields["held_v_rel"] = fmt.Sprintf("%.4f→%.4f", b.VRel, a.VRel)
+		fields["held_out_rel"] = fmt.Sprintf("%.4f→%.4f", b.OutRel, a.OutRel)
+	}
+	env.Log.WithFields(fields).Info("layer done")
+	return d, nil
+}
+
+// init is the layer's state before training: the initialised factors, a
+// fresh batch sampler and the report's initialisation fields.
+func (j layerJob) init(stats *Stats, log logrus.FieldLogger) (*layerState, error) {
+	info := LayerInfo{Layer: j.l, KRank: j.kRank, VRank: j.vRank, Init: j.cfg.Init}
+	f, ridge, err := j.initFactors(stats)
+	if err != nil {
+		return nil, err
 	}
 	info.Ridge = ridge
 	if ridge > 0 {
-		env.Log.WithFields(logrus.Fields{"layer": l, "ridge": ridge}).Info("whitening ridge added to XᵀX")
+		log.WithFields(logrus.Fields{"layer": j.l, "ridge": ridge}).Info("whitening ridge added to XᵀX")
 	}
 	if stats.Gram != nil {
-		info.CalibKVInit = calibKV(stats, blk, f, mc, kRank, vRank)
+		info.CalibKVInit = j.calibKV(stats, f)
 	}
-	startStep := 0
-	var rng *rand.PCG
-	var adam *Adam
-	if run.layer == l && run.step > 0 { // resume mid-layer
-		f, adam, rng, startStep = run.current, run.adam, run.rng, run.step
-		info = run.partial
-		env.Log.WithFields(logrus.Fields{"layer": l, "step": startStep}).Info("resuming layer")
-	} else {
-		rng = rand.NewPCG(cfg.Seed, uint64(l)+1)
-	}
-	if cfg.Steps == 0 {
-		if len(xHeld) > 0 {
-			if info.HeldBefore, err = heldOut(cfg, mc, blk, kRank, vRank, f, xHeld); err != nil {
-				return info, f, err
-			}
-		}
-		info.Seconds = time.Since(t0).Seconds()
-		return info, f, nil
-	}
-	spec := layerSpec(cfg, mc, blk, kRank, vRank, cfg.Batch)
-	layer, err := graph.NewLayer(spec, f)
-	if err != nil {
-		return info, f, err
-	}
-	defer layer.Close()
-	if len(xHeld) > 0 && startStep == 0 {
-		if info.HeldBefore, err = heldOut(cfg, mc, blk, kRank, vRank, f, xHeld); err != nil {
-			return info, f, err
-		}
-	}
-	if adam == nil {
-		var sizes []int
-		for _, p := range layer.Params() {
-			sizes = append(sizes, len(p.Value))
-		}
-		adam = NewAdam(sizes)
-	}
-	env.OnPhase("train", l)
-	T, D := cfg.SeqLen, mc.Hidden
-	nSeq := len(x) / (T * D)
-	batch := make([]float32, cfg.Batch*T*D) // (Batch·T, D)
-	// The K and V targets of every sequence do not change between steps:
-	// compute them once when they fit targetBudget, and gather them with
-	// the batch (nil otherwise: the graph computes each batch's).
-	kAll, vAll := targets(mc, blk, x, nSeq*T) // (N·T, KV) each, or nil
-	var kb, vb []float32                      // (Batch·T, KV)
-	if kAll != nil {
-		kb, vb = make([]float32, cfg.Batch*T*mc.KVDim()), make([]float32, cfg.Batch*T*mc.KVDim())
-	}
-	params := layer.Params()
-	for step := startStep; step < cfg.Steps; step++ {
-		if err := ctx.Err(); err != nil {
-			cur := layer.Factors()
-			if serr := run.save(l, step, &cur, adam, rng, info); serr != nil {
-				return info, f, errors.Join(err, serr)
-			}
-			return info, f, fmt.Errorf("interrupted at step %d (checkpoint written): %w", step, err)
-		}
-		for i, seq := range pickBatch(nSeq, cfg.Batch, rng) {
-			copy(batch[i*T*D:(i+1)*T*D], x[seq*T*D:(seq+1)*T*D])
-			if kAll != nil {
-				n := T * mc.KVDim()
-				copy(kb[i*n:(i+1)*n], kAll[seq*n:(seq+1)*n])
-				copy(vb[i*n:(i+1)*n], vAll[seq*n:(seq+1)*n])
-			}
-		}
-		loss, err := layer.RunTargets(batch, kb, vb)
-		if err != nil {
-			return info, f, fmt.Errorf("step %d: %w", step+1, err)
-		}
-		if math.IsNaN(loss.Total) || math.IsInf(loss.Total, 0) || !finiteGrads(params) {
-			return info, f, fmt.Errorf("step %d: non-finite loss or gradients (loss %g); the last good checkpoint is kept", step+1, loss.Total)
-		}
-		lr := cfg.LRAt(step, cfg.Steps)
-		adam.Step(params, lr)
-		info.CurveKV = append(info.CurveKV, loss.KV)
-		info.CurveOut = append(info.CurveOut, loss.Out)
-		env.OnStep(StepInfo{Layer: l, Layers: mc.Layers, Step: step + 1, Steps: cfg.Steps, LR: lr, Loss: loss})
-		if cfg.SaveEvery > 0 && (step+1)%cfg.SaveEvery == 0 && step+1 < cfg.Steps {
-			cur := layer.Factors()
-			if err := run.save(l, step+1, &cur, adam, rng, info); err != nil {
-				return info, f, err
-			}
-		}
-	}
-	f = layer.Factors()
-	if len(xHeld) > 0 {
-		if info.HeldAfter, err = heldOut(cfg, mc, blk, kRank, vRank, f, xHeld); err != nil {
-			return info, f, err
-		}
-	}
-	if stats.Gram != nil {
-		info.CalibKVFinal = calibKV(stats, blk, f, mc, kRank, vRank)
-	}
-	info.Seconds = time.Since(t0).Seconds()
-	fields := logrus.Fields{"layer": l, "seconds": fmt.Sprintf("%.1f", info.Seconds)}
-	if info.HeldBefore != nil && info.HeldAfter != nil {
-		fields["held_k_rel"] = fmt.Sprintf("%.4f→%.4f", info.HeldBefore.KRel, info.HeldAfter.KRel)
-		fields["held_v_rel"] = fmt.Sprintf("%.4f→%.4f", info.HeldBefore.VRel, info.HeldAfter.VRel)
-		fields["held_out_rel"] = fmt.Sprintf("%.4f→%.4f", info.HeldBefore.OutRel, info.HeldAfter.OutRel)
-	}
-	env.Log.WithFields(fields).Info("layer done")
-	return info, f, nil
+	return &layerState{Factors: f, RNG: rand.NewPCG(j.cfg.Seed, uint64(j.l)+1), Info: info}, nil
 }
 
-// heldOut evaluates factors f on the held-out sequences xHeld (all of them
-// in both terms, whatever the training weights).
-func heldOut(cfg Config, mc model.Config, blk *model.Block, kRank, vRank int, f kv.Factors, xHeld []float32) (*graph.Loss, error) {
-	n := len(xHeld) / (cfg.SeqLen * mc.Hidden)
-	spec := layerSpec(cfg, mc, blk, kRank, vRank, n)
+// record appends one step's loss terms to the layer's curves.
+func (st *layerState) record(loss graph.Loss) {
+	st.Info.CurveKV = append(st.Info.CurveKV, loss.KV)
+	st.Info.CurveOut = append(st.Info.CurveOut, loss.Out)
+}
+
+// checkpoint saves st every SaveEvery steps (not at the layer's last step:
+// the layer boundary's checkpoint follows).
+func (j layerJob) checkpoint(run *runState, st *layerState, layer *graph.Layer) error {
+	if j.cfg.SaveEvery == 0 || st.Step%j.cfg.SaveEvery != 0 || st.Step == j.cfg.Steps {
+		return nil
+	}
+	st.Factors = layer.Factors()
+	return run.save(st)
+}
+
+// interrupted checkpoints st after a cancelled ctx (cause) and says so.
+func interrupted(run *runState, st *layerState, layer *graph.Layer, cause error) error {
+	st.Factors = layer.Factors()
+	if err := run.save(st); err != nil {
+		return errors.Join(cause, err)
+	}
+	return fmt.Errorf("interrupted at step %d (checkpoint written): %w", st.Step, cause)
+}
+
+// heldOut evaluates factors f on the held-out sequences (all of them in both
+// terms, whatever the training weights).
+func (j layerJob) heldOut(f kv.Factors) (*graph.Loss, error) {
+	n := len(j.xHeld) / (j.cfg.SeqLen * j.mc.Hidden)
+	spec := j.spec(n)
 	spec.OutSeqs, spec.LambdaKV, spec.LambdaOut = n, 1, 1
 	layer, err := graph.NewLayer(spec, f)
 	if err != nil {
 		return nil, fmt.Errorf("held-out evaluation: %w", err)
 	}
 	defer layer.Close()
-	l, err := layer.Eval(xHeld)
+	l, err := layer.Eval(j.xHeld)
 	if err != nil {
 		return nil, fmt.Errorf("held-out evaluation: %w", err)
 	}
 	return &l, nil
+}
+
+// batcher gathers training batches: Batch calibration sequences and, when
+// they were precomputed, their K and V targets.
+type batcher struct {
+	x, k, v          []float32 // the batch: (Batch·T, D), (Batch·T, KV) each (k, v nil: the graph computes them)
+	xAll, kAll, vAll []float32 // every sequence: (N·T, D), (N·T, KV) each
+	nSeq, size       int       // N sequences, Batch of them per batch
+	rowX, rowKV      int       // floats per sequence: T·D, T·KV
+}
+
+func newBatcher(j layerJob) *batcher {
+	T, D, KV := j.cfg.SeqLen, j.mc.Hidden, j.mc.KVDim()
+	b := &batcher{xAll: j.x, nSeq: len(j.x) / (T * D), size: j.cfg.Batch, rowX: T * D, rowKV: T * KV}
+	b.x = make([]float32, b.size*b.rowX)
+	// The K and V targets of every sequence do not change between steps:
+	// compute them once when they fit targetBudget, and gather them with
+	// the batch (nil otherwise: the graph computes each batch's).
+	b.kAll, b.vAll = targets(j.mc, j.blk, j.x, b.nSeq*T)
+	if b.kAll != nil {
+		b.k, b.v = make([]float32, b.size*b.rowKV), make([]float32, b.size*b.rowKV)
+	}
+	return b
+}
+
+// next draws the next batch with rng.
+func (b *batcher) next(rng *rand.PCG) {
+	for i, s := range pickBatch(b.nSeq, b.size, rng) {
+		copy(b.x[i*b.rowX:(i+1)*b.rowX], b.xAll[s*b.rowX:(s+1)*b.rowX])
+		if b.kAll != nil {
+			copy(b.k[i*b.rowKV:(i+1)*b.rowKV], b.kAll[s*b.rowKV:(s+1)*b.rowKV])
+			copy(b.v[i*b.rowKV:(i+1)*b.rowKV], b.vAll[s*b.rowKV:(s+1)*b.rowKV])
+		}
+	}
 }
 
 // pickBatch draws `batch` distinct sequence indices out of nSeq with rng
@@ -191,6 +236,14 @@ func targets(mc model.Config, blk *model.Block, x []float32, n int) (k, v []floa
 	return k, v
 }
 
+// checkStep refuses a non-finite loss or gradient.
+func checkStep(loss graph.Loss, ps []graph.Param) error {
+	if math.IsNaN(loss.Total) || math.IsInf(loss.Total, 0) || !finiteGrads(ps) {
+		return fmt.Errorf("non-finite loss or gradients (loss %g); the last good checkpoint is kept", loss.Total)
+	}
+	return nil
+}
+
 func finiteGrads(ps []graph.Param) bool {
 	for _, p := range ps {
 		for _, g := range p.Grad {
@@ -202,8 +255,18 @@ func finiteGrads(ps []graph.Param) bool {
 	return true
 }
 
-// layerSpec describes layer blk's objective for the graph.
-func layerSpec(cfg Config, mc model.Config, blk *model.Block, kRank, vRank, seqs int) graph.LayerSpec {
+// sizes returns the parameters' lengths.
+func sizes(ps []graph.Param) []int {
+	n := make([]int, len(ps))
+	for i, p := range ps {
+		n[i] = len(p.Value)
+	}
+	return n
+}
+
+// spec describes the layer's objective over seqs sequences for the graph.
+func (j layerJob) spec(seqs int) graph.LayerSpec {
+	cfg, mc, blk := j.cfg, j.mc, j.blk
 	mode := kv.WindowBlock
 	if cfg.Window == "sliding" {
 		mode = kv.WindowSliding
@@ -211,7 +274,7 @@ func layerSpec(cfg Config, mc model.Config, blk *model.Block, kRank, vRank, seqs
 	return graph.LayerSpec{
 		Hidden: mc.Hidden, NHeads: mc.Heads, NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, RopeBase: mc.RopeBase,
 		Wq: blk.Wq, Wk: blk.Wk, Wv: blk.Wv, Wo: blk.Wo, Bq: blk.Bq, Bk: blk.Bk, Bv: blk.Bv,
-		KRank: kRank, VRank: vRank, Seqs: seqs, Tokens: cfg.SeqLen,
+		KRank: j.kRank, VRank: j.vRank, Seqs: seqs, Tokens: cfg.SeqLen,
 		OutSeqs: min(cfg.OutSeqs, seqs), LambdaKV: cfg.LambdaKV, LambdaOut: cfg.LambdaOut,
 		OutWindow: cfg.OutWindow, WindowMode: mode,
 		Quant: kv.Quant{KBits: cfg.KBits, VBits: cfg.VBits, KPerChannel: cfg.KQuant == "channel",
@@ -219,25 +282,27 @@ func layerSpec(cfg Config, mc model.Config, blk *model.Block, kRank, vRank, seqs
 	}
 }
 
-// initFactors runs the configured initialisation for K and V.
-func initFactors(cfg Config, mc model.Config, blk *model.Block, st *Stats, kRank, vRank int) (kv.Factors, float64, error) {
+// initFactors runs the configured initialisation for K and V; the float is
+// the whitening ridge used (0 for the other inits).
+func (j layerJob) initFactors(st *Stats) (kv.Factors, float64, error) {
+	cfg, mc, blk, kRank, vRank := j.cfg, j.mc, j.blk, j.kRank, j.vRank
 	f := kv.Factors{KRank: kRank, VRank: vRank}
 	var err error
 	var rk, rv float64
-	kv, d := mc.KVDim(), mc.Hidden
+	kvDim, d := mc.KVDim(), mc.Hidden
 	switch cfg.Init {
 	case "svd":
-		if f.Ak, f.Bk, err = InitSVD(blk.Wk, kv, d, kRank); err == nil {
-			f.Av, f.Bv, err = InitSVD(blk.Wv, kv, d, vRank)
+		if f.Ak, f.Bk, err = InitSVD(blk.Wk, kvDim, d, kRank); err == nil {
+			f.Av, f.Bv, err = InitSVD(blk.Wv, kvDim, d, vRank)
 		}
 	case "asvd":
 		mean := st.MeanAbs()
-		if f.Ak, f.Bk, err = InitASVD(blk.Wk, kv, d, kRank, mean, cfg.Alpha); err == nil {
-			f.Av, f.Bv, err = InitASVD(blk.Wv, kv, d, vRank, mean, cfg.Alpha)
+		if f.Ak, f.Bk, err = InitASVD(blk.Wk, kvDim, d, kRank, mean, cfg.Alpha); err == nil {
+			f.Av, f.Bv, err = InitASVD(blk.Wv, kvDim, d, vRank, mean, cfg.Alpha)
 		}
 	case "whiten":
-		if f.Ak, f.Bk, rk, err = InitWhiten(blk.Wk, kv, d, kRank, st.Gram, cfg.Ridge); err == nil {
-			f.Av, f.Bv, rv, err = InitWhiten(blk.Wv, kv, d, vRank, st.Gram, cfg.Ridge)
+		if f.Ak, f.Bk, rk, err = InitWhiten(blk.Wk, kvDim, d, kRank, st.Gram, cfg.Ridge); err == nil {
+			f.Av, f.Bv, rv, err = InitWhiten(blk.Wv, kvDim, d, vRank, st.Gram, cfg.Ridge)
 		}
 	}
 	if err != nil {
@@ -247,9 +312,9 @@ func initFactors(cfg Config, mc model.Config, blk *model.Block, st *Stats, kRank
 }
 
 // calibKV is the calibration KV loss MSE(K,K̂)+MSE(V,V̂) from the Gram matrix.
-func calibKV(st *Stats, blk *model.Block, f kv.Factors, mc model.Config, kRank, vRank int) float64 {
-	lk, err1 := KVLossGram(st.Gram, st.N, blk.Wk, f.Ak, f.Bk, mc.Hidden, mc.KVDim(), kRank)
-	lv, err2 := KVLossGram(st.Gram, st.N, blk.Wv, f.Av, f.Bv, mc.Hidden, mc.KVDim(), vRank)
+func (j layerJob) calibKV(st *Stats, f kv.Factors) float64 {
+	lk, err1 := KVLossGram(st.Gram, st.N, j.blk.Wk, f.Ak, f.Bk, j.mc.Hidden, j.mc.KVDim(), j.kRank)
+	lv, err2 := KVLossGram(st.Gram, st.N, j.blk.Wv, f.Av, f.Bv, j.mc.Hidden, j.mc.KVDim(), j.vRank)
 	if err1 != nil || err2 != nil {
 		return math.NaN()
 	}

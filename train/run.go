@@ -14,7 +14,6 @@ import (
 
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/graph"
-	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
@@ -52,21 +51,20 @@ type Env struct {
 	OnPhase func(phase string, l int) // "capture", "init", "train", "advance" at layer l
 }
 
-// Result is what a finished run produced.
+// Result is what a finished run produced. The model is closed when Run
+// returns.
 type Result struct {
-	Model       *model.Model
-	Config      Config
-	Layers      []LayerInfo
-	Projections string // exported file
-	PeakRSS     int64  // bytes, from /proc (0 where unknown)
+	Config      Config      // as run (Config.Model names the model to reopen)
+	Layers      []LayerInfo // every layer's report, in order
+	Projections string      // exported file
+	PeakRSS     int64       // bytes, from /proc (0 where unknown)
 	Seconds     float64
 }
 
 // Run is the spine of cskv: open the model, cut the calibration sequences,
 // then for every layer capture its attention inputs, initialise the factors,
 // train them, checkpoint, and advance the hidden states with the original
-// layer; finally export the projections. The caller owns m's lifetime only
-// through Result.Model (closed by the caller).
+// layer; finally export the projections.
 func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	start := time.Now()
 	env = env.withDefaults()
@@ -88,73 +86,72 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Model: m, Config: cfg}
+	defer m.Close()
 	defer linalg.ThreadsFor(m.Config.Hidden)()
 	if w := linalg.SlowBackend(m.Config.Hidden); w != "" {
 		env.Log.Warn(w)
 	}
-	fail := func(err error) (*Result, error) { m.Close(); return nil, err }
-
 	calib, held, err := calibration(m, cfg)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	if cfg.SeqLen > m.Config.ContextLength {
 		env.Log.WithFields(logrus.Fields{"seq_len": cfg.SeqLen, "context_length": m.Config.ContextLength}).Warn("sequences are longer than the model's trained context")
 	}
 	kRank, vRank, err := ranks(m.Config, cfg)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	run, err := openRun(cfg, m, calib, kRank, vRank, env.Log)
 	if err != nil {
-		return fail(err)
+		return nil, err
 	}
 	env.Log.WithFields(logrus.Fields{"model": m.Path, "layers": m.Config.Layers, "calib_seqs": len(calib),
 		"seq_len": cfg.SeqLen, "k_rank": kRank, "v_rank": vRank, "init": cfg.Init, "steps": cfg.Steps}).Info("run started")
 
-	h := newStream(m, calib)    // (N·T, D) residual stream of the calibration sequences
-	hHeld := newStream(m, held) // (H·T, D) residual stream of the held-out sequences
-	if err := errors.Join(h.err, hHeld.err); err != nil {
-		return fail(err)
+	h, err := newStream(m, calib) // (N·T, D) residual stream of the calibration sequences
+	if err != nil {
+		return nil, err
 	}
-	factors := make([]kv.Factors, m.Config.Layers)
-	copy(factors, run.finished)
-	res.Layers = append(res.Layers, run.history...)
+	hHeld, err := newStream(m, held) // (H·T, D) residual stream of the held-out sequences
+	if err != nil {
+		return nil, err
+	}
 	for l := 0; l < m.Config.Layers; l++ {
 		if err := ctx.Err(); err != nil {
-			return fail(fmt.Errorf("interrupted before layer %d (checkpoints hold every finished layer): %w", l, err))
+			return nil, fmt.Errorf("interrupted before layer %d (checkpoints hold every finished layer): %w", l, err)
 		}
 		blk, err := m.Block(l)
 		if err != nil {
-			return fail(err)
+			return nil, err
 		}
-		if l >= run.layer { // layers before the checkpoint's are already done
+		if l >= len(run.done) { // layers before the checkpoint's are already done
 			env.OnPhase("capture", l)
-			x := h.attnInput(m.Config, blk) // (N·T, D)
-			xHeld := hHeld.attnInput(m.Config, blk)
-			info, f, err := trainLayer(ctx, cfg, env, run, m.Config, blk, l, kRank, vRank, x, xHeld)
+			j := layerJob{cfg: cfg, mc: m.Config, blk: blk, l: l, kRank: kRank, vRank: vRank,
+				x: h.attnInput(m.Config, blk), xHeld: hHeld.attnInput(m.Config, blk)}
+			d, err := trainLayer(ctx, j, env, run)
 			if err != nil {
-				return fail(fmt.Errorf("layer %d: %w", l, err))
+				return nil, fmt.Errorf("layer %d: %w", l, err)
 			}
-			factors[l] = f
-			res.Layers = append(res.Layers, info)
-			run.finishLayer(l, f, info)
-			if err := run.save(l+1, 0, nil, nil, nil, LayerInfo{}); err != nil {
-				return fail(err)
+			if err := run.finish(d); err != nil {
+				return nil, err
 			}
-			env.OnLayer(info)
+			env.OnLayer(d.Info)
 		}
 		if l == m.Config.Layers-1 {
 			break // nothing reads the last layer's output
 		}
 		env.OnPhase("advance", l)
 		if err := errors.Join(h.advance(m.Config, blk), hHeld.advance(m.Config, blk)); err != nil {
-			return fail(fmt.Errorf("layer %d: advance: %w", l, err))
+			return nil, fmt.Errorf("layer %d: advance: %w", l, err)
 		}
 	}
-	if res.Projections, err = export(cfg, m, factors, kRank, vRank, res.Layers); err != nil {
-		return fail(err)
+	res := &Result{Config: cfg}
+	if res.Projections, err = export(cfg, m, run.done, kRank, vRank); err != nil {
+		return nil, err
+	}
+	for _, d := range run.done {
+		res.Layers = append(res.Layers, d.Info)
 	}
 	res.PeakRSS = PeakRSS()
 	res.Seconds = time.Since(start).Seconds()

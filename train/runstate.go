@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
-	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 )
 
@@ -33,21 +31,25 @@ type fingerprint struct {
 	Arch        string `json:"arch"`
 }
 
-// setting is one configuration field compared on resume.
+// setting is one fingerprint field compared on resume.
 type setting struct {
-	name    string // flag name
+	name    string // the flag of cskv train, as the command line spells it; or the digest
 	problem bool   // must match; otherwise only a warning
 	value   func(fingerprint) any
 }
 
-// settings is the resume table: problem-defining fields must match, steering
-// fields may change with a warning.
-var settings = []setting{
+// digests are compared on resume before the settings: the run's inputs.
+var digests = []setting{
 	{"model digest", true, func(f fingerprint) any { return f.ModelDigest }},
 	{"data digest", true, func(f fingerprint) any { return f.DataDigest }},
+}
+
+// settings is the resume table, one row per flag of cskv train: problem
+// fields must match, steering fields may change with a warning.
+var settings = []setting{
 	{"seq-len", true, func(f fingerprint) any { return f.Config.SeqLen }},
 	{"calib-chunks", true, func(f fingerprint) any { return f.Config.CalibChunks }},
-	{"random-pick", true, func(f fingerprint) any { return f.Config.RandomPick }},
+	{"random-chunks", true, func(f fingerprint) any { return f.Config.RandomPick }},
 	{"holdout", true, func(f fingerprint) any { return f.Config.Holdout }},
 	{"k-density", true, func(f fingerprint) any { return f.Config.KDensity }},
 	{"v-density", true, func(f fingerprint) any { return f.Config.VDensity }},
@@ -80,27 +82,25 @@ var settings = []setting{
 // ErrMismatch marks a resume whose problem-defining settings differ.
 var ErrMismatch = errors.New("resume: setting differs from the checkpoint")
 
-// progress is the non-tensor part of a checkpoint's training state.
-type progress struct {
-	History []LayerInfo `json:"history"`           // finished layers
-	Partial *LayerInfo  `json:"partial,omitempty"` // the layer in progress
-	AdamT   int         `json:"adam_t"`
+// ResumeFlags returns the flags of cskv train that a resume compares, in
+// the resume table's order.
+func ResumeFlags() []string {
+	names := make([]string, len(settings))
+	for i, s := range settings {
+		names[i] = s.name
+	}
+	return names
 }
 
-// runState is the run directory and where the run continues from.
+// runState is the run directory and the run's progress: every finished
+// layer and, after a mid-layer resume, the state of the layer in progress.
 type runState struct {
 	dir  string // "" = no checkpoints
 	keep int
 	fp   fingerprint
 	log  logrus.FieldLogger
-
-	layer, step int          // continue at this layer and step
-	finished    []kv.Factors // factors of layers < layer
-	history     []LayerInfo  // reports of layers < layer
-	current     kv.Factors   // the layer in progress (when step > 0)
-	adam        *Adam
-	rng         *rand.PCG
-	partial     LayerInfo
+	done []doneLayer // finished layers 0 … len(done)−1: the next layer to train is len(done)
+	cur  *layerState // the layer len(done) at the checkpoint resumed mid-layer (nil: from its start)
 }
 
 const runFile = "run.json"
@@ -111,7 +111,7 @@ func openRun(cfg Config, m *model.Model, calib [][]int, kRank, vRank int, log lo
 	fp := fingerprint{Config: cfg, ModelDigest: m.Digest, DataDigest: digestTokens(calib), Layers: m.Config.Layers,
 		Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), KRank: kRank, VRank: vRank, BaseName: filepath.Base(m.Path), Arch: m.Config.Arch}
 	fp.Config.Resume, fp.Config.Force, fp.Config.Out, fp.Config.Export = false, false, "", ""
-	r := &runState{dir: cfg.Out, keep: cfg.Keep, fp: fp, log: log, finished: make([]kv.Factors, m.Config.Layers)}
+	r := &runState{dir: cfg.Out, keep: cfg.Keep, fp: fp, log: log}
 	if cfg.Out == "" {
 		return r, nil
 	}
@@ -153,29 +153,24 @@ func (r *runState) writeRunFile() error {
 	return atomicfile.Write(filepath.Join(r.dir, runFile), append(raw, '\n'))
 }
 
-// resume loads the latest checkpoint and checks it belongs to this problem.
+// resume continues from the newest valid checkpoint, after checking that it
+// belongs to this problem; newer broken ones are skipped with a warning.
 func (r *runState) resume() error {
 	if _, err := os.Stat(filepath.Join(r.dir, runFile)); err != nil {
 		return fmt.Errorf("--resume %s: not a cskv run directory (%w)", r.dir, err)
 	}
-	// The newest checkpoint that loads and whose configuration decodes;
-	// newer broken ones are skipped with a warning.
-	var old fingerprint
-	var prog progress
+	var s snapshot
 	path, st, err := checkpoints.LoadLatestValid(r.dir, func(path string, st *checkpoints.State) error {
-		if err := json.Unmarshal(st.Config, &old); err != nil {
-			return fmt.Errorf("configuration unreadable: %w", err)
-		}
-		if err := json.Unmarshal(st.History, &prog); err != nil {
-			return fmt.Errorf("progress unreadable: %w", err)
-		}
-		return nil
+		var err error
+		s, err = decodeSnapshot(st, path)
+		return err
 	}, func(path string, err error) {
 		r.log.WithFields(logrus.Fields{"checkpoint": path, "reason": err}).Warn("resume: skipping an invalid checkpoint")
 	})
 	if errors.Is(err, checkpoints.ErrNoCheckpoint) {
 		// Stopped before its first checkpoint: the run starts from layer 0,
 		// if run.json records this problem.
+		var old fingerprint
 		raw, rerr := os.ReadFile(filepath.Join(r.dir, runFile))
 		if rerr == nil {
 			rerr = json.Unmarshal(raw, &old)
@@ -192,135 +187,67 @@ func (r *runState) resume() error {
 	if err != nil {
 		return fmt.Errorf("--resume %s: %w", r.dir, err)
 	}
-	if err := r.compare(old); err != nil {
+	if err := r.compare(s.fp); err != nil {
 		return err
 	}
-	if st.NumLayers != r.fp.Layers || st.Layer > st.NumLayers {
+	if st.NumLayers != r.fp.Layers {
 		return fmt.Errorf("--resume %s: checkpoint for %d layers at layer %d, model has %d", path, st.NumLayers, st.Layer, r.fp.Layers)
 	}
-	tensors := map[string][]float32{}
-	for _, t := range st.Tensors {
-		tensors[t.Name] = t.Data
-	}
-	get := func(name string) ([]float32, error) {
-		v, ok := tensors[name]
-		if !ok {
-			return nil, fmt.Errorf("--resume %s: checkpoint lacks tensor %q", path, name)
-		}
-		return v, nil
-	}
-	readFactors := func(prefix string) (kv.Factors, error) {
-		f := kv.Factors{KRank: r.fp.KRank, VRank: r.fp.VRank}
-		var ts [4][]float32
-		var err error
-		for i, name := range kv.Names {
-			if ts[i], err = get(prefix + name); err != nil {
-				return f, err
-			}
-		}
-		f.SetTensors(ts)
-		return f, nil
-	}
-	r.layer, r.step = st.Layer, st.Step
-	r.history = prog.History
-	for l := 0; l < st.Layer; l++ {
-		if r.finished[l], err = readFactors(fmt.Sprintf("layers.%d.", l)); err != nil {
-			return err
-		}
-	}
-	if st.Step > 0 {
-		if r.current, err = readFactors("current."); err != nil {
-			return err
-		}
-		r.adam = NewAdam(nil)
-		r.adam.T = prog.AdamT
-		for i := 0; i < 4; i++ {
-			m, err := get(fmt.Sprintf("adam.m.%d", i))
-			if err != nil {
-				return err
-			}
-			v, err := get(fmt.Sprintf("adam.v.%d", i))
-			if err != nil {
-				return err
-			}
-			r.adam.M, r.adam.V = append(r.adam.M, m), append(r.adam.V, v)
-		}
-		r.rng = &rand.PCG{}
-		if err := r.rng.UnmarshalBinary(st.RNG); err != nil {
-			return fmt.Errorf("--resume %s: rng state: %w", path, err)
-		}
-		if prog.Partial != nil {
-			r.partial = *prog.Partial
-		}
-	}
+	r.done, r.cur = s.done, s.cur
 	r.log.WithFields(logrus.Fields{"checkpoint": path, "layer": st.Layer, "step": st.Step}).Info("resuming")
 	return nil
 }
 
-// compare applies the resume rules to the recorded fingerprint old: problem
-// settings must agree, a changed steering setting is logged.
+// compare applies the resume rules to the recorded fingerprint old: the
+// digests and problem settings must agree, a changed steering setting is
+// logged.
 func (r *runState) compare(old fingerprint) error {
-	for _, s := range settings {
-		was, now := fmt.Sprint(s.value(old)), fmt.Sprint(s.value(r.fp))
-		if was == now {
-			continue
+	for _, table := range [][]setting{digests, settings} {
+		for _, set := range table {
+			was, now := fmt.Sprint(set.value(old)), fmt.Sprint(set.value(r.fp))
+			if was == now {
+				continue
+			}
+			if set.problem {
+				return fmt.Errorf("%w: %s was %s, now %s", ErrMismatch, set.name, was, now)
+			}
+			r.log.WithFields(logrus.Fields{"setting": set.name, "was": was, "now": now}).Warn("resume: steering setting changed")
 		}
-		if s.problem {
-			return fmt.Errorf("%w: %s was %s, now %s", ErrMismatch, s.name, was, now)
-		}
-		r.log.WithFields(logrus.Fields{"setting": s.name, "was": was, "now": now}).Warn("resume: steering setting changed")
 	}
 	return nil
 }
 
-// finishLayer records a finished layer for later checkpoints.
-func (r *runState) finishLayer(l int, f kv.Factors, info LayerInfo) {
-	r.finished[l] = f
-	r.history = append(r.history, info)
+// resumed hands over the state of layer l saved mid-layer by the checkpoint
+// resumed, or nil when l starts afresh.
+func (r *runState) resumed(l int) *layerState {
+	if r.cur == nil || l != len(r.done) {
+		return nil
+	}
+	cur := r.cur
+	r.cur = nil
+	return cur
 }
 
-// save writes a checkpoint at (layer, step): every finished layer's factors
-// and, mid-layer, the current factors, Adam moments and sampler state.
-func (r *runState) save(layer, step int, cur *kv.Factors, adam *Adam, rng *rand.PCG, partial LayerInfo) error {
+// finish records a finished layer and checkpoints the layer boundary.
+func (r *runState) finish(d doneLayer) error {
+	r.done = append(r.done, d)
+	return r.save(nil)
+}
+
+// save writes a checkpoint of the finished layers and, mid-layer, of cur
+// (the layer len(r.done)), then prunes the old ones.
+func (r *runState) save(cur *layerState) error {
 	if r.dir == "" {
 		return nil
 	}
-	st := &checkpoints.State{Layer: layer, Step: step, NumLayers: r.fp.Layers, ModelDigest: r.fp.ModelDigest}
-	var err error
-	if st.Config, err = json.Marshal(r.fp); err != nil {
-		return err
-	}
-	prog := progress{History: r.history}
-	add := func(name string, data []float32) {
-		st.Tensors = append(st.Tensors, checkpoints.Tensor{Name: name, Shape: []int{len(data)}, Data: data})
-	}
-	addFactors := func(prefix string, f kv.Factors) {
-		for i, t := range f.Tensors() {
-			add(prefix+kv.Names[i], t)
-		}
-	}
-	for l := 0; l < layer && l < len(r.finished); l++ {
-		addFactors(fmt.Sprintf("layers.%d.", l), r.finished[l])
-	}
-	if cur != nil {
-		addFactors("current.", *cur)
-		for i := range adam.M {
-			add(fmt.Sprintf("adam.m.%d", i), adam.M[i])
-			add(fmt.Sprintf("adam.v.%d", i), adam.V[i])
-		}
-		prog.AdamT = adam.T
-		prog.Partial = &partial
-		if st.RNG, err = rng.MarshalBinary(); err != nil {
-			return err
-		}
-	}
-	if st.History, err = json.Marshal(prog); err != nil {
+	st, err := snapshot{fp: r.fp, done: r.done, cur: cur}.encode()
+	if err != nil {
 		return err
 	}
 	path, err := checkpoints.Save(r.dir, st)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	r.log.WithFields(logrus.Fields{"checkpoint": path, "layer": layer, "step": step}).Debug("checkpoint written")
+	r.log.WithFields(logrus.Fields{"checkpoint": path, "layer": st.Layer, "step": st.Step}).Debug("checkpoint written")
 	return checkpoints.Prune(r.dir, r.keep)
 }

@@ -15,31 +15,28 @@ type stream struct {
 	nSeq int
 	T    int
 	rope *model.RopeTable
-	err  error
 }
 
 // newStream embeds the sequences (all of the same length).
-func newStream(m *model.Model, seqs [][]int) *stream {
+func newStream(m *model.Model, seqs [][]int) (*stream, error) {
 	s := &stream{nSeq: len(seqs)}
 	if len(seqs) == 0 {
-		return s
+		return s, nil
 	}
 	c := m.Config
 	s.T = len(seqs[0])
 	s.h = make([]float32, len(seqs)*s.T*c.Hidden)
 	r, err := c.Rope()
 	if err != nil {
-		s.err = err
-		return s
+		return nil, err
 	}
 	s.rope = model.NewRopeTable(s.T, r)
 	for i, seq := range seqs {
 		if err := m.EmbedTokens(s.h[i*s.T*c.Hidden:], seq); err != nil {
-			s.err = err
-			return s
+			return nil, err
 		}
 	}
-	return s
+	return s, nil
 }
 
 // attnInput returns X = RMSNorm(h) (nSeq·T, D), the input of the layer's

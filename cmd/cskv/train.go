@@ -171,7 +171,10 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if err != nil {
 		return err
 	}
-	m := res.Model
+	m, err := openModel(res.Config.Model)
+	if err != nil {
+		return err
+	}
 	defer m.Close()
 	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
 	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window, cfg.KBits, cfg.VBits, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
