@@ -25,7 +25,7 @@ func TestEvaluateRun(t *testing.T) {
 	cfg := train.Defaults()
 	cfg.Model, cfg.Data = mp, testassets.Path(t, "data/tinystories_calib.txt")
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps = 64, 8, 0, 0
-	cfg.Init, cfg.KDensity, cfg.VDensity = "svd", 0.25, 0.5
+	cfg.Init, cfg.KDensity, cfg.VDensity = train.SVDInit, 0.25, 0.5
 	cfg.Export = filepath.Join(t.TempDir(), "p.safetensors")
 	res, err := train.Run(context.Background(), cfg, train.Env{})
 	if err != nil {

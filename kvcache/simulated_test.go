@@ -24,7 +24,7 @@ func fixture(t *testing.T) (*model.Model, *checkpoints.Projections, []int) {
 	cfg := train.Defaults()
 	cfg.Model, cfg.Data = mp, testassets.Path(t, "data/tinystories_calib.txt")
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps = 256, 8, 0, 0
-	cfg.Init, cfg.KDensity, cfg.VDensity = "whiten", 0.25, 0.25
+	cfg.Init, cfg.KDensity, cfg.VDensity = train.WhitenInit, 0.25, 0.25
 	cfg.Export = filepath.Join(t.TempDir(), "p.safetensors")
 	_, err := train.Run(context.Background(), cfg, train.Env{})
 	if err != nil {

@@ -76,7 +76,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	}
 	// cskv export from the run directory (its last checkpoint) gives the same file
 	again := filepath.Join(dir, "again.safetensors")
-	if err := train.ExportCheckpoint(split, again, "f32"); err != nil {
+	if err := train.ExportCheckpoint(split, again, train.DTypeF32); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(again); !bytes.Equal(b, want) {
@@ -85,7 +85,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	// a mid-layer checkpoint cannot be exported
 	mid := filepath.Join(split, "ckpt-L02-S000005")
 	if _, err := os.Stat(mid); err == nil {
-		if err := train.ExportCheckpoint(mid, again, "f32"); err == nil || !strings.Contains(err.Error(), "layers are finished") {
+		if err := train.ExportCheckpoint(mid, again, train.DTypeF32); err == nil || !strings.Contains(err.Error(), "layers are finished") {
 			t.Errorf("export of a mid-layer checkpoint: %v", err)
 		}
 	}

@@ -149,16 +149,18 @@ func TestStoriesInits(t *testing.T) {
 	}
 	m := openStories(t, "models/stories260K.gguf")
 	for _, d := range []float64{0.5, 0.25, 0.125} {
-		p := run(t, func(c *train.Config) { c.Steps, c.Init, c.KDensity, c.VDensity, c.CalibChunks = 0, "svd", d, d, 8 })
+		p := run(t, func(c *train.Config) {
+			c.Steps, c.Init, c.KDensity, c.VDensity, c.CalibChunks = 0, train.SVDInit, d, d, 8
+		})
 		ref := reference["svd-init"][d]
 		within(t, "svd all-compressed d="+ftoa(d), compressed(t, m, p, 0, 16), ref.all, 0.005)
 		within(t, "svd bi-branch d="+ftoa(d), compressed(t, m, p, 32, 16), ref.bb, 0.005)
 	}
-	for _, init := range []string{"asvd", "whiten"} {
+	for _, init := range []train.Init{train.ASVDInit, train.WhitenInit} {
 		p := run(t, func(c *train.Config) { c.Steps, c.Init, c.KDensity, c.VDensity = 0, init, 0.25, 0.25 })
-		ref := reference[init+"-init"][0.25]
-		within(t, init+" all-compressed d=0.25", compressed(t, m, p, 0, 16), ref.all, 0.015)
-		within(t, init+" bi-branch d=0.25", compressed(t, m, p, 32, 16), ref.bb, 0.015)
+		ref := reference[init.String()+"-init"][0.25]
+		within(t, init.String()+" all-compressed d=0.25", compressed(t, m, p, 0, 16), ref.all, 0.015)
+		within(t, init.String()+" bi-branch d=0.25", compressed(t, m, p, 32, 16), ref.bb, 0.015)
 	}
 }
 
@@ -210,8 +212,8 @@ func TestStoriesKVReachesWhitenedOptimum(t *testing.T) {
 		}
 		return res.Layers
 	}
-	white := layers(func(c *train.Config) { c.Init, c.Steps = "whiten", 0 })
-	trained := layers(func(c *train.Config) { c.Init, c.LambdaOut = "svd", 0 })
+	white := layers(func(c *train.Config) { c.Init, c.Steps = train.WhitenInit, 0 })
+	trained := layers(func(c *train.Config) { c.Init, c.LambdaOut = train.SVDInit, 0 })
 	for l := range white {
 		opt, got, start := white[l].CalibKVInit, trained[l].CalibKVFinal, trained[l].CalibKVInit
 		if got > opt*1.01 {

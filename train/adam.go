@@ -47,7 +47,7 @@ func (a *Adam) Step(params []graph.Param, lr float64) {
 // LRAt is the learning rate at step t (0-based) of total steps: Config.LR,
 // or with the cosine schedule a linear warm-up then a cosine decay to 0.
 func (c Config) LRAt(t, total int) float64 {
-	if c.Schedule != "cosine" {
+	if c.Schedule != ScheduleCosine {
 		return c.LR
 	}
 	if t < c.Warmup {

@@ -13,7 +13,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/alloc"
-	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/quant"
@@ -80,7 +79,7 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 	}
 
 	plan := &alloc.Plan{Version: alloc.PlanVersion, Model: filepath.Base(m.Path), ModelDigest: m.Digest, Layers: mc.Layers,
-		KVDim: kvDim, Budget: as.Budget, KBits: cfg.KBits, VBits: cfg.VBits, KQuant: cfg.KQuant, QuantWindow: cfg.QuantWindow,
+		KVDim: kvDim, Budget: as.Budget, KBits: cfg.KBits, VBits: cfg.VBits, KQuant: cfg.KQuant.String(), QuantWindow: cfg.QuantWindow,
 		Objective: as.Objective}
 	grids, specs, err := allocGrids(cfg, mc, as.MaxPoints)
 	if err != nil {
@@ -155,7 +154,7 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 func allocGrids(cfg Config, mc model.Config, maxPoints int) (grids [2][]int, specs [2][]quant.Spec, err error) {
 	kvDim := mc.KVDim()
 	steps := [2]int{1, 1}
-	if cfg.KBits != quant.Off && cfg.KQuant == "token" {
+	if cfg.KBits != quant.Off && cfg.KQuant == KeyPerToken {
 		steps[alloc.K] = mc.KVHeads
 	}
 	if cfg.VBits != quant.Off {
@@ -166,8 +165,7 @@ func allocGrids(cfg Config, mc model.Config, maxPoints int) (grids [2][]int, spe
 			return grids, specs, err
 		}
 		for _, r := range grids[s] {
-			q := kv.Quant{KBits: cfg.KBits, VBits: cfg.VBits, KPerChannel: cfg.KQuant == "channel", QuantWindow: cfg.QuantWindow, ClampZero: cfg.QuantZero == "clamp"}
-			k, v, err := q.Specs(r, r, mc.KVHeads)
+			k, v, err := cfg.quant().Specs(r, r, mc.KVHeads)
 			if err != nil {
 				return grids, specs, fmt.Errorf("allocation: rank %d: %w", r, err)
 			}

@@ -13,7 +13,7 @@ import (
 func TestAllocateSynthetic(t *testing.T) {
 	cfg := Defaults()
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Export = 32, 8, 2, "unused"
-	cfg.Init = "whiten"
+	cfg.Init = WhitenInit
 	for _, obj := range []string{ObjectiveKV, ObjectiveOut} {
 		as := DefaultAllocSettings(0.25)
 		as.Objective = obj

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 )
 
@@ -22,26 +23,26 @@ type Config struct {
 
 	KDensity, VDensity float64 // problem: densities in (0, 1) (0.5); ranks per docs/METHOD.md §1
 	KRank, VRank       int     // problem: explicit ranks overriding the densities (0 = from density)
-	Init               string  // problem: svd, asvd or whiten (asvd)
+	Init               Init    // problem: svd, asvd or whiten (asvd)
 	Alpha              float64 // problem: ASVD exponent α (0.5)
 	Ridge              float64 // problem: whitening ridge; 0 = automatic (1e-6 · mean diagonal, raised ×10 until positive definite)
 
-	Steps     int     // steering: Adam steps per layer (300); 0 = initialisation only
-	LR        float64 // steering: peak learning rate (1e-3)
-	Schedule  string  // steering: constant or cosine (warm-up then cosine decay to 0)
-	Warmup    int     // steering: warm-up steps of the cosine schedule
-	Batch     int     // problem: sequences per step (8)
-	Seed      uint64  // problem: seed of the batch sampler (0)
-	LambdaKV  float64 // problem: weight of MSE(K,K̂)+MSE(V,V̂) (1)
-	LambdaOut float64 // problem: weight of MSE(out,out̂) (1)
-	OutSeqs   int     // problem: sequences of each batch in the output term (2)
-	OutWindow int     // problem: bi-branch window inside out̂ (0 = every token reconstructed)
-	Window    string  // problem: block or sliding, for OutWindow and evaluation
+	Steps     int      // steering: Adam steps per layer (300); 0 = initialisation only
+	LR        float64  // steering: peak learning rate (1e-3)
+	Schedule  Schedule // steering: constant or cosine (warm-up then cosine decay to 0)
+	Warmup    int      // steering: warm-up steps of the cosine schedule
+	Batch     int      // problem: sequences per step (8)
+	Seed      uint64   // problem: seed of the batch sampler (0)
+	LambdaKV  float64  // problem: weight of MSE(K,K̂)+MSE(V,V̂) (1)
+	LambdaOut float64  // problem: weight of MSE(out,out̂) (1)
+	OutSeqs   int      // problem: sequences of each batch in the output term (2)
+	OutWindow int      // problem: bi-branch window inside out̂ (0 = every token reconstructed)
+	Window    string   // problem: block or sliding, for OutWindow and evaluation
 
-	KBits, VBits int    // problem: QAT bits (16 = off)
-	KQuant       string // problem: keys "channel" (KIVI, default) or "token"
-	QuantWindow  int    // problem: tokens per per-channel key group (32)
-	QuantZero    string // problem: "free" (default) or "clamp"
+	KBits, VBits int       // problem: QAT bits (16 = off)
+	KQuant       KeyQuant  // problem: keys per channel (KIVI, default) or per token
+	QuantWindow  int       // problem: tokens per per-channel key group (32)
+	QuantZero    ZeroPoint // problem: free (default) or clamp
 
 	// Precision is the arithmetic of the matrix products (linalg.Precision:
 	// f32, bf16 or auto; "" = f32). Run records it resolved (f32 or bf16),
@@ -51,7 +52,7 @@ type Config struct {
 
 	Out       string // run directory (checkpoints, run.json, projections); "" = none
 	Export    string // projections file; "" = Out/projections.safetensors
-	DType     string // export dtype: f32, f16 or bf16
+	DType     DType  // export dtype: f32, f16 or bf16
 	SaveEvery int    // steering: checkpoint every k steps (100; 0 = only at layer ends)
 	Keep      int    // steering: checkpoints kept (3)
 	Resume    bool   // continue from the latest checkpoint in Out
@@ -62,16 +63,13 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		DataFormat: "auto", SeqLen: 512, CalibChunks: 128, Holdout: 8,
-		KDensity: 0.5, VDensity: 0.5, Init: "asvd", Alpha: 0.5,
-		Steps: 300, LR: 1e-3, Schedule: "constant", Batch: 8,
+		KDensity: 0.5, VDensity: 0.5, Init: ASVDInit, Alpha: 0.5,
+		Steps: 300, LR: 1e-3, Schedule: ScheduleConstant, Batch: 8,
 		LambdaKV: 1, LambdaOut: 1, OutSeqs: 2, Window: "block",
-		KBits: 16, VBits: 16, KQuant: "channel", QuantWindow: 32, QuantZero: "free",
-		DType: "f32", SaveEvery: 100, Keep: 3, Precision: "f32",
+		KBits: 16, VBits: 16, KQuant: KeyPerChannel, QuantWindow: 32, QuantZero: ZeroFree,
+		DType: DTypeF32, SaveEvery: 100, Keep: 3, Precision: "f32",
 	}
 }
-
-// inits is the table of initialisations.
-var inits = map[string]bool{"svd": true, "asvd": true, "whiten": true}
 
 // Validate checks every field, naming the flag and value at fault.
 func (c Config) Validate() error {
@@ -93,8 +91,8 @@ func (c Config) Validate() error {
 		return bad("k-rank", c.KRank, "must be ≥ 1")
 	case c.VRank < 0:
 		return bad("v-rank", c.VRank, "must be ≥ 1")
-	case !inits[c.Init]:
-		return bad("init", c.Init, "want svd, asvd or whiten")
+	case !initNames.valid(int(c.Init)):
+		return bad("init", int(c.Init), initNames.want())
 	case !(c.Alpha >= 0) || math.IsInf(c.Alpha, 0):
 		return bad("alpha", c.Alpha, "must be ≥ 0")
 	case c.Ridge < 0:
@@ -103,8 +101,8 @@ func (c Config) Validate() error {
 		return bad("steps", c.Steps, "must be ≥ 0")
 	case !(c.LR > 0) || math.IsInf(c.LR, 0):
 		return bad("lr", c.LR, "must be positive")
-	case c.Schedule != "constant" && c.Schedule != "cosine":
-		return bad("schedule", c.Schedule, "want constant or cosine")
+	case !scheduleNames.valid(int(c.Schedule)):
+		return bad("schedule", int(c.Schedule), scheduleNames.want())
 	case c.Warmup < 0:
 		return bad("warmup", c.Warmup, "must be ≥ 0")
 	case c.Batch < 1:
@@ -125,16 +123,16 @@ func (c Config) Validate() error {
 		return bad("k-bits", c.KBits, "want 2, 3, 4, 8 or 16")
 	case !validBits[c.VBits]:
 		return bad("v-bits", c.VBits, "want 2, 3, 4, 8 or 16")
-	case c.KQuant != "channel" && c.KQuant != "token":
-		return bad("k-quant", c.KQuant, "want channel or token")
+	case !keyQuantNames.valid(int(c.KQuant)):
+		return bad("k-quant", int(c.KQuant), keyQuantNames.want())
 	case c.QuantWindow < 1:
 		return bad("quant-window", c.QuantWindow, "must be a positive integer")
-	case c.KBits != 16 && c.KQuant == "channel" && c.SeqLen%c.QuantWindow != 0:
+	case c.KBits != 16 && c.KQuant == KeyPerChannel && c.SeqLen%c.QuantWindow != 0:
 		return bad("quant-window", c.QuantWindow, fmt.Sprintf("does not divide --seq-len %d", c.SeqLen))
-	case c.QuantZero != "free" && c.QuantZero != "clamp":
-		return bad("quant-zero", c.QuantZero, "want free or clamp")
-	case !dtypes[c.DType]:
-		return bad("dtype", c.DType, "want f32, f16 or bf16")
+	case !zeroPointNames.valid(int(c.QuantZero)):
+		return bad("quant-zero", int(c.QuantZero), zeroPointNames.want())
+	case !dtypeNames.valid(int(c.DType)):
+		return bad("dtype", int(c.DType), dtypeNames.want())
 	case c.precision() == badPrecision:
 		return bad("precision", c.Precision, "want f32, bf16 or auto")
 	case c.SaveEvery < 0:
@@ -151,8 +149,6 @@ func (c Config) Validate() error {
 
 var validBits = map[int]bool{2: true, 3: true, 4: true, 8: true, 16: true}
 
-var dtypes = map[string]bool{"f32": true, "f16": true, "bf16": true}
-
 // precision is Precision parsed ("" = f32), or badPrecision.
 func (c Config) precision() linalg.Precision {
 	if c.Precision == "" {
@@ -167,3 +163,10 @@ func (c Config) precision() linalg.Precision {
 
 // badPrecision is no linalg.Precision.
 const badPrecision = linalg.Precision(255)
+
+// quant is the quantisation of the compressed features that the QAT settings
+// describe.
+func (c Config) quant() kv.Quant {
+	return kv.Quant{KBits: c.KBits, VBits: c.VBits, KPerChannel: c.KQuant == KeyPerChannel,
+		QuantWindow: c.QuantWindow, ClampZero: c.QuantZero == ZeroClamp}
+}

@@ -9,14 +9,10 @@ import (
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
-	"github.com/cskv/cskv/model/safetensors"
 )
 
 // Version is the cskv version recorded in exported files.
 const Version = "0.1.0"
-
-// exportDTypes maps the --dtype flag to the file's element type.
-var exportDTypes = map[string]safetensors.DType{"f32": safetensors.F32, "f16": safetensors.F16, "bf16": safetensors.BF16}
 
 // export writes the projections file (checkpoints.WriteProjections) with the
 // run's settings in its metadata. Factors are already in the Hugging Face
@@ -46,13 +42,13 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"v_density":    density(cfg.VRank, cfg.VDensity),
 		"k_rank":       i(kRank),
 		"v_rank":       i(vRank),
-		"init":         cfg.Init,
+		"init":         cfg.Init.String(),
 		"alpha":        f(cfg.Alpha),
 		"k_bits":       i(cfg.KBits),
 		"v_bits":       i(cfg.VBits),
-		"k_quant":      cfg.KQuant,
+		"k_quant":      cfg.KQuant.String(),
 		"quant_window": i(cfg.QuantWindow),
-		"quant_zero":   cfg.QuantZero,
+		"quant_zero":   cfg.QuantZero.String(),
 		"window_mode":  cfg.Window,
 		"out_window":   i(cfg.OutWindow),
 		"window":       i(cfg.OutWindow), // the bi-branch window the factors were trained for (0 = all compressed)
@@ -60,7 +56,7 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"calib_chunks": i(cfg.CalibChunks),
 		"steps":        i(cfg.Steps),
 		"lr":           f(cfg.LR),
-		"schedule":     cfg.Schedule,
+		"schedule":     cfg.Schedule.String(),
 		"batch":        i(cfg.Batch),
 		"seed":         strconv.FormatUint(cfg.Seed, 10),
 		"lambda_kv":    f(cfg.LambdaKV),
@@ -82,10 +78,9 @@ func density(rank int, d float64) string {
 // ExportCheckpoint writes the projections file from a checkpoint in which
 // every layer is finished (the one written at the end of the last layer);
 // given a run directory it takes the run's latest checkpoint.
-func ExportCheckpoint(ckpt, out, dtype string) error {
-	dt, ok := exportDTypes[dtype]
-	if !ok {
-		return fmt.Errorf("--dtype %q: want f32, f16 or bf16", dtype)
+func ExportCheckpoint(ckpt, out string, dtype DType) error {
+	if !dtypeNames.valid(int(dtype)) {
+		return fmt.Errorf("--dtype %d: %s", int(dtype), dtypeNames.want())
 	}
 	if _, err := os.Stat(filepath.Join(ckpt, runFile)); err == nil {
 		latest, err := checkpoints.Latest(ckpt)
@@ -108,7 +103,7 @@ func ExportCheckpoint(ckpt, out, dtype string) error {
 	fp := s.fp
 	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: factorsOf(s.done)}
 	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRank, fp.VRank)
-	if err := checkpoints.WriteProjections(out, p, dt); err != nil {
+	if err := checkpoints.WriteProjections(out, p, exportDTypes[dtype]); err != nil {
 		return fmt.Errorf("export %s: %w", out, err)
 	}
 	return nil

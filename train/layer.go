@@ -31,7 +31,7 @@ type layerJob struct {
 // takes the state a mid-layer checkpoint saved, and trains them.
 func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLayer, error) {
 	t0 := time.Now()
-	stats, err := NewStats(j.mc.Hidden, j.cfg.Init == "whiten" || j.mc.Hidden <= 1024)
+	stats, err := NewStats(j.mc.Hidden, j.cfg.Init == WhitenInit || j.mc.Hidden <= 1024)
 	if err != nil {
 		return doneLayer{}, err
 	}
@@ -277,8 +277,7 @@ func (j layerJob) spec(seqs int) graph.LayerSpec {
 		KRank: j.kRank, VRank: j.vRank, Seqs: seqs, Tokens: cfg.SeqLen,
 		OutSeqs: min(cfg.OutSeqs, seqs), LambdaKV: cfg.LambdaKV, LambdaOut: cfg.LambdaOut,
 		OutWindow: cfg.OutWindow, WindowMode: mode,
-		Quant: kv.Quant{KBits: cfg.KBits, VBits: cfg.VBits, KPerChannel: cfg.KQuant == "channel",
-			QuantWindow: cfg.QuantWindow, ClampZero: cfg.QuantZero == "clamp"},
+		Quant: cfg.quant(),
 	}
 }
 
@@ -291,19 +290,21 @@ func (j layerJob) initFactors(st *Stats) (kv.Factors, float64, error) {
 	var rk, rv float64
 	kvDim, d := mc.KVDim(), mc.Hidden
 	switch cfg.Init {
-	case "svd":
+	case SVDInit:
 		if f.Ak, f.Bk, err = InitSVD(blk.Wk, kvDim, d, kRank); err == nil {
 			f.Av, f.Bv, err = InitSVD(blk.Wv, kvDim, d, vRank)
 		}
-	case "asvd":
+	case ASVDInit:
 		mean := st.MeanAbs()
 		if f.Ak, f.Bk, err = InitASVD(blk.Wk, kvDim, d, kRank, mean, cfg.Alpha); err == nil {
 			f.Av, f.Bv, err = InitASVD(blk.Wv, kvDim, d, vRank, mean, cfg.Alpha)
 		}
-	case "whiten":
+	case WhitenInit:
 		if f.Ak, f.Bk, rk, err = InitWhiten(blk.Wk, kvDim, d, kRank, st.Gram, cfg.Ridge); err == nil {
 			f.Av, f.Bv, rv, err = InitWhiten(blk.Wv, kvDim, d, vRank, st.Gram, cfg.Ridge)
 		}
+	default:
+		err = fmt.Errorf("unknown initialisation %d", int(cfg.Init))
 	}
 	if err != nil {
 		return f, 0, fmt.Errorf("%s init: %w", cfg.Init, err)

@@ -31,7 +31,7 @@ type LayerInfo struct {
 	Layer        int         `json:"layer"`
 	KRank        int         `json:"k_rank"`
 	VRank        int         `json:"v_rank"`
-	Init         string      `json:"init"`
+	Init         Init        `json:"init"`
 	Ridge        float64     `json:"ridge,omitempty"`          // whitening ridge used
 	CalibKVInit  float64     `json:"calib_kv_init,omitempty"`  // calibration KV loss (MSE K + MSE V) after init
 	CalibKVFinal float64     `json:"calib_kv_final,omitempty"` // ... after training

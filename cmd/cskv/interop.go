@@ -61,7 +61,7 @@ func exportReference(ckpt, projPath, modelPath, dir string) error {
 		}
 		defer os.RemoveAll(tmp)
 		projPath = filepath.Join(tmp, "projections.safetensors")
-		if err := train.ExportCheckpoint(ckpt, projPath, "f32"); err != nil {
+		if err := train.ExportCheckpoint(ckpt, projPath, train.DTypeF32); err != nil {
 			return err
 		}
 	}

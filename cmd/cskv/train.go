@@ -32,16 +32,16 @@ func registerProblem(fs *flag.FlagSet, c *train.Config) {
 	fs.Float64Var(&c.VDensity, "v-density", c.VDensity, "value density in (0, 1)")
 	fs.IntVar(&c.KRank, "k-rank", c.KRank, "explicit key rank in [1, kv_dim] (overrides --k-density)")
 	fs.IntVar(&c.VRank, "v-rank", c.VRank, "explicit value rank in [1, kv_dim] (overrides --v-density)")
-	fs.StringVar(&c.Init, "init", c.Init, "initialisation: svd, asvd or whiten")
+	fs.Var(&c.Init, "init", "initialisation: svd, asvd or whiten")
 	fs.Float64Var(&c.Alpha, "alpha", c.Alpha, "ASVD exponent α")
 	fs.Float64Var(&c.Ridge, "ridge", c.Ridge, "whitening ridge (0 = automatic)")
 	fs.IntVar(&c.KBits, "k-bits", c.KBits, "quantisation-aware training: key feature bits (2, 3, 4, 8; 16 = off)")
 	fs.IntVar(&c.VBits, "v-bits", c.VBits, "value feature bits (2, 3, 4, 8; 16 = off)")
-	fs.StringVar(&c.KQuant, "k-quant", c.KQuant, "key quantisation groups: channel (KIVI, per channel over --quant-window tokens) or token")
+	fs.Var(&c.KQuant, "k-quant", "key quantisation groups: channel (default: KIVI, per channel over --quant-window tokens) or token")
 	fs.IntVar(&c.QuantWindow, "quant-window", c.QuantWindow, "tokens per per-channel key group")
-	fs.StringVar(&c.QuantZero, "quant-zero", c.QuantZero, "zero point: free (default) or clamp (the reference code's rule)")
+	fs.Var(&c.QuantZero, "quant-zero", "zero point: free (default) or clamp (the reference code's rule)")
 	fs.StringVar(&c.Window, "window-mode", c.Window, "bi-branch rule: block (reference) or sliding")
-	fs.StringVar(&c.DType, "dtype", c.DType, "exported factor dtype: f32, f16 or bf16")
+	fs.Var(&c.DType, "dtype", "exported factor dtype: f32 (default), f16 or bf16")
 	fs.StringVar(&c.Precision, "precision", c.Precision, precisionUsage+"; recorded, a resume keeps it")
 }
 
@@ -104,7 +104,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if training {
 		fs.IntVar(&cfg.Steps, "steps", cfg.Steps, "Adam steps per layer")
 		fs.Float64Var(&cfg.LR, "lr", cfg.LR, "learning rate")
-		fs.StringVar(&cfg.Schedule, "schedule", cfg.Schedule, "learning-rate schedule: constant or cosine (with --warmup)")
+		fs.Var(&cfg.Schedule, "schedule", "learning-rate schedule: constant (default) or cosine (with --warmup)")
 		fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "warm-up steps of the cosine schedule")
 		fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per step")
 		fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the batch sampler (and of --random-chunks)")
@@ -157,7 +157,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if err := checkWindow(*evalWindow, cfg.KBits, cfg.KQuant, cfg.QuantWindow); err != nil {
+	if err := checkWindow(*evalWindow, cfg.KBits, cfg.KQuant.String(), cfg.QuantWindow); err != nil {
 		return err
 	}
 	evalSrc, err := (&dataFlags{path: *evalData, format: string(data.FormatAuto), seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
@@ -177,7 +177,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	}
 	defer m.Close()
 	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
-	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window, cfg.KBits, cfg.VBits, cfg.KQuant, cfg.QuantWindow, cfg.QuantZero)
+	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window, cfg.KBits, cfg.VBits, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,8 @@ func runExport(ctx context.Context, args []string) error {
 	lf.register(fs)
 	ckpt := fs.String("checkpoint", "", "checkpoint directory (a run's last one, e.g. cskv-run/ckpt-L05-S000000), or a run directory for its latest")
 	out := fs.String("out", "", "projections file to write (--format cskv-ref: the directory for the .ckpt pair)")
-	dtype := fs.String("dtype", "f32", "factor dtype: f32, f16 or bf16")
+	dtype := train.DTypeF32
+	fs.Var(&dtype, "dtype", "factor dtype: f32 (default), f16 or bf16")
 	format := fs.String("format", "cskv", "cskv (a projections file) or cskv-ref (the CSKV reference code's pair of torch .ckpt files, float32)")
 	projPath := fs.String("projections", "", "with --format cskv-ref: convert this projections file instead of a checkpoint")
 	modelPath := fs.String("model", "", "with --format cskv-ref: the base model, for head_dim and kv_heads (default: the one a run directory records)")
@@ -254,8 +255,8 @@ func runExport(ctx context.Context, args []string) error {
 		if (*ckpt == "") == (*projPath == "") || *out == "" {
 			return fmt.Errorf("%w: --format cskv-ref needs --out DIR and one of --checkpoint or --projections", errUsage)
 		}
-		if *dtype != "f32" {
-			return fmt.Errorf("%w: --format cskv-ref writes float32 (the reference code trains in float32); --dtype %q is not supported", errUsage, *dtype)
+		if dtype != train.DTypeF32 {
+			return fmt.Errorf("%w: --format cskv-ref writes float32 (the reference code trains in float32); --dtype %s is not supported", errUsage, dtype)
 		}
 		return exportReference(*ckpt, *projPath, *modelPath, *out)
 	default:
@@ -264,8 +265,5 @@ func runExport(ctx context.Context, args []string) error {
 	if *ckpt == "" || *out == "" {
 		return fmt.Errorf("%w: --checkpoint and --out are required", errUsage)
 	}
-	if *dtype != "f32" && *dtype != "f16" && *dtype != "bf16" {
-		return fmt.Errorf("%w: --dtype %q: want f32, f16 or bf16", errUsage, *dtype)
-	}
-	return train.ExportCheckpoint(*ckpt, *out, *dtype)
+	return train.ExportCheckpoint(*ckpt, *out, dtype)
 }
