@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/internal/testassets"
+	"github.com/cskv/cskv/train"
 )
 
 // Every bad input is a clear error naming the flag, file or value, with a
@@ -101,6 +102,24 @@ func TestCLIHelp(t *testing.T) {
 	code, _, stderr := cskv(t, t.TempDir(), "train", "-h")
 	if code != 0 || !strings.Contains(stderr, "-lambda-out") || !strings.Contains(stderr, "(default 300)") {
 		t.Errorf("train -h (exit %d): %s", code, stderr)
+	}
+}
+
+// Every setting the resume check compares is named as cskv train spells
+// the flag, so a resume error names a flag that exists.
+func TestCLIResumeTableFlags(t *testing.T) {
+	code, _, stderr := cskv(t, t.TempDir(), "train", "-h")
+	if code != 0 {
+		t.Fatalf("train -h: exit %d: %s", code, stderr)
+	}
+	names := train.ResumeFlags()
+	if len(names) == 0 {
+		t.Fatal("empty resume table")
+	}
+	for _, name := range names {
+		if !strings.Contains(stderr, "\n  -"+name+" ") && !strings.Contains(stderr, "\n  -"+name+"\n") {
+			t.Errorf("resume setting %q is not a flag of cskv train", name)
+		}
 	}
 }
 

@@ -27,17 +27,17 @@ type Config struct {
 	Alpha              float64 // problem: ASVD exponent α (0.5)
 	Ridge              float64 // problem: whitening ridge; 0 = automatic (1e-6 · mean diagonal, raised ×10 until positive definite)
 
-	Steps     int      // steering: Adam steps per layer (300); 0 = initialisation only
-	LR        float64  // steering: peak learning rate (1e-3)
-	Schedule  Schedule // steering: constant or cosine (warm-up then cosine decay to 0)
-	Warmup    int      // steering: warm-up steps of the cosine schedule
-	Batch     int      // problem: sequences per step (8)
-	Seed      uint64   // problem: seed of the batch sampler (0)
-	LambdaKV  float64  // problem: weight of MSE(K,K̂)+MSE(V,V̂) (1)
-	LambdaOut float64  // problem: weight of MSE(out,out̂) (1)
-	OutSeqs   int      // problem: sequences of each batch in the output term (2)
-	OutWindow int      // problem: bi-branch window inside out̂ (0 = every token reconstructed)
-	Window    string   // problem: block or sliding, for OutWindow and evaluation
+	Steps     int           // steering: Adam steps per layer (300); 0 = initialisation only
+	LR        float64       // steering: peak learning rate (1e-3)
+	Schedule  Schedule      // steering: constant or cosine (warm-up then cosine decay to 0)
+	Warmup    int           // steering: warm-up steps of the cosine schedule
+	Batch     int           // problem: sequences per step (8)
+	Seed      uint64        // problem: seed of the batch sampler (0)
+	LambdaKV  float64       // problem: weight of MSE(K,K̂)+MSE(V,V̂) (1)
+	LambdaOut float64       // problem: weight of MSE(out,out̂) (1)
+	OutSeqs   int           // problem: sequences of each batch in the output term (2)
+	OutWindow int           // problem: bi-branch window inside out̂ (0 = every token reconstructed)
+	Window    kv.WindowMode // problem: the bi-branch rule, block or sliding, for OutWindow and evaluation
 
 	KBits, VBits int       // problem: QAT bits (16 = off)
 	KQuant       KeyQuant  // problem: keys per channel (KIVI, default) or per token
@@ -65,7 +65,7 @@ func Defaults() Config {
 		DataFormat: "auto", SeqLen: 512, CalibChunks: 128, Holdout: 8,
 		KDensity: 0.5, VDensity: 0.5, Init: ASVDInit, Alpha: 0.5,
 		Steps: 300, LR: 1e-3, Schedule: ScheduleConstant, Batch: 8,
-		LambdaKV: 1, LambdaOut: 1, OutSeqs: 2, Window: "block",
+		LambdaKV: 1, LambdaOut: 1, OutSeqs: 2, Window: kv.WindowBlock,
 		KBits: 16, VBits: 16, KQuant: KeyPerChannel, QuantWindow: 32, QuantZero: ZeroFree,
 		DType: DTypeF32, SaveEvery: 100, Keep: 3, Precision: "f32",
 	}
@@ -117,8 +117,8 @@ func (c Config) Validate() error {
 		return bad("out-seqs", c.OutSeqs, fmt.Sprintf("must be in [0, --batch %d]", c.Batch))
 	case c.OutWindow < 0:
 		return bad("out-window", c.OutWindow, "must be ≥ 0")
-	case c.Window != "block" && c.Window != "sliding":
-		return bad("window-mode", c.Window, "want block or sliding")
+	case !c.Window.Valid():
+		return bad("window-mode", int(c.Window), "want block or sliding")
 	case !validBits[c.KBits]:
 		return bad("k-bits", c.KBits, "want 2, 3, 4, 8 or 16")
 	case !validBits[c.VBits]:

@@ -49,7 +49,7 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"k_quant":      cfg.KQuant.String(),
 		"quant_window": i(cfg.QuantWindow),
 		"quant_zero":   cfg.QuantZero.String(),
-		"window_mode":  cfg.Window,
+		"window_mode":  cfg.Window.String(),
 		"out_window":   i(cfg.OutWindow),
 		"window":       i(cfg.OutWindow), // the bi-branch window the factors were trained for (0 = all compressed)
 		"seq_len":      i(cfg.SeqLen),

@@ -267,16 +267,12 @@ func sizes(ps []graph.Param) []int {
 // spec describes the layer's objective over seqs sequences for the graph.
 func (j layerJob) spec(seqs int) graph.LayerSpec {
 	cfg, mc, blk := j.cfg, j.mc, j.blk
-	mode := kv.WindowBlock
-	if cfg.Window == "sliding" {
-		mode = kv.WindowSliding
-	}
 	return graph.LayerSpec{
 		Hidden: mc.Hidden, NHeads: mc.Heads, NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, RopeBase: mc.RopeBase,
 		Wq: blk.Wq, Wk: blk.Wk, Wv: blk.Wv, Wo: blk.Wo, Bq: blk.Bq, Bk: blk.Bk, Bv: blk.Bv,
 		KRank: j.kRank, VRank: j.vRank, Seqs: seqs, Tokens: cfg.SeqLen,
 		OutSeqs: min(cfg.OutSeqs, seqs), LambdaKV: cfg.LambdaKV, LambdaOut: cfg.LambdaOut,
-		OutWindow: cfg.OutWindow, WindowMode: mode,
+		OutWindow: cfg.OutWindow, WindowMode: cfg.Window,
 		Quant: cfg.quant(),
 	}
 }

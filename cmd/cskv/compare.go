@@ -65,7 +65,7 @@ func runCompare(ctx context.Context, args []string) error {
 	}
 	c := eval.Comparison{Train: cfg, Bits: bits, Dir: dir, Chunks: *evalChunks, Env: trainEnv(&lf, log, cfg.Steps), Log: log,
 		Cache: func(mc model.Config, kRank, vRank, b int) (kvcache.Settings, error) {
-			return settingsFrom(mc, kRank, vRank, *window, cfg.Window, b, b, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
+			return settingsFrom(mc, kRank, vRank, *window, cfg.Window.String(), b, b, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
 		}}
 	for _, b := range append([]int{16}, bits...) {
 		if err := c.RunConfig(b).Validate(); err != nil {

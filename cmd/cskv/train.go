@@ -40,7 +40,7 @@ func registerProblem(fs *flag.FlagSet, c *train.Config) {
 	fs.Var(&c.KQuant, "k-quant", "key quantisation groups: channel (default: KIVI, per channel over --quant-window tokens) or token")
 	fs.IntVar(&c.QuantWindow, "quant-window", c.QuantWindow, "tokens per per-channel key group")
 	fs.Var(&c.QuantZero, "quant-zero", "zero point: free (default) or clamp (the reference code's rule)")
-	fs.StringVar(&c.Window, "window-mode", c.Window, "bi-branch rule: block (reference) or sliding")
+	fs.Var(&c.Window, "window-mode", "bi-branch rule: block (default, the reference code's) or sliding")
 	fs.Var(&c.DType, "dtype", "exported factor dtype: f32 (default), f16 or bf16")
 	fs.StringVar(&c.Precision, "precision", c.Precision, precisionUsage+"; recorded, a resume keeps it")
 }
@@ -177,7 +177,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	}
 	defer m.Close()
 	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
-	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window, cfg.KBits, cfg.VBits, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
+	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window.String(), cfg.KBits, cfg.VBits, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
 	if err != nil {
 		return err
 	}
