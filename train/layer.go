@@ -28,7 +28,8 @@ type layerJob struct {
 }
 
 // trainLayer initialises layer j.l's factors from its captured inputs, or
-// takes the state a mid-layer checkpoint saved, and trains them.
+// takes the state a mid-layer checkpoint saved, trains them and measures
+// them on the held-out sequences.
 func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLayer, error) {
 	t0 := time.Now()
 	stats, err := NewStats(j.mc.Hidden, j.cfg.Init == WhitenInit || j.mc.Hidden <= 1024)
@@ -54,44 +55,11 @@ func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLa
 		st.Info.Seconds = time.Since(t0).Seconds()
 		return doneLayer{Factors: st.Factors, Info: st.Info}, nil
 	}
-	layer, err := graph.NewLayer(j.spec(j.cfg.Batch), st.Factors)
+	f, err := j.train(ctx, env, run, st)
 	if err != nil {
 		return doneLayer{}, err
 	}
-	defer layer.Close()
-	if len(j.xHeld) > 0 && st.Step == 0 {
-		if st.Info.HeldBefore, err = j.heldOut(st.Factors); err != nil {
-			return doneLayer{}, err
-		}
-	}
-	params := layer.Params()
-	if st.Adam == nil {
-		st.Adam = NewAdam(sizes(params))
-	}
-	env.OnPhase("train", j.l)
-	batch := newBatcher(j)
-	for st.Step < j.cfg.Steps {
-		if err := ctx.Err(); err != nil {
-			return doneLayer{}, interrupted(run, st, layer, err)
-		}
-		batch.next(st.RNG)
-		loss, err := layer.RunTargets(batch.x, batch.k, batch.v)
-		if err == nil {
-			err = checkStep(loss, params)
-		}
-		if err != nil {
-			return doneLayer{}, fmt.Errorf("step %d: %w", st.Step+1, err)
-		}
-		lr := j.cfg.LRAt(st.Step, j.cfg.Steps)
-		st.Adam.Step(params, lr)
-		st.Step++
-		st.record(loss)
-		env.OnStep(StepInfo{Layer: j.l, Layers: j.mc.Layers, Step: st.Step, Steps: j.cfg.Steps, LR: lr, Loss: loss})
-		if err := j.checkpoint(run, st, layer); err != nil {
-			return doneLayer{}, err
-		}
-	}
-	d := doneLayer{Factors: layer.Factors(), Info: st.Info}
+	d := doneLayer{Factors: f, Info: st.Info}
 	if len(j.xHeld) > 0 {
 		if d.Info.HeldAfter, err = j.heldOut(d.Factors); err != nil {
 			return doneLayer{}, err
@@ -109,6 +77,45 @@ func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLa
 	}
 	env.Log.WithFields(fields).Info("layer done")
 	return d, nil
+}
+
+// train takes Adam steps st.Step … Steps−1 from st (measuring the held-out
+// losses first when it starts the layer) and returns the trained factors.
+// st is the layer's live state: checkpoints save it as it goes.
+func (j layerJob) train(ctx context.Context, env Env, run *runState, st *layerState) (kv.Factors, error) {
+	layer, err := graph.NewLayer(j.spec(j.cfg.Batch), st.Factors)
+	if err != nil {
+		return kv.Factors{}, err
+	}
+	defer layer.Close()
+	if len(j.xHeld) > 0 && st.Step == 0 {
+		if st.Info.HeldBefore, err = j.heldOut(st.Factors); err != nil {
+			return kv.Factors{}, err
+		}
+	}
+	params := layer.Params() // Ak, Bk, Av, Bv: live values and gradients
+	if st.Adam == nil {
+		st.Adam = NewAdam(sizes(params))
+	}
+	env.OnPhase("train", j.l)
+	batch := newBatcher(j)
+	for st.Step < j.cfg.Steps {
+		if err := ctx.Err(); err != nil {
+			return kv.Factors{}, interrupted(run, st, layer, err)
+		}
+		batch.next(st.RNG)
+		loss, err := layer.RunTargets(batch.x, batch.k, batch.v) // forward and backward
+		if err := checkStep(loss, params, err); err != nil {
+			return kv.Factors{}, fmt.Errorf("step %d: %w", st.Step+1, err)
+		}
+		lr := j.cfg.LRAt(st.Step, j.cfg.Steps)
+		st.Adam.Step(params, lr)
+		st.Step++
+		if err := j.report(env, run, st, layer, loss, lr); err != nil {
+			return kv.Factors{}, err
+		}
+	}
+	return layer.Factors(), nil
 }
 
 // init is the layer's state before training: the initialised factors, a
@@ -129,15 +136,13 @@ func (j layerJob) init(stats *Stats, log logrus.FieldLogger) (*layerState, error
 	return &layerState{Factors: f, RNG: rand.NewPCG(j.cfg.Seed, uint64(j.l)+1), Info: info}, nil
 }
 
-// record appends one step's loss terms to the layer's curves.
-func (st *layerState) record(loss graph.Loss) {
+// report records step st.Step's loss in the layer's curves, hands it to
+// Env.OnStep, and checkpoints every SaveEvery steps (not at the layer's last
+// step: the layer boundary's checkpoint follows).
+func (j layerJob) report(env Env, run *runState, st *layerState, layer *graph.Layer, loss graph.Loss, lr float64) error {
 	st.Info.CurveKV = append(st.Info.CurveKV, loss.KV)
 	st.Info.CurveOut = append(st.Info.CurveOut, loss.Out)
-}
-
-// checkpoint saves st every SaveEvery steps (not at the layer's last step:
-// the layer boundary's checkpoint follows).
-func (j layerJob) checkpoint(run *runState, st *layerState, layer *graph.Layer) error {
+	env.OnStep(StepInfo{Layer: j.l, Layers: j.mc.Layers, Step: st.Step, Steps: j.cfg.Steps, LR: lr, Loss: loss})
 	if j.cfg.SaveEvery == 0 || st.Step%j.cfg.SaveEvery != 0 || st.Step == j.cfg.Steps {
 		return nil
 	}
@@ -236,8 +241,12 @@ func targets(mc model.Config, blk *model.Block, x []float32, n int) (k, v []floa
 	return k, v
 }
 
-// checkStep refuses a non-finite loss or gradient.
-func checkStep(loss graph.Loss, ps []graph.Param) error {
+// checkStep passes on a failed step's error and refuses a non-finite loss
+// or gradient.
+func checkStep(loss graph.Loss, ps []graph.Param, err error) error {
+	if err != nil {
+		return err
+	}
 	if math.IsNaN(loss.Total) || math.IsInf(loss.Total, 0) || !finiteGrads(ps) {
 		return fmt.Errorf("non-finite loss or gradients (loss %g); the last good checkpoint is kept", loss.Total)
 	}
