@@ -52,8 +52,11 @@ type Curve struct {
 	// OutResidual is the same error over the mean square of the residual
 	// stream entering the layer (what the error is added to).
 	OutResidual []float64 `json:"out_residual,omitempty"`
-	Err         []float64 `json:"err"`  // the error the knapsack minimised (see Plan.Objective)
-	Rank        int       `json:"rank"` // the chosen rank
+	// OutBi is Out with the bi-branch window of the evaluation inside the
+	// output term (objective out-mixed).
+	OutBi []float64 `json:"out_bi_rel,omitempty"`
+	Err   []float64 `json:"err"`  // the error the knapsack minimised (see Plan.Objective)
+	Rank  int       `json:"rank"` // the chosen rank
 }
 
 // LayerRanks is one layer's ranks.

@@ -16,7 +16,7 @@ import (
 // Compare trains the full-precision run and one QAT run per width, and its
 // rows are the perplexities of those runs' projections evaluated directly.
 func TestCompare(t *testing.T) {
-	cfg := train.Defaults()
+	cfg := train.Reference() // the reference QAT recipe: the KV term only
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps, cfg.Batch, cfg.LambdaOut = 32, 8, 0, 3, 4, 0
 	m, err := train.OpenModel("")
 	if err != nil {

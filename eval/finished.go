@@ -15,12 +15,11 @@ import (
 // Run describes the evaluation of a finished training run: its
 // projections, ranks and cache settings, and the data to measure on.
 type Run struct {
-	Projections  string           // the run's projections file
-	KRank, VRank int              // the run's ranks
-	Cache        kvcache.Settings // the bi-branch cache of the report; Cache.Window = W
-	Data         data.Source      // evaluation data; with no file only the synthetic model is evaluated
-	Chunks       int              // evaluation chunks (0 = all of the file, or Data.Samples)
-	Log          logrus.FieldLogger
+	Projections string           // the run's projections file (its ranks, per layer, are the run's)
+	Cache       kvcache.Settings // the bi-branch cache of the report; Cache.Window = W
+	Data        data.Source      // evaluation data; with no file only the synthetic model is evaluated
+	Chunks      int              // evaluation chunks (0 = all of the file, or Data.Samples)
+	Log         logrus.FieldLogger
 }
 
 // RunRow is one perplexity measurement of a finished run.
@@ -45,18 +44,18 @@ type RunReport struct {
 // bi-branch at Cache.Window, with the per-layer reconstruction errors.
 func EvaluateRun(ctx context.Context, m *model.Model, r Run) (*RunReport, error) {
 	rep := &RunReport{}
-	var err error
-	if rep.Memory, err = MemoryTable(m.Config, r.KRank, r.VRank, r.Cache, 4096, m.Config.ContextLength); err != nil {
+	proj, err := checkpoints.ReadProjections(r.Projections)
+	if err != nil {
+		return nil, err
+	}
+	kRanks, vRanks := proj.Ranks()
+	if rep.Memory, err = MemoryTable(m.Config, kRanks, vRanks, r.Cache, 4096, m.Config.ContextLength); err != nil {
 		return nil, err
 	}
 	if r.Data.Path == "" && !m.Synthetic() {
 		return rep, nil
 	}
 	chunks, err := r.Data.Chunks(m, r.Chunks)
-	if err != nil {
-		return nil, err
-	}
-	proj, err := checkpoints.ReadProjections(r.Projections)
 	if err != nil {
 		return nil, err
 	}
@@ -88,12 +87,13 @@ func EvaluateRun(ctx context.Context, m *model.Model, r Run) (*RunReport, error)
 // CompressedReport is the compressed cache measured against the
 // uncompressed model on the same chunks.
 type CompressedReport struct {
-	KRank, VRank int
-	Baseline     Result       // uncompressed
-	Compressed   Result       // every layer's keys and values from the cache
-	Errors       []LayerError // on the original model's attention inputs
-	ChainErrors  []LayerError // on the compressed model's own inputs
-	Memory       []MemRow     // at 4096 tokens and the model's context length
+	KRanks      []int        // per layer
+	VRanks      []int        // per layer
+	Baseline    Result       // uncompressed
+	Compressed  Result       // every layer's keys and values from the cache
+	Errors      []LayerError // on the original model's attention inputs
+	ChainErrors []LayerError // on the compressed model's own inputs
+	Memory      []MemRow     // at 4096 tokens and the model's context length
 }
 
 // EvaluateCompressed evaluates the projections p on m under s: the
@@ -104,7 +104,8 @@ type CompressedReport struct {
 // function.
 func EvaluateCompressed(ctx context.Context, m *model.Model, chunks [][]int, p *checkpoints.Projections, s kvcache.Settings, batch int,
 	progress func(phase string) (Progress, func())) (*CompressedReport, error) {
-	rep := &CompressedReport{KRank: p.Layers[0].KRank, VRank: p.Layers[0].VRank}
+	rep := &CompressedReport{}
+	rep.KRanks, rep.VRanks = p.Ranks()
 	var err error
 	pr, done := progress("baseline")
 	rep.Baseline, rep.Errors, err = Baseline(ctx, m, chunks, p, s, batch, pr)
@@ -118,7 +119,7 @@ func EvaluateCompressed(ctx context.Context, m *model.Model, chunks [][]int, p *
 	if err != nil {
 		return nil, err
 	}
-	if rep.Memory, err = MemoryTable(m.Config, rep.KRank, rep.VRank, s, 4096, m.Config.ContextLength); err != nil {
+	if rep.Memory, err = MemoryTable(m.Config, rep.KRanks, rep.VRanks, s, 4096, m.Config.ContextLength); err != nil {
 		return nil, err
 	}
 	return rep, nil

@@ -42,7 +42,7 @@ func TestEvaluateRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := kvcache.Settings{Window: 16, Mode: kv.WindowSliding, K: k, V: v}
-	r := Run{Projections: res.Projections, KRank: kRank, VRank: vRank, Cache: s, Data: data.Source{SeqLen: 64}, Chunks: 4}
+	r := Run{Projections: res.Projections, Cache: s, Data: data.Source{SeqLen: 64}, Chunks: 4}
 
 	rep, err := EvaluateRun(context.Background(), m, r)
 	if err != nil {

@@ -1,12 +1,15 @@
 package eval
 
 import (
+	"fmt"
+
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 )
 
 // MemRow is the cache memory of one setting at one context length, per
-// layer (the memory formula of docs/METHOD.md §5).
+// layer (the memory formula of docs/METHOD.md §5); with ranks that differ
+// between layers, the mean over the layers.
 type MemRow struct {
 	Context          int     `json:"context"`
 	BaselinePerToken float64 `json:"baseline_bytes_per_token"` // fp16 K and V
@@ -16,30 +19,60 @@ type MemRow struct {
 	WindowBytes      int64   `json:"window_bytes"` // originals + pending features held at this length
 	Ratio            float64 `json:"compression_ratio"`
 	Removed          float64 `json:"removed_fraction"` // 1 − cache/baseline
+	TotalBytes       int64   `json:"total_bytes"`      // the whole cache, all layers, at this length
 }
 
-// MemoryTable evaluates the memory formula at the given context lengths. The
-// real cache keeps at least one token original, so s.Window = 0 (every token
-// compressed, an evaluation setting) has no table: nil.
-func MemoryTable(mc model.Config, kRank, vRank int, s kvcache.Settings, contexts ...int) ([]MemRow, error) {
+// MemoryTable evaluates the memory formula at the given context lengths for
+// layers of ranks kRanks[l], vRanks[l] (one entry per layer of the model).
+// The real cache keeps at least one token original, so s.Window = 0 (every
+// token compressed, an evaluation setting) has no table: nil.
+func MemoryTable(mc model.Config, kRanks, vRanks []int, s kvcache.Settings, contexts ...int) ([]MemRow, error) {
 	if s.Window == 0 {
 		return nil, nil
 	}
-	cc := s.Layer(mc.KVHeads, mc.HeadDim, kRank, vRank)
-	if err := cc.Validate(); err != nil {
-		return nil, err
+	if len(kRanks) != mc.Layers || len(vRanks) != mc.Layers {
+		return nil, fmt.Errorf("memory table: %d key and %d value ranks for %d layers", len(kRanks), len(vRanks), mc.Layers)
+	}
+	var ccs []kvcache.Config
+	for l := range kRanks {
+		ls, err := s.ForRanks(kRanks[l], vRanks[l], mc.KVHeads)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		cc := ls.Layer(mc.KVHeads, mc.HeadDim, kRanks[l], vRanks[l])
+		if err := cc.Validate(); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		ccs = append(ccs, cc)
 	}
 	var rows []MemRow
+	base := kvcache.PerTokenBaseline(mc.KVDim())
 	for _, n := range contexts {
-		b := kvcache.Bytes(cc, n)
-		base := kvcache.PerTokenBaseline(mc.KVDim())
-		fn := float64(n)
+		var b kvcache.Breakdown
+		for _, cc := range ccs {
+			lb := kvcache.Bytes(cc, n)
+			b.Originals += lb.Originals
+			b.Codes += lb.Codes
+			b.ScalesZeros += lb.ScalesZeros
+			b.Pending += lb.Pending
+			b.Total += lb.Total
+		}
+		fn := float64(n) * float64(len(ccs)) // token-layers
 		rows = append(rows, MemRow{
 			Context: n, BaselinePerToken: float64(base), CachePerToken: float64(b.Total) / fn,
 			CodesPerToken: float64(b.Codes) / fn, ScalesPerToken: float64(b.ScalesZeros) / fn,
-			WindowBytes: b.Originals + b.Pending, Ratio: kvcache.Ratio(cc, n),
-			Removed: 1 - float64(b.Total)/(fn*float64(base)),
+			WindowBytes: (b.Originals + b.Pending) / int64(len(ccs)), Ratio: fn * float64(base) / float64(b.Total),
+			Removed: 1 - float64(b.Total)/(fn*float64(base)), TotalBytes: b.Total,
 		})
 	}
 	return rows, nil
+}
+
+// Uniform is n copies of rank: every layer at the same rank.
+func Uniform(rank, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = rank
+	}
+	return out
 }

@@ -43,7 +43,11 @@ func NewCaches(m *model.Model, p *checkpoints.Projections, s Settings) ([]model.
 	var lcs []model.LayerCache
 	var kls []*Layer
 	for l, f := range p.Layers {
-		kl, err := NewLayer(s.Layer(c.KVHeads, c.HeadDim, f.KRank, f.VRank), f.Bk, f.Bv)
+		ls, err := s.ForRanks(f.KRank, f.VRank, c.KVHeads)
+		if err != nil {
+			return nil, nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		kl, err := NewLayer(ls.Layer(c.KVHeads, c.HeadDim, f.KRank, f.VRank), f.Bk, f.Bv)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layer %d: %w", l, err)
 		}

@@ -67,19 +67,43 @@ func NewCompressors(m *model.Model, p *checkpoints.Projections, s Settings) ([]*
 	}
 	out := make([]*Compressor, c.Layers)
 	for l, f := range p.Layers {
-		if f.KRank != p.Layers[0].KRank || f.VRank != p.Layers[0].VRank {
-			return nil, fmt.Errorf("layer %d: ranks k %d, v %d differ from layer 0's k %d, v %d (the cache settings are per model)", l, f.KRank, f.VRank, p.Layers[0].KRank, p.Layers[0].VRank)
-		}
 		if err := f.Check(c.Hidden, c.KVDim()); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		ls, err := s.ForRanks(f.KRank, f.VRank, c.KVHeads)
+		if err != nil {
 			return nil, fmt.Errorf("layer %d: %w", l, err)
 		}
 		b, err := m.Block(l)
 		if err != nil {
 			return nil, err
 		}
-		out[l] = &Compressor{Layer: l, f: f, bk: b.Bk, bv: b.Bv, hidden: c.Hidden, kvDim: c.KVDim(), s: s}
+		out[l] = &Compressor{Layer: l, f: f, bk: b.Bk, bv: b.Bv, hidden: c.Hidden, kvDim: c.KVDim(), s: ls}
 	}
 	return out, nil
+}
+
+// ForRanks returns the settings for a layer of ranks rk, rv: the same
+// quantisation with every per-token group one head's share of that layer's
+// channels (docs/METHOD.md §4), so a plan with ranks per layer (§7) keeps
+// one setting for the whole model.
+func (s Settings) ForRanks(rk, rv, kvHeads int) (Settings, error) {
+	group := func(side string, q quant.Spec, rank int) (quant.Spec, error) {
+		if !q.Enabled() || q.Grouping != quant.PerToken {
+			return q, nil
+		}
+		if rank%kvHeads != 0 {
+			return q, fmt.Errorf("%s rank %d is not a multiple of the %d kv heads (per-token quantisation groups are one head's channels)", side, rank, kvHeads)
+		}
+		q.GroupSize = rank / kvHeads
+		return q, nil
+	}
+	var err error
+	if s.K, err = group("key", s.K, rk); err != nil {
+		return s, err
+	}
+	s.V, err = group("value", s.V, rv)
+	return s, err
 }
 
 // Overrides returns the compressors as the model's per-layer overrides.

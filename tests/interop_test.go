@@ -73,7 +73,7 @@ func TestCLIReferenceRoundTrip(t *testing.T) {
 	model := testassets.Path(t, "models/stories260K.gguf")
 	calib := testassets.Path(t, "data/tinystories_calib.txt")
 	evalText := testassets.Path(t, "data/tinystories_eval.txt")
-	initArgs := []string{"init", "--quiet", "--model", model, "--data", calib, "--calib-chunks", "4", "--seq-len", "64", "--k-density", "0.25"}
+	initArgs := []string{"init", "--quiet", "--model", model, "--data", calib, "--calib-chunks", "4", "--seq-len", "64", "--k-density", "0.25", "--init", "asvd"}
 	if code, _, stderr := cskv(t, dir, append(initArgs, "--out", "p.safetensors")...); code != 0 {
 		t.Fatalf("init (exit %d): %s", code, stderr)
 	}

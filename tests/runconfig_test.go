@@ -73,10 +73,10 @@ func TestCLIConfigFile(t *testing.T) {
 	// The run's factors for the reference code, straight from the run
 	// directory (its recorded model gives the head shape), and back.
 	code, stdout, stderr := cskv(t, dir, "export", "--format", "cskv-ref", "--checkpoint", "a", "--out", "ref")
-	if code != 0 || !strings.Contains(stdout, "density_k_0.5_v_0.5_quant_k_16_v_16_asvd__k.ckpt") {
+	if code != 0 || !strings.Contains(stdout, "density_k_0.5_v_0.5_quant_k_16_v_16__k.ckpt") {
 		t.Fatalf("export --format cskv-ref --checkpoint a (exit %d): %s %s", code, stdout, stderr)
 	}
-	if code, _, stderr := cskv(t, dir, "import", "--quiet", "--from", filepath.Join("ref", "density_k_0.5_v_0.5_quant_k_16_v_16_asvd__v.ckpt"), "--out", "back.safetensors"); code != 0 {
+	if code, _, stderr := cskv(t, dir, "import", "--quiet", "--from", filepath.Join("ref", "density_k_0.5_v_0.5_quant_k_16_v_16__v.ckpt"), "--out", "back.safetensors"); code != 0 {
 		t.Fatalf("import (exit %d): %s", code, stderr)
 	}
 	orig, err1 := checkpoints.ReadProjections(filepath.Join(dir, "a", "projections.safetensors"))

@@ -109,7 +109,7 @@ func TestStoriesPerplexity(t *testing.T) {
 // with the reference protocol (first 128 calibration chunks of 512).
 func run(t *testing.T, mutate func(*train.Config)) *checkpoints.Projections {
 	t.Helper()
-	cfg := train.Defaults()
+	cfg := train.Reference() // the reference results are for the reference recipe
 	cfg.Model = testassets.Path(t, "models/stories260K.gguf")
 	cfg.Data = testassets.Path(t, "data/tinystories_calib.txt")
 	cfg.Holdout = 0
@@ -200,7 +200,7 @@ func TestStoriesKVReachesWhitenedOptimum(t *testing.T) {
 		t.Skip("trains stories260K")
 	}
 	layers := func(mutate func(*train.Config)) []train.LayerInfo {
-		cfg := train.Defaults()
+		cfg := train.Reference() // the reference results are for the reference recipe
 		cfg.Model = testassets.Path(t, "models/stories260K.gguf")
 		cfg.Data = testassets.Path(t, "data/tinystories_calib.txt")
 		cfg.Holdout, cfg.KDensity, cfg.VDensity = 0, 0.25, 0.25

@@ -23,41 +23,28 @@ const (
 	ObjectiveKV          = "kv"           // closed-form relative KV error of the whitened init
 	ObjectiveOut         = "out"          // relative output-term error on held-out sequences
 	ObjectiveOutResidual = "out-residual" // output-term error relative to the residual stream's mean square
+	ObjectiveOutMixed    = "out-mixed"    // out plus the same error with the bi-branch window AllocWindow
 )
 
-var objectives = map[string]bool{ObjectiveKV: true, ObjectiveOut: true, ObjectiveOutResidual: true}
+var objectives = map[string]bool{ObjectiveKV: true, ObjectiveOut: true, ObjectiveOutResidual: true, ObjectiveOutMixed: true}
 
-// AllocSettings are the allocation's own settings; the rest (data, bits,
-// quantisation groups, init, output window) come from the run's Config.
-type AllocSettings struct {
-	Budget    float64 // fraction of the fp16 cache in (0, 1]
-	Objective string  // kv, out or out-residual
-	MaxPoints int     // most candidate ranks per side (the grid's step grows to fit); 0 = every grid rank
-}
-
-// DefaultAllocSettings is the measured default (README, "Allocation").
-func DefaultAllocSettings(budget float64) AllocSettings {
-	return AllocSettings{Budget: budget, Objective: ObjectiveOut, MaxPoints: 32}
-}
-
-// Allocate measures, for every layer and side, the error of every candidate
+// Allocate measures (cfg.Budget, cfg.Objective, cfg.MaxPoints, cfg.AllocWindow;
+// the data, bits, quantisation groups, init and output window as for
+// training), for every layer and side, the error of every candidate
 // rank and solves the knapsack under the budget. The curves: the closed-form
 // KV error from one eigendecomposition per side (alloc.TailCurve) on the
 // calibration sequences and, when there are held-out sequences, the output
 // term of the init truncated to each rank (the other side kept at full rank
 // and full precision) on them. Byte costs are the memory formula's at cfg's
 // bits and groups; ranks stay on the grid the groups need.
-func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*alloc.Plan, error) {
+func Allocate(ctx context.Context, cfg Config, env Env) (*alloc.Plan, error) {
 	start := time.Now()
 	env = env.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if !objectives[as.Objective] {
-		return nil, fmt.Errorf("--objective %q: want kv, out or out-residual", as.Objective)
-	}
-	if as.MaxPoints < 0 {
-		return nil, fmt.Errorf("--max-points %d: must be ≥ 0", as.MaxPoints)
+	if !(cfg.Budget > 0) {
+		return nil, fmt.Errorf("--budget %g: must be in (0, 1]", cfg.Budget)
 	}
 	m, err := OpenModel(cfg.Model)
 	if err != nil {
@@ -74,14 +61,14 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 	if err != nil {
 		return nil, err
 	}
-	if as.Objective != ObjectiveKV && len(held) == 0 {
-		return nil, fmt.Errorf("allocation objective %s needs held-out sequences (--holdout > 0, without --random-chunks)", as.Objective)
+	if cfg.Objective != ObjectiveKV && len(held) == 0 {
+		return nil, fmt.Errorf("allocation objective %s needs held-out sequences (--holdout > 0, without --random-chunks)", cfg.Objective)
 	}
 
 	plan := &alloc.Plan{Version: alloc.PlanVersion, Model: filepath.Base(m.Path), ModelDigest: m.Digest, Layers: mc.Layers,
-		KVDim: kvDim, Budget: as.Budget, KBits: cfg.KBits, VBits: cfg.VBits, KQuant: cfg.KQuant.String(), QuantWindow: cfg.QuantWindow,
-		Objective: as.Objective}
-	grids, specs, err := allocGrids(cfg, mc, as.MaxPoints)
+		KVDim: kvDim, Budget: cfg.Budget, KBits: cfg.KBits, VBits: cfg.VBits, KQuant: cfg.KQuant.String(), QuantWindow: cfg.QuantWindow,
+		Objective: cfg.Objective}
+	grids, specs, err := allocGrids(cfg, mc, cfg.MaxPoints)
 	if err != nil {
 		return nil, err
 	}
@@ -91,10 +78,10 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 	}
 	plan.UnitTokens = alloc.UnitTokens(unitSpecs...)
 	plan.FP16Bytes = alloc.BaselineBytes(mc.Layers, kvDim, plan.UnitTokens)
-	if plan.BudgetBytes, err = alloc.BudgetBytes(as.Budget, mc.Layers, kvDim, plan.UnitTokens); err != nil {
+	if plan.BudgetBytes, err = alloc.BudgetBytes(cfg.Budget, mc.Layers, kvDim, plan.UnitTokens); err != nil {
 		return nil, fmt.Errorf("--budget: %w", err)
 	}
-	env.Log.WithFields(logrus.Fields{"budget": as.Budget, "objective": as.Objective, "k_grid": len(grids[alloc.K]),
+	env.Log.WithFields(logrus.Fields{"budget": cfg.Budget, "objective": cfg.Objective, "k_grid": len(grids[alloc.K]),
 		"v_grid": len(grids[alloc.V]), "held_seqs": len(held)}).Info("allocation started")
 
 	h, err := newStream(m, calib) // (N·T, D)
@@ -127,17 +114,22 @@ func Allocate(ctx context.Context, cfg Config, as AllocSettings, env Env) (*allo
 	}
 	for i := range plan.Curves {
 		c := &plan.Curves[i]
-		switch as.Objective {
+		switch cfg.Objective {
 		case ObjectiveKV:
 			c.Err = c.KV
 		case ObjectiveOut:
 			c.Err = c.Out
 		case ObjectiveOutResidual:
 			c.Err = c.OutResidual
+		case ObjectiveOutMixed:
+			c.Err = make([]float64, len(c.Out))
+			for j := range c.Out {
+				c.Err[j] = c.Out[j] + c.OutBi[j]
+			}
 		}
 	}
 	if plan.PlanBytes, err = alloc.Choose(plan.Curves, plan.BudgetBytes); err != nil {
-		return nil, fmt.Errorf("--budget %g: %w", as.Budget, err)
+		return nil, fmt.Errorf("--budget %g: %w", cfg.Budget, err)
 	}
 	for l := 0; l < mc.Layers; l++ {
 		plan.Ranks = append(plan.Ranks, alloc.LayerRanks{Layer: l, KRank: plan.Curves[2*l].Rank, VRank: plan.Curves[2*l+1].Rank})
@@ -236,12 +228,21 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 				f.Av, f.Bv = truncate(full.Av, full.Bv, kvDim, d, r)
 			}
 			f.KRank, f.VRank = kRank, vRank
-			loss, err := layerJob{cfg: q, mc: mc, blk: blk, l: l, kRank: kRank, vRank: vRank, xHeld: xHeld}.heldOut(f)
+			j := layerJob{cfg: q, mc: mc, blk: blk, l: l, kRank: kRank, vRank: vRank, xHeld: xHeld}
+			loss, err := j.heldOut(f)
 			if err != nil {
 				return nil, fmt.Errorf("%s rank %d: %w", c.Side, r, err)
 			}
 			c.Out = append(c.Out, loss.OutRel)
 			c.OutResidual = append(c.OutResidual, loss.Out/res)
+			if cfg.Objective == ObjectiveOutMixed {
+				j.cfg.OutWindow = cfg.AllocWindow
+				bi, err := j.heldOut(f)
+				if err != nil {
+					return nil, fmt.Errorf("%s rank %d: %w", c.Side, r, err)
+				}
+				c.OutBi = append(c.OutBi, bi.OutRel)
+			}
 		}
 	}
 	return curves, nil

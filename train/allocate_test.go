@@ -2,8 +2,14 @@ package train
 
 import (
 	"context"
+	"errors"
 	"math"
+	"path/filepath"
+	"slices"
 	"testing"
+
+	"github.com/cskv/cskv/alloc"
+	"github.com/cskv/cskv/checkpoints"
 )
 
 // Allocation on the embedded synthetic model: the plan fits the budget (0.25
@@ -14,10 +20,9 @@ func TestAllocateSynthetic(t *testing.T) {
 	cfg := Defaults()
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Export = 32, 8, 2, "unused"
 	cfg.Init = WhitenInit
-	for _, obj := range []string{ObjectiveKV, ObjectiveOut} {
-		as := DefaultAllocSettings(0.25)
-		as.Objective = obj
-		p, err := Allocate(context.Background(), cfg, as, Env{})
+	for _, obj := range []string{ObjectiveKV, ObjectiveOut, ObjectiveOutMixed} {
+		cfg.Budget, cfg.Objective = 0.25, obj
+		p, err := Allocate(context.Background(), cfg, Env{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,14 +63,82 @@ func TestAllocateSynthetic(t *testing.T) {
 func TestAllocateErrors(t *testing.T) {
 	cfg := Defaults()
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Export = 32, 4, 0, "unused"
-	if _, err := Allocate(context.Background(), cfg, DefaultAllocSettings(0.25), Env{}); err == nil {
+	cfg.Budget = 0.25
+	if _, err := Allocate(context.Background(), cfg, Env{}); err == nil {
 		t.Error("output objective without held-out chunks accepted")
 	}
 	cfg.Holdout = 1
-	for _, as := range []AllocSettings{{Budget: 0, Objective: ObjectiveKV}, {Budget: 1.5, Objective: ObjectiveKV},
-		{Budget: 0.25, Objective: "ppl"}, {Budget: 1e-4, Objective: ObjectiveKV}, {Budget: math.NaN(), Objective: ObjectiveKV}} {
-		if _, err := Allocate(context.Background(), cfg, as, Env{}); err == nil {
-			t.Errorf("%+v accepted", as)
+	for _, c := range []struct {
+		budget    float64
+		objective string
+	}{{0, ObjectiveKV}, {1.5, ObjectiveKV}, {0.25, "ppl"}, {1e-4, ObjectiveKV}, {math.NaN(), ObjectiveKV}} {
+		cfg.Budget, cfg.Objective = c.budget, c.objective
+		if _, err := Allocate(context.Background(), cfg, Env{}); err == nil {
+			t.Errorf("budget %v objective %q accepted", c.budget, c.objective)
 		}
+	}
+}
+
+// A run with a plan trains every layer at its own ranks, exports them (with
+// the lists in the metadata), and ExportCheckpoint gives the same file; a
+// resume with other ranks is refused.
+func TestRunWithPlan(t *testing.T) {
+	dir := t.TempDir()
+	m, err := OpenModel("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc := m.Config
+	m.Close()
+	plan := &alloc.Plan{Version: alloc.PlanVersion, Layers: mc.Layers, KVDim: mc.KVDim()}
+	for l := 0; l < mc.Layers; l++ {
+		plan.Ranks = append(plan.Ranks, alloc.LayerRanks{Layer: l, KRank: 1 + l, VRank: mc.KVDim() - 2*l})
+	}
+	planPath := filepath.Join(dir, "plan.json")
+	if err := plan.Write(planPath); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Steps, cfg.Batch, cfg.OutSeqs = 32, 4, 1, 2, 2, 2
+	cfg.Plan, cfg.Out, cfg.SaveEvery = planPath, filepath.Join(dir, "run"), 1
+	res, err := Run(context.Background(), cfg, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := checkpoints.ReadProjections(res.Projections)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, v := p.Ranks()
+	if !slices.Equal(k, plan.KRanks()) || !slices.Equal(v, plan.VRanks()) {
+		t.Errorf("exported ranks k %v v %v, plan k %v v %v", k, v, plan.KRanks(), plan.VRanks())
+	}
+	if p.Meta["k_rank"] != "1,2,3,4" || p.Meta["plan"] != "plan.json" {
+		t.Errorf("metadata k_rank %q plan %q", p.Meta["k_rank"], p.Meta["plan"])
+	}
+	again := filepath.Join(dir, "again.safetensors")
+	if err := ExportCheckpoint(cfg.Out, again, DTypeF32); err != nil {
+		t.Fatal(err)
+	}
+	q, err := checkpoints.ReadProjections(again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range p.Layers {
+		if !slices.Equal(p.Layers[l].Ak, q.Layers[l].Ak) || !slices.Equal(p.Layers[l].Bv, q.Layers[l].Bv) {
+			t.Errorf("layer %d: ExportCheckpoint differs from the run's export", l)
+		}
+	}
+	plan.Ranks[0].KRank = 2
+	if err := plan.Write(planPath); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Resume = true
+	if _, err := Run(context.Background(), cfg, Env{}); !errors.Is(err, ErrMismatch) {
+		t.Errorf("resume with other ranks: %v, want ErrMismatch", err)
+	}
+	cfg.Resume, cfg.Budget = false, 0.25
+	if err := cfg.Validate(); err == nil {
+		t.Error("--plan with --budget accepted")
 	}
 }

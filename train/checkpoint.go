@@ -123,8 +123,11 @@ func decodeSnapshot(st *checkpoints.State, path string) (snapshot, error) {
 		}
 		return v, nil
 	}
-	readFactors := func(prefix string) (kv.Factors, error) {
-		f := kv.Factors{KRank: s.fp.KRank, VRank: s.fp.VRank}
+	if len(s.fp.KRanks) != s.fp.Layers || len(s.fp.VRanks) != s.fp.Layers {
+		return s, fmt.Errorf("checkpoint %s: ranks for %d/%d layers, want %d (a checkpoint of an older cskv?)", path, len(s.fp.KRanks), len(s.fp.VRanks), s.fp.Layers)
+	}
+	readFactors := func(l int, prefix string) (kv.Factors, error) {
+		f := kv.Factors{KRank: s.fp.KRanks[l], VRank: s.fp.VRanks[l]}
 		var ts [4][]float32
 		var err error
 		for i, name := range kv.Names {
@@ -136,7 +139,7 @@ func decodeSnapshot(st *checkpoints.State, path string) (snapshot, error) {
 		return f, nil
 	}
 	for l, info := range prog.History {
-		f, err := readFactors(finishedPrefix(l))
+		f, err := readFactors(l, finishedPrefix(l))
 		if err != nil {
 			return s, err
 		}
@@ -147,7 +150,7 @@ func decodeSnapshot(st *checkpoints.State, path string) (snapshot, error) {
 	}
 	c := &layerState{Step: st.Step, Adam: NewAdam(nil), RNG: &rand.PCG{}}
 	var err error
-	if c.Factors, err = readFactors(currentPrefix); err != nil {
+	if c.Factors, err = readFactors(st.Layer, currentPrefix); err != nil {
 		return s, err
 	}
 	c.Adam.T = prog.AdamT

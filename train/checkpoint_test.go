@@ -28,7 +28,7 @@ func testFactors(seed float32) kv.Factors {
 // reports, Adam moments and step count, and the sampler's state; the tensor
 // names follow the documented schema in order.
 func TestSnapshotRoundTrip(t *testing.T) {
-	fp := fingerprint{Config: Defaults(), ModelDigest: "m", DataDigest: "d", Layers: 4, Hidden: 3, KVDim: 2, KRank: 2, VRank: 1}
+	fp := fingerprint{Config: Defaults(), ModelDigest: "m", DataDigest: "d", Layers: 4, Hidden: 3, KVDim: 2, KRanks: []int{2, 2, 2, 2}, VRanks: []int{1, 1, 1, 1}}
 	held := graph.Loss{KV: 0.5, KRel: 0.25}
 	done := []doneLayer{
 		{Factors: testFactors(1), Info: LayerInfo{Layer: 0, KRank: 2, VRank: 1, Init: ASVDInit, HeldBefore: &held, CurveKV: []float64{1, 0.5}, Seconds: 1.5}},
@@ -111,7 +111,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 // A checkpoint that lacks a tensor or whose reports do not match its layer
 // is refused with the checkpoint's path.
 func TestSnapshotDecodeErrors(t *testing.T) {
-	fp := fingerprint{Config: Defaults(), Layers: 2, Hidden: 3, KVDim: 2, KRank: 2, VRank: 1}
+	fp := fingerprint{Config: Defaults(), Layers: 2, Hidden: 3, KVDim: 2, KRanks: []int{2, 2}, VRanks: []int{1, 1}}
 	s := snapshot{fp: fp, done: []doneLayer{{Factors: testFactors(1)}}}
 	st, err := s.encode()
 	if err != nil {

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
+	"github.com/cskv/cskv/alloc"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
@@ -17,10 +19,13 @@ const Version = "0.1.0"
 // export writes the projections file (checkpoints.WriteProjections) with the
 // run's settings in its metadata. Factors are already in the Hugging Face
 // rotate-half row layout (the model loader normalises Meta-layout files).
-func export(cfg Config, m *model.Model, done []doneLayer, kRank, vRank int) (string, error) {
+func export(cfg Config, m *model.Model, done []doneLayer, kRanks, vRanks []int, plan *alloc.Plan) (string, error) {
 	path := cfg.exportPath()
 	p := &checkpoints.Projections{Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), Layers: factorsOf(done)}
-	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, m.Config.Arch, kRank, vRank)
+	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, m.Config.Arch, kRanks, vRanks)
+	if plan != nil {
+		p.Meta["plan_fraction"] = strconv.FormatFloat(plan.Fraction(), 'g', 6, 64)
+	}
 	if err := checkpoints.WriteProjections(path, p, exportDTypes[cfg.DType]); err != nil {
 		return "", fmt.Errorf("export %s: %w", path, err)
 	}
@@ -29,7 +34,11 @@ func export(cfg Config, m *model.Model, done []doneLayer, kRank, vRank int) (str
 
 // Metadata is the __metadata__ of an exported projections file: everything
 // needed to know how the factors were made and how to evaluate them.
-func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) map[string]string {
+//
+// Ranks are per layer: k_rank and v_rank hold the rank when every layer has
+// the same, else the comma-separated list in layer order (as Import writes
+// them).
+func Metadata(cfg Config, baseName, baseDigest, arch string, kRanks, vRanks []int) map[string]string {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	i := strconv.Itoa
 	meta := map[string]string{
@@ -40,8 +49,8 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"rope_layout":  "hf-rotate-half",
 		"k_density":    density(cfg.KRank, cfg.KDensity),
 		"v_density":    density(cfg.VRank, cfg.VDensity),
-		"k_rank":       i(kRank),
-		"v_rank":       i(vRank),
+		"k_rank":       rankMeta(kRanks),
+		"v_rank":       rankMeta(vRanks),
 		"init":         cfg.Init.String(),
 		"alpha":        f(cfg.Alpha),
 		"k_bits":       i(cfg.KBits),
@@ -63,7 +72,29 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRank, vRank int) m
 		"lambda_out":   f(cfg.LambdaOut),
 		"out_seqs":     i(cfg.OutSeqs),
 	}
+	if cfg.Budget > 0 {
+		meta["budget"] = f(cfg.Budget)
+		meta["objective"] = cfg.Objective
+		meta["max_points"] = i(cfg.MaxPoints)
+	}
+	if cfg.Plan != "" {
+		meta["plan"] = filepath.Base(cfg.Plan)
+	}
 	return meta
+}
+
+// rankMeta is the rank shared by every layer, or the comma-separated list.
+func rankMeta(r []int) string {
+	s := make([]string, len(r))
+	uniform := true
+	for i, x := range r {
+		s[i] = strconv.Itoa(x)
+		uniform = uniform && x == r[0]
+	}
+	if uniform && len(r) > 0 {
+		return s[0]
+	}
+	return strings.Join(s, ",")
 }
 
 // density is the metadata value of a side's density: "explicit-rank" when
@@ -102,7 +133,7 @@ func ExportCheckpoint(ckpt, out string, dtype DType) error {
 	}
 	fp := s.fp
 	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: factorsOf(s.done)}
-	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRank, fp.VRank)
+	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRanks, fp.VRanks)
 	if err := checkpoints.WriteProjections(out, p, exportDTypes[dtype]); err != nil {
 		return fmt.Errorf("export %s: %w", out, err)
 	}

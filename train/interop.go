@@ -126,16 +126,8 @@ func readForeign(src, layout string) (*checkpoints.Projections, string, error) {
 // rankLists are the k_rank and v_rank metadata values: one number when all
 // layers share it, else the per-layer list.
 func rankLists(p *checkpoints.Projections) (k, v string) {
-	var ks, vs []string
-	uniform := true
-	for _, l := range p.Layers {
-		ks, vs = append(ks, strconv.Itoa(l.KRank)), append(vs, strconv.Itoa(l.VRank))
-		uniform = uniform && l.KRank == p.Layers[0].KRank && l.VRank == p.Layers[0].VRank
-	}
-	if uniform {
-		return ks[0], vs[0]
-	}
-	return strings.Join(ks, ","), strings.Join(vs, ",")
+	ks, vs := p.Ranks()
+	return rankMeta(ks), rankMeta(vs)
 }
 
 // ReferenceName is the reference code's file name for projections p: its

@@ -27,7 +27,7 @@ func storiesFactors(t *testing.T) (*model.Model, *checkpoints.Projections) {
 	}
 	t.Cleanup(func() { m.Close() })
 	mc := m.Config
-	cfg := Defaults()
+	cfg := Reference() // asvd init: the reference file name carries it
 	cfg.KDensity, cfg.VDensity, cfg.KRank, cfg.VRank = 0.25, 0.5, 0, 0
 	kRank, _ := RankFromDensity(cfg.KDensity, mc.HeadDim, mc.KVHeads)
 	vRank, _ := RankFromDensity(cfg.VDensity, mc.HeadDim, mc.KVHeads)
@@ -43,7 +43,7 @@ func storiesFactors(t *testing.T) (*model.Model, *checkpoints.Projections) {
 	for range mc.Layers {
 		p.Layers = append(p.Layers, kv.Factors{Ak: v(kRank * mc.Hidden), Bk: v(mc.KVDim() * kRank), Av: v(vRank * mc.Hidden), Bv: v(mc.KVDim() * vRank), KRank: kRank, VRank: vRank})
 	}
-	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, mc.Arch, kRank, vRank)
+	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, mc.Arch, uniform(kRank, mc.Layers), uniform(vRank, mc.Layers))
 	return m, p
 }
 
@@ -218,4 +218,12 @@ func TestImportSafetensorsLayouts(t *testing.T) {
 	if _, err := Import(m, cskvFile, RopeMeta); err == nil || !strings.Contains(err.Error(), "records rope_layout") {
 		t.Fatalf("layout override: %v", err)
 	}
+}
+
+func uniform(rank, n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = rank
+	}
+	return out
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/cskv/cskv/alloc"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/graph"
 	"github.com/cskv/cskv/linalg"
@@ -57,6 +58,7 @@ type Result struct {
 	Config      Config      // as run (Config.Model names the model to reopen)
 	Layers      []LayerInfo // every layer's report, in order
 	Projections string      // exported file
+	Plan        *alloc.Plan // the allocation, with --budget or --plan (nil otherwise)
 	PeakRSS     int64       // bytes, from /proc (0 where unknown)
 	Seconds     float64
 }
@@ -98,16 +100,16 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if cfg.SeqLen > m.Config.ContextLength {
 		env.Log.WithFields(logrus.Fields{"seq_len": cfg.SeqLen, "context_length": m.Config.ContextLength}).Warn("sequences are longer than the model's trained context")
 	}
-	kRank, vRank, err := ranks(m.Config, cfg)
+	kRanks, vRanks, plan, err := layerRanks(ctx, m.Config, cfg, env)
 	if err != nil {
 		return nil, err
 	}
-	run, err := openRun(cfg, m, calib, kRank, vRank, env.Log)
+	run, err := openRun(cfg, m, calib, kRanks, vRanks, env.Log)
 	if err != nil {
 		return nil, err
 	}
 	env.Log.WithFields(logrus.Fields{"model": m.Path, "layers": m.Config.Layers, "calib_seqs": len(calib),
-		"seq_len": cfg.SeqLen, "k_rank": kRank, "v_rank": vRank, "init": cfg.Init, "steps": cfg.Steps}).Info("run started")
+		"seq_len": cfg.SeqLen, "k_ranks": kRanks, "v_ranks": vRanks, "init": cfg.Init, "steps": cfg.Steps}).Info("run started")
 
 	h, err := newStream(m, calib) // (N·T, D) residual stream of the calibration sequences
 	if err != nil {
@@ -127,7 +129,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 		}
 		if l >= len(run.done) { // layers before the checkpoint's are already done
 			env.OnPhase("capture", l)
-			j := layerJob{cfg: cfg, mc: m.Config, blk: blk, l: l, kRank: kRank, vRank: vRank,
+			j := layerJob{cfg: cfg, mc: m.Config, blk: blk, l: l, kRank: kRanks[l], vRank: vRanks[l],
 				x: h.attnInput(m.Config, blk), xHeld: hHeld.attnInput(m.Config, blk)}
 			d, err := trainLayer(ctx, j, env, run)
 			if err != nil {
@@ -146,8 +148,8 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 			return nil, fmt.Errorf("layer %d: advance: %w", l, err)
 		}
 	}
-	res := &Result{Config: cfg}
-	if res.Projections, err = export(cfg, m, run.done, kRank, vRank); err != nil {
+	res := &Result{Config: cfg, Plan: plan}
+	if res.Projections, err = export(cfg, m, run.done, kRanks, vRanks, plan); err != nil {
 		return nil, err
 	}
 	for _, d := range run.done {
@@ -158,6 +160,36 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	env.Log.WithFields(logrus.Fields{"projections": res.Projections, "seconds": fmt.Sprintf("%.1f", res.Seconds),
 		"peak_rss_mib": res.PeakRSS >> 20}).Info("run finished")
 	return res, nil
+}
+
+// layerRanks resolves every layer's K and V ranks: from the plan file
+// (--plan), from an allocation under --budget run first, or the same for
+// every layer from explicit ranks or densities.
+func layerRanks(ctx context.Context, mc model.Config, cfg Config, env Env) (k, v []int, plan *alloc.Plan, err error) {
+	switch {
+	case cfg.Plan != "":
+		if plan, err = alloc.ReadPlan(cfg.Plan); err != nil {
+			return nil, nil, nil, err
+		}
+		if err := plan.Check(mc.Layers, mc.KVDim()); err != nil {
+			return nil, nil, nil, fmt.Errorf("--plan %s: %w", cfg.Plan, err)
+		}
+	case cfg.Budget > 0:
+		env.OnPhase("allocate", 0)
+		if plan, err = Allocate(ctx, cfg, env); err != nil {
+			return nil, nil, nil, err
+		}
+	default:
+		kr, vr, err := ranks(mc, cfg)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		for l := 0; l < mc.Layers; l++ {
+			k, v = append(k, kr), append(v, vr)
+		}
+		return k, v, nil, nil
+	}
+	return plan.KRanks(), plan.VRanks(), plan, nil
 }
 
 // ranks resolves the K and V ranks from explicit ranks or densities.

@@ -25,8 +25,8 @@ type fingerprint struct {
 	Layers      int    `json:"layers"`
 	Hidden      int    `json:"hidden"`
 	KVDim       int    `json:"kv_dim"`
-	KRank       int    `json:"k_rank"`
-	VRank       int    `json:"v_rank"`
+	KRanks      []int  `json:"k_ranks"` // per layer
+	VRanks      []int  `json:"v_ranks"` // per layer
 	BaseName    string `json:"base_name"`
 	Arch        string `json:"arch"`
 }
@@ -55,6 +55,11 @@ var settings = []setting{
 	{"v-density", true, func(f fingerprint) any { return f.Config.VDensity }},
 	{"k-rank", true, func(f fingerprint) any { return f.Config.KRank }},
 	{"v-rank", true, func(f fingerprint) any { return f.Config.VRank }},
+	{"budget", true, func(f fingerprint) any { return f.Config.Budget }},
+	{"objective", true, func(f fingerprint) any { return f.Config.Objective }},
+	{"max-points", true, func(f fingerprint) any { return f.Config.MaxPoints }},
+	{"alloc-window", true, func(f fingerprint) any { return f.Config.AllocWindow }},
+	{"ranks per layer (--plan or --budget)", true, func(f fingerprint) any { return fmt.Sprint(f.KRanks, f.VRanks) }},
 	{"init", true, func(f fingerprint) any { return f.Config.Init }},
 	{"alpha", true, func(f fingerprint) any { return f.Config.Alpha }},
 	{"ridge", true, func(f fingerprint) any { return f.Config.Ridge }},
@@ -107,10 +112,10 @@ const runFile = "run.json"
 
 // openRun prepares the run directory: a fresh run (refusing a directory that
 // holds another run unless forced) or a resume from its latest checkpoint.
-func openRun(cfg Config, m *model.Model, calib [][]int, kRank, vRank int, log logrus.FieldLogger) (*runState, error) {
+func openRun(cfg Config, m *model.Model, calib [][]int, kRanks, vRanks []int, log logrus.FieldLogger) (*runState, error) {
 	fp := fingerprint{Config: cfg, ModelDigest: m.Digest, DataDigest: digestTokens(calib), Layers: m.Config.Layers,
-		Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), KRank: kRank, VRank: vRank, BaseName: filepath.Base(m.Path), Arch: m.Config.Arch}
-	fp.Config.Resume, fp.Config.Force, fp.Config.Out, fp.Config.Export = false, false, "", ""
+		Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), KRanks: kRanks, VRanks: vRanks, BaseName: filepath.Base(m.Path), Arch: m.Config.Arch}
+	fp.Config.Resume, fp.Config.Force, fp.Config.Out, fp.Config.Export, fp.Config.Plan = false, false, "", "", ""
 	r := &runState{dir: cfg.Out, keep: cfg.Keep, fp: fp, log: log}
 	if cfg.Out == "" {
 		return r, nil

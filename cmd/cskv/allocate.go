@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -17,15 +19,13 @@ import (
 // (PNG next to it), and print the table.
 func runAllocate(ctx context.Context, args []string) error {
 	cfg := train.Defaults()
-	as := train.DefaultAllocSettings(0.25)
+	cfg.Budget = 0.25
 	fs := newFlagSet("allocate", "--model M --data T --budget B --out plan.json [flags]")
 	var lf logFlags
 	lf.register(fs)
 	registerProblem(fs, &cfg)
 	out := fs.String("out", "plan.json", "the plan file (JSON); the figure goes next to it (.png)")
-	fs.Float64Var(&as.Budget, "budget", as.Budget, "cache bytes per token (all layers, compressed branch, with scales and zeros at the chosen bits) as a fraction of the fp16 cache")
-	fs.StringVar(&as.Objective, "objective", as.Objective, "what is minimised: out (output term on held-out chunks), out-residual, or kv (closed form)")
-	fs.IntVar(&as.MaxPoints, "max-points", as.MaxPoints, "most candidate ranks per side (0 = every rank the groups allow)")
+	registerAllocation(fs, &cfg)
 	fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
 	configPath := configFlag(fs)
 	if err := parse(fs, args); err != nil {
@@ -40,7 +40,13 @@ func runAllocate(ctx context.Context, args []string) error {
 	}
 	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
 	cfg.Export = *out // Validate wants an output; allocate writes none but the plan
-	plan, err := train.Allocate(ctx, cfg, as, train.Env{Log: log})
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if !(cfg.Budget > 0) {
+		return fmt.Errorf("%w: --budget %g: must be in (0, 1]", errUsage, cfg.Budget)
+	}
+	plan, err := train.Allocate(ctx, cfg, train.Env{Log: log})
 	if err != nil {
 		return err
 	}
@@ -54,6 +60,14 @@ func runAllocate(ctx context.Context, args []string) error {
 	printPlan(plan)
 	fmt.Printf("plan         %s\nfigure       %s\n", *out, png)
 	return nil
+}
+
+// registerAllocation adds the allocation flags shared by allocate and train.
+func registerAllocation(fs *flag.FlagSet, c *train.Config) {
+	fs.Float64Var(&c.Budget, "budget", c.Budget, "cache bytes per token (all layers, compressed branch, with scales and zeros at the chosen bits) as a fraction of the fp16 cache; ranks per layer and side are allocated")
+	fs.StringVar(&c.Objective, "objective", c.Objective, "what the allocation minimises: out (output term on the held-out chunks), out-mixed (out plus the same at --alloc-window), out-residual, or kv (closed form)")
+	fs.IntVar(&c.AllocWindow, "alloc-window", c.AllocWindow, "bi-branch window of the out-mixed objective's second term")
+	fs.IntVar(&c.MaxPoints, "max-points", c.MaxPoints, "most candidate ranks per side in the allocation (0 = every rank the groups allow)")
 }
 
 // printPlan prints the ranks per layer with their errors and the bytes.
@@ -93,4 +107,24 @@ func allocationFigure(p *alloc.Plan, path string) error {
 	}
 	title := fmt.Sprintf("%s: rank curves, budget %g (objective %s)", p.Model, p.Budget, p.Objective)
 	return plot.AllocationPNG(path, title, "error", series, chosen)
+}
+
+// rankList describes per-layer ranks: "k rank 8, v rank 8" when every layer
+// has the same, else the lists.
+func rankList(k, v []int) string {
+	uniform := true
+	for i := range k {
+		uniform = uniform && k[i] == k[0] && v[i] == v[0]
+	}
+	if uniform && len(k) > 0 {
+		return fmt.Sprintf("k rank %d, v rank %d", k[0], v[0])
+	}
+	list := func(r []int) string {
+		s := make([]string, len(r))
+		for i, x := range r {
+			s[i] = strconv.Itoa(x)
+		}
+		return strings.Join(s, ",")
+	}
+	return fmt.Sprintf("k ranks %s, v ranks %s (per layer)", list(k), list(v))
 }

@@ -20,8 +20,8 @@ import (
 // ones per bit width, and evaluates each at that width (bi-branch cache):
 // post-training quantisation versus QAT (docs/METHOD.md §4).
 func runCompare(ctx context.Context, args []string) error {
-	cfg := train.Defaults()
-	cfg.LambdaOut = 0 // the QAT recipe: the KV term only
+	cfg := train.Reference()
+	cfg.LambdaOut = 0 // the reference QAT recipe: the KV term only
 	fs := newFlagSet("compare", "[--model M --data T --eval-data E] [--bits 4,2] [flags]")
 	var lf logFlags
 	lf.register(fs)

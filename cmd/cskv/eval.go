@@ -139,7 +139,7 @@ func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path, r
 		return json.NewEncoder(os.Stdout).Encode(out)
 	}
 	fmt.Printf("model        %s\n", describe(m))
-	fmt.Printf("projections  %s (k rank %d, v rank %d)\n", path, rep.KRank, rep.VRank)
+	fmt.Printf("projections  %s (%s)\n", path, rankList(rep.KRanks, rep.VRanks))
 	fmt.Printf("cache        window %d (%s), keys %s, values %s\n", s.Window, s.Mode, s.K, s.V)
 	fmt.Printf("tokens       %d (%d chunks of %d)\n", res.Tokens, res.Chunks, res.SeqLen)
 	fmt.Printf("perplexity   %.4f compressed vs %.4f uncompressed (%+.2f%%)\n", res.Perplexity, base.Perplexity, 100*(res.Perplexity/base.Perplexity-1))

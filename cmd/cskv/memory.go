@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/cskv/cskv/alloc"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
@@ -22,10 +23,12 @@ var memoryShapes = map[string]model.Config{
 
 // memoryEntry is one setting of the memory table.
 type memoryEntry struct {
-	Density float64 `json:"density"`
-	KRank   int     `json:"k_rank"`
-	VRank   int     `json:"v_rank"`
+	Density float64 `json:"density"` // 0 for a plan
+	KRank   int     `json:"k_rank"`  // 0 for a plan
+	VRank   int     `json:"v_rank"`  // 0 for a plan
 	Bits    int     `json:"bits"`
+	KRanks  []int   `json:"k_ranks,omitempty"` // a plan's ranks per layer
+	VRanks  []int   `json:"v_ranks,omitempty"`
 	eval.MemRow
 }
 
@@ -41,6 +44,7 @@ func runMemory(ctx context.Context, args []string) error {
 	window := fs.Int("window", 32, "bi-branch window W (tokens kept original)")
 	windowMode := fs.String("window-mode", "block", "block or sliding")
 	quantWindow := fs.Int("quant-window", 32, "tokens per per-channel key group")
+	planPath := fs.String("plan", "", "account for a plan's ranks per layer (from cskv allocate) instead of --densities")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -68,7 +72,43 @@ func runMemory(ctx context.Context, args []string) error {
 		m.Close()
 	}
 	var rows []memoryEntry
+	if *planPath != "" {
+		plan, err := alloc.ReadPlan(*planPath)
+		if err != nil {
+			return err
+		}
+		if err := plan.Check(mc.Layers, mc.KVDim()); err != nil {
+			return fmt.Errorf("--plan %s: %w", *planPath, err)
+		}
+		k, v := plan.KRanks(), plan.VRanks()
+		bits := [][2]int{{plan.KBits, plan.VBits}} // the plan's own bits unless --bits is given
+		if flagSet(fs, "bits") {
+			bits = nil
+			for _, bs := range strings.Split(*bitsFlag, ",") {
+				b, err := strconv.Atoi(strings.TrimSpace(bs))
+				if err != nil {
+					return fmt.Errorf("%w: --bits: %q is not an integer", errUsage, bs)
+				}
+				bits = append(bits, [2]int{b, b})
+			}
+		}
+		for _, kb := range bits {
+			b := kb[1]
+			s, err := settingsFrom(mc, k[0], v[0], *window, *windowMode, kb[0], kb[1], plan.KQuant, *quantWindow, "free")
+			if err != nil {
+				return err
+			}
+			mr, err := eval.MemoryTable(mc, k, v, s, *context)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, memoryEntry{Bits: b, KRanks: k, VRanks: v, MemRow: mr[0]})
+		}
+	}
 	for _, ds := range strings.Split(*densities, ",") {
+		if *planPath != "" {
+			break
+		}
 		d, err := strconv.ParseFloat(strings.TrimSpace(ds), 64)
 		if err != nil {
 			return fmt.Errorf("%w: --densities: %q is not a number", errUsage, ds)
@@ -86,11 +126,11 @@ func runMemory(ctx context.Context, args []string) error {
 			if err != nil {
 				return err
 			}
-			mr, err := eval.MemoryTable(mc, r, r, s, *context)
+			mr, err := eval.MemoryTable(mc, eval.Uniform(r, mc.Layers), eval.Uniform(r, mc.Layers), s, *context)
 			if err != nil {
 				return err
 			}
-			rows = append(rows, memoryEntry{d, r, r, b, mr[0]})
+			rows = append(rows, memoryEntry{Density: d, KRank: r, VRank: r, Bits: b, MemRow: mr[0]})
 		}
 	}
 	if *asJSON {
@@ -102,6 +142,10 @@ func runMemory(ctx context.Context, args []string) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(w, "density\trank\tbits\tfp16 B/token/layer\tcache B/token/layer\tratio\tKV memory removed")
 	for _, r := range rows {
+		if r.KRanks != nil {
+			fmt.Fprintf(w, "plan\t%s\t%d\t%.0f\t%.2f\t%.2f×\t%.1f%%\n", rankList(r.KRanks, r.VRanks), r.Bits, r.BaselinePerToken, r.CachePerToken, r.Ratio, 100*r.Removed)
+			continue
+		}
 		fmt.Fprintf(w, "%g\t%d\t%d\t%.0f\t%.2f\t%.2f×\t%.1f%%\n", r.Density, r.KRank, r.Bits, r.BaselinePerToken, r.CachePerToken, r.Ratio, 100*r.Removed)
 	}
 	return w.Flush()

@@ -96,6 +96,8 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	var lf logFlags
 	lf.register(fs)
 	registerProblem(fs, &cfg)
+	registerAllocation(fs, &cfg)
+	fs.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); overrides densities and ranks")
 	out := fs.String("out", "", "output: the projections file (init) or the run directory (train; default cskv-run)")
 	evalData := fs.String("eval-data", "", "evaluation data for the final report's perplexity (train)")
 	evalChunks := fs.Int("eval-chunks", 64, "evaluation chunks for the report")
@@ -129,6 +131,9 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		return err
 	}
 	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
+	if training && !flagSet(fs, "out-seqs") {
+		cfg.OutSeqs = min(cfg.OutSeqs, cfg.Batch) // the default: the whole batch
+	}
 	if training && cfg.Resume { // the run directory records the rest
 		dir := *out
 		if dir == "" {
@@ -176,12 +181,20 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		return err
 	}
 	defer m.Close()
+	if res.Plan != nil && cfg.Out != "" {
+		if err := res.Plan.Write(filepath.Join(cfg.Out, "plan.json")); err != nil {
+			return err
+		}
+		if err := allocationFigure(res.Plan, filepath.Join(cfg.Out, "plan.png")); err != nil {
+			return err
+		}
+	}
 	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
 	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window.String(), cfg.KBits, cfg.VBits, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
 	if err != nil {
 		return err
 	}
-	ev, err := eval.EvaluateRun(ctx, m, eval.Run{Projections: res.Projections, KRank: kRank, VRank: vRank, Cache: cache,
+	ev, err := eval.EvaluateRun(ctx, m, eval.Run{Projections: res.Projections, Cache: cache,
 		Data: evalSrc, Chunks: *evalChunks, Log: log})
 	if err != nil {
 		return err
