@@ -59,7 +59,8 @@ var settings = []setting{
 	{"objective", true, func(f fingerprint) any { return f.Config.Objective }},
 	{"max-points", true, func(f fingerprint) any { return f.Config.MaxPoints }},
 	{"alloc-window", true, func(f fingerprint) any { return f.Config.AllocWindow }},
-	{"ranks per layer (--plan or --budget)", true, func(f fingerprint) any { return fmt.Sprint(f.KRanks, f.VRanks) }},
+	{"plan", true, // the ranks per layer, from --plan or --budget
+		func(f fingerprint) any { return fmt.Sprint(f.KRanks, f.VRanks) }},
 	{"init", true, func(f fingerprint) any { return f.Config.Init }},
 	{"alpha", true, func(f fingerprint) any { return f.Config.Alpha }},
 	{"ridge", true, func(f fingerprint) any { return f.Config.Ridge }},
