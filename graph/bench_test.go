@@ -78,7 +78,7 @@ func BenchmarkStepLlama2_7BKV(b *testing.B) {
 // forward, then backward on the kept probabilities.
 func BenchmarkAttentionStories(b *testing.B) {
 	sh := ShapeStories260K
-	a := newAttention[float32](2, sh.Tokens, sh.NHeads, sh.NKVHeads, sh.HeadDim, 0, kv.WindowBlock)
+	a := newAttention[float32](2, sh.Tokens, NewRandomSpec(sh, 1).Attn, 0, kv.WindowBlock)
 	a.keep = true
 	rows := 2 * sh.Tokens
 	q := RandomInput(LayerSpec{Seqs: 1, Tokens: rows, Hidden: sh.NHeads * sh.HeadDim}, 1)

@@ -111,7 +111,7 @@ func TestQATGradientMasked(t *testing.T) {
 	ck := refLin(xs, M, D, ak, R, nil)
 	c32 := f32s(ck)
 	hat, mask := make([]float32, len(c32)), make([]float32, len(c32))
-	spec := quant.Spec{Bits: 2, Grouping: quant.PerToken, GroupSize: R / s.NKVHeads}
+	spec := quant.Spec{Bits: 2, Grouping: quant.PerToken, GroupSize: R / s.Attn.KVHeads}
 	for q := 0; q < s.Seqs; q++ {
 		o := q * T * R
 		if err := quant.FakeQuant(hat[o:o+T*R], mask[o:o+T*R], c32[o:o+T*R], T, R, spec); err != nil {

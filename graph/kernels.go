@@ -8,6 +8,7 @@ import (
 
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
 )
 
 // float is the element type of a graph: float32 for training, float64 for
@@ -116,22 +117,26 @@ func parallel(n int, fn func(worker, i int)) {
 
 func workers(n int) int { return max(1, min(runtime.GOMAXPROCS(0), n)) }
 
-// ropeTable holds cos and sin of θ_i = pos·base^(−2i/Dh) for the rotate-half
-// (Hugging Face) convention.
+// ropeTable holds, for every position and rotate-half pair i (Hugging Face
+// convention), cos and sin of pos·InvFreq[i] times the attention factor of
+// the layer's model.Rope, computed as model.NewRopeTable computes them.
 type ropeTable[T float] struct {
 	tokens, half int
 	cos, sin     []T // (T, Dh/2)
 }
 
-func newRope[T float](tokens, headDim int, base float64) *ropeTable[T] {
-	half := headDim / 2
+func newRope[T float](tokens int, rope model.Rope) *ropeTable[T] {
+	half := len(rope.InvFreq)
+	af := rope.AttentionFactor
+	if af == 0 {
+		af = 1
+	}
 	r := &ropeTable[T]{tokens: tokens, half: half, cos: make([]T, tokens*half), sin: make([]T, tokens*half)}
-	for i := 0; i < half; i++ {
-		inv := math.Pow(base, -2*float64(i)/float64(headDim))
+	for i, inv := range rope.InvFreq {
 		for p := 0; p < tokens; p++ {
-			s, c := math.Sincos(float64(p) * inv)
-			r.cos[p*half+i] = T(c)
-			r.sin[p*half+i] = T(s)
+			a := float64(p) * inv
+			r.cos[p*half+i] = T(math.Cos(a) * af)
+			r.sin[p*half+i] = T(math.Sin(a) * af)
 		}
 	}
 	return r
@@ -139,8 +144,8 @@ func newRope[T float](tokens, headDim int, base float64) *ropeTable[T] {
 
 // apply rotates every head of rows [0, rows) of src (rows, width) into dst
 // (dst may be src): out[i] = x[i]·cos − x[i+h]·sin, out[i+h] = x[i+h]·cos +
-// x[i]·sin, position = row mod T. inverse applies the transpose rotation
-// (the backward of apply).
+// x[i]·sin, position = row mod T. inverse applies the transpose (the
+// backward of apply; the inverse rotation when the attention factor is 1).
 func (r *ropeTable[T]) apply(dst, src []T, rows, width int, inverse bool) {
 	h := r.half
 	for row := 0; row < rows; row++ {
@@ -164,6 +169,76 @@ func (r *ropeTable[T]) apply(dst, src []T, rows, width int, inverse bool) {
 			}
 		}
 	}
+}
+
+// headNorm is the per-head RMSNorm of the layer's key or query norm
+// (model.Attention.KNorm, QNorm): y = x/√(mean x² + eps)·w over each head's
+// Dh values, as model.RMSNorm computes it. It keeps 1/rms of every head of
+// its last forward for the backward.
+type headNorm[T float] struct {
+	w    []T // (Dh) effective weights
+	eps  float64
+	dh   int
+	rstd []T // (rows·heads) 1/rms of the last forward
+}
+
+func newHeadNorm[T float](w []float32, eps float64) *headNorm[T] {
+	if w == nil {
+		return nil
+	}
+	n := &headNorm[T]{w: make([]T, len(w)), eps: eps, dh: len(w)}
+	convert(n.w, w)
+	return n
+}
+
+// forward normalises every head of src into dst (same length, a multiple of
+// Dh; dst may be src).
+func (n *headNorm[T]) forward(dst, src []T) {
+	heads := len(src) / n.dh
+	if len(n.rstd) != heads {
+		n.rstd = make([]T, heads)
+	}
+	for h := 0; h < heads; h++ {
+		x := src[h*n.dh : (h+1)*n.dh]
+		var ss float64
+		for _, v := range x {
+			ss += float64(v) * float64(v)
+		}
+		r := T(1 / math.Sqrt(ss/float64(n.dh)+n.eps))
+		n.rstd[h] = r
+		y := dst[h*n.dh : (h+1)*n.dh]
+		for i, v := range x {
+			y[i] = v * r * n.w[i]
+		}
+	}
+}
+
+// backward turns dy, the gradient with respect to the last forward's output,
+// into the gradient with respect to its input x, in place:
+// dx = r·(w⊙dy) − r³·x·Σ(w⊙dy⊙x)/Dh per head.
+func (n *headNorm[T]) backward(dy, x []T) {
+	for h := range n.rstd {
+		g := dy[h*n.dh : (h+1)*n.dh]
+		xs := x[h*n.dh : (h+1)*n.dh]
+		r := float64(n.rstd[h])
+		var dot float64
+		for i, v := range g {
+			dot += float64(v) * float64(n.w[i]) * float64(xs[i])
+		}
+		c := r * r * r * dot / float64(n.dh)
+		for i, v := range g {
+			g[i] = T(r*float64(v)*float64(n.w[i]) - c*float64(xs[i]))
+		}
+	}
+}
+
+// softCap is c·tanh(s/c) (model.Attention.Cap); dSoftCap its derivative
+// 1 − tanh²(s/c).
+func softCap[T float](s, c T) T { return c * T(math.Tanh(float64(s/c))) }
+
+func dSoftCap[T float](s, c T) T {
+	th := math.Tanh(float64(s / c))
+	return T(1 - th*th)
 }
 
 // expShift replaces x by exp(x − m) and returns the sum.
@@ -197,17 +272,21 @@ func exp32(x float32) float32 {
 // ulp): linalg.ExpShift.
 func expShift32(x []float32, m float32) float32 { return linalg.ExpShift(x, m) }
 
-// attention is causal grouped-query attention with the bi-branch rule and a
-// fused, numerically safe softmax. Q is already rotated and scaled by
-// 1/√Dh. For query t the original keys and values are those j in
-// [lo, t] with lo = mode.OriginalFrom(t, window); keys j < lo are the
-// reconstructed ones (already rotated).
+// attention is causal grouped-query attention with the layer's rule (soft-cap
+// and sliding window of a model.Attention), the bi-branch rule and a fused,
+// numerically safe softmax. Q is already normed, rotated and scaled by the
+// rule's Scale. Query t sees keys j in [first(t), t] (first from the
+// layer's sliding window); of those, the original keys and values are the j
+// ≥ lo = mode.OriginalFrom(t, window), the earlier ones the reconstructed
+// keys (already normed and rotated). Scores are soft-capped before the mask.
 //
 // Work is split into tiles of block query rows of one head; tasks are
 // (sequence, KV head) pairs, so that concurrent tasks write disjoint parts of
 // the key and value gradients.
 type attention[T float] struct {
 	seqs, tokens, heads, kvHeads, headDim int
+	softCap                               T   // 0 = off
+	slide                                 int // the layer's sliding window (0 = every earlier key)
 	window                                int
 	mode                                  kv.WindowMode
 	block                                 int   // query rows per tile
@@ -231,9 +310,21 @@ func attnBlock(tokens int) int {
 	return min(64, tokens)
 }
 
-func newAttention[T float](seqs, tokens, heads, kvHeads, headDim, window int, mode kv.WindowMode) *attention[T] {
-	return &attention[T]{seqs: seqs, tokens: tokens, heads: heads, kvHeads: kvHeads, headDim: headDim,
-		window: window, mode: mode, block: attnBlock(tokens)}
+// newAttention is the attention of seqs sequences of tokens under the layer's
+// rule r and the bi-branch window and mode.
+func newAttention[T float](seqs, tokens int, r model.Attention, window int, mode kv.WindowMode) *attention[T] {
+	return &attention[T]{seqs: seqs, tokens: tokens, heads: r.Heads, kvHeads: r.KVHeads, headDim: r.HeadDim,
+		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, block: attnBlock(tokens)}
+}
+
+// keys returns the key ranges of query t: reconstructed [first, lo),
+// original [lo, t+1).
+func (a *attention[T]) keys(t int) (first, lo int) {
+	if a.slide > 0 {
+		first = max(0, t-a.slide+1)
+	}
+	lo = max(min(a.mode.OriginalFrom(t, a.window), t+1), first)
+	return first, lo
 }
 
 // band is the key range [b0, t1) of the original branch for the query tile
@@ -246,11 +337,16 @@ func (a *attention[T]) band(t0, t1 int) (b0, bw int) {
 	return b0, t1 - b0
 }
 
-// tile returns worker k's buffers: p (block, T), po (block, block+W), dp (block, T).
-func (a *attention[T]) tile(k int) (p, po, dp []T) {
+// tile returns worker k's buffers: p (block, T), po (block, block+W), dp
+// (block, T) and, with the soft-cap, sc (block, T) for the raw scores.
+func (a *attention[T]) tile(k int) (p, po, dp, sc []T) {
 	nb, nt := a.block, a.tokens
 	bw := nb + max(a.window, 0)
-	need := nb*nt*2 + nb*bw
+	ns := 0
+	if a.softCap > 0 {
+		ns = nb * nt
+	}
+	need := nb*nt*2 + nb*bw + ns
 	for len(a.scratch) <= k {
 		a.scratch = append(a.scratch, nil)
 	}
@@ -258,7 +354,8 @@ func (a *attention[T]) tile(k int) (p, po, dp []T) {
 		a.scratch[k] = make([]T, need)
 	}
 	s := a.scratch[k]
-	return s[:nb*nt], s[nb*nt : nb*nt+nb*bw], s[nb*nt+nb*bw : need]
+	o := nb*nt*2 + nb*bw
+	return s[:nb*nt], s[nb*nt : nb*nt+nb*bw], s[nb*nt+nb*bw : o], s[o:need]
 }
 
 // prepare allocates the per-worker tiles and, when keep is set and it fits
@@ -318,12 +415,20 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) {
 	for i := 0; i < nb; i++ {
 		t := t0 + i
 		row := p[i*end : i*end+end]
-		lo := min(a.mode.OriginalFrom(t, a.window), t+1)
-		rec := row[:lo]
+		first, lo := a.keys(t)
+		rec := row[first:lo]
 		var orow, orig []T
 		if bw > 0 {
 			orow = po[i*bw : i*bw+bw]
 			orig = orow[lo-b0 : t+1-b0]
+		}
+		if c := a.softCap; c > 0 {
+			for j, v := range rec {
+				rec[j] = softCap(v, c)
+			}
+			for j, v := range orig {
+				orig[j] = softCap(v, c)
+			}
 		}
 		m := T(math.Inf(-1))
 		for _, v := range rec {
@@ -343,6 +448,7 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) {
 		for j := range orig {
 			orig[j] *= inv
 		}
+		clear(row[:first])
 		clear(row[lo:])
 		if bw > 0 {
 			clear(orow[:lo-b0])
@@ -360,7 +466,7 @@ func (a *attention[T]) forward(o, q, kh, vh, ko, vo []T) {
 	keep := a.prepare()
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, _ := a.tile(w)
+		p, po, _, _ := a.tile(w)
 		koff := s*a.tokens*KV + g*Dh
 		for h := g * G; h < (g+1)*G; h++ {
 			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.block {
@@ -394,7 +500,7 @@ func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	keep := a.prepare()
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, dp := a.tile(w)
+		p, po, dp, sc := a.tile(w)
 		koff := s*a.tokens*KV + g*Dh
 		for h := g * G; h < (g+1)*G; h++ {
 			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.block {
@@ -407,8 +513,13 @@ func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				}
 				ooff := (s*a.tokens+t0)*QD + h*Dh
 				dp := dp[:nb*end]
-				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O)
+				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O),
+				// times 1 − tanh²(S/c) under the soft-cap (S = Q·K̂ᵀ)
 				gemm(false, true, nb, end, Dh, 1, do[ooff:], QD, vh[koff:], KV, 0, dp, end)
+				if a.softCap > 0 {
+					sc = sc[:nb*end]
+					gemm(false, true, nb, end, Dh, 1, q[ooff:], QD, kh[koff:], KV, 0, sc, end)
+				}
 				for i := 0; i < nb; i++ {
 					orow := o[ooff+i*QD : ooff+i*QD+Dh]
 					drow := do[ooff+i*QD : ooff+i*QD+Dh]
@@ -416,12 +527,16 @@ func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					for j, v := range orow {
 						dot += v * drow[j]
 					}
-					t := t0 + i
-					lo := min(a.mode.OriginalFrom(t, a.window), t+1)
+					first, lo := a.keys(t0 + i)
 					prow := p[i*end : i*end+lo]
 					srow := dp[i*end : i*end+end]
 					for j, pv := range prow {
 						srow[j] = pv * (srow[j] - dot)
+					}
+					if c := a.softCap; c > 0 {
+						for j, v := range sc[i*end+first : i*end+lo] {
+							srow[first+j] *= dSoftCap(v, c)
+						}
 					}
 					clear(srow[lo:])
 				}

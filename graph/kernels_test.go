@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/model"
 )
 
 // TestAttentionSoftmaxRows feeds the fused causal softmax score rows whose
@@ -71,12 +72,13 @@ func TestAttentionSoftmaxRows(t *testing.T) {
 				}
 			}
 		}
-		a64 := newAttention[float64](1, T, 1, 1, T, w, kv.WindowSliding)
+		one := model.Attention{Heads: 1, KVHeads: 1, HeadDim: T}
+		a64 := newAttention[float64](1, T, one, w, kv.WindowSliding)
 		o64 := make([]float64, T*T)
 		a64.forward(o64, q, k, v, ko, vo)
 		check("float64", o64, 1e-12)
 
-		a32 := newAttention[float32](1, T, 1, 1, T, w, kv.WindowSliding)
+		a32 := newAttention[float32](1, T, one, w, kv.WindowSliding)
 		a32.block = 4 // two tiles
 		o32 := make([]float32, T*T)
 		a32.forward(o32, f32s(q), f32s(k), f32s(v), f32s(ko), f32s(vo))
@@ -118,7 +120,11 @@ func TestExp32(t *testing.T) {
 // TestRopeInverse: the inverse rotation undoes the rotation, and position 0
 // is the identity.
 func TestRopeInverse(t *testing.T) {
-	r := newRope[float64](5, 8, 10000)
+	rope, err := model.RopeScaling{}.Rope(10000, 8, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRope[float64](5, rope)
 	x := make([]float64, 5*16)
 	for i := range x {
 		x[i] = float64(i%7) - 3

@@ -3,7 +3,6 @@ package graph
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -131,6 +130,7 @@ type core[T float] struct {
 	ms                      [3]float64 // mean squares of K, V, out targets
 	vals, grads             [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
 	rope                    *ropeTable[T]
+	qNorm, kNorm            *headNorm[T]  // the layer's query and key norms (nil when it has none)
 	att                     *attention[T] // bi-branch attention of the output term
 	orig                    *attention[T] // all-original attention for the target
 	fqK, fqV                *fakeQuant[T]
@@ -183,12 +183,14 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		c.qs, c.kr = make([]T, c.mo*c.qd), make([]T, c.mo*c.kv)
 		c.vo = c.vt[:c.mo*c.kv]
 		c.ot, c.outT = make([]T, c.mo*c.qd), make([]T, c.mo*c.d)
-		c.rope = newRope[T](s.Tokens, s.HeadDim, s.RopeBase)
-		c.att = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, s.OutWindow, s.WindowMode)
+		c.rope = newRope[T](s.Tokens, s.Attn.Rope)
+		c.qNorm = newHeadNorm[T](s.Attn.QNorm, s.Attn.NormEps)
+		c.kNorm = newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps)
+		c.att = newAttention[T](s.OutSeqs, s.Tokens, s.Attn, s.OutWindow, s.WindowMode)
 		c.att.keep = s.hasOut()
-		c.orig = newAttention[T](s.OutSeqs, s.Tokens, s.NHeads, s.NKVHeads, s.HeadDim, 0, kv.WindowBlock)
+		c.orig = newAttention[T](s.OutSeqs, s.Tokens, s.Attn, 0, kv.WindowBlock)
 	}
-	kq, vq, _ := s.Quant.Specs(s.KRank, s.VRank, s.NKVHeads) // checked by validate
+	kq, vq, _ := s.Quant.Specs(s.KRank, s.VRank, s.Attn.KVHeads) // checked by validate
 	if kq.Enabled() {
 		c.fqK = &fakeQuant[T]{spec: kq, tokens: s.Tokens, cols: s.KRank}
 	}
@@ -232,7 +234,8 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 
 	// Output term on the first Mo rows.
 	if s.hasOut() {
-		att := &attnOp[T]{opBase: opBase{name: "Attention"}, att: c.att, rope: c.rope, mo: c.mo, kv: c.kv}
+		att := &attnOp[T]{opBase: opBase{name: "Attention"}, att: c.att, rope: c.rope,
+			norm: newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps), mo: c.mo, kv: c.kv}
 		args := gorgonia.Nodes{mat("Qs", c.qs, c.mo, c.qd), kh, vh}
 		if s.OutWindow > 0 {
 			args = append(args, mat("Kr", c.kr, c.mo, c.kv), mat("Vo", c.vo, c.mo, c.kv))
@@ -286,8 +289,9 @@ func (c *core[T]) thaw() {
 }
 
 // load copies x into the graph input and computes everything that does not
-// depend on the factors: the K and V targets and, with out, the rotated
-// scaled queries, rotated original keys and the original attention output.
+// depend on the factors: the K and V targets and, with out, the normed,
+// rotated and scaled queries, the normed and rotated original keys and the
+// original attention output.
 func (c *core[T]) load(x []float32, out bool) error {
 	return c.loadTargets(x, nil, nil, out)
 }
@@ -320,16 +324,30 @@ func (c *core[T]) loadTargets(x, k, v []float32, out bool) error {
 		return nil
 	}
 	linear(c.qs, c.x[:c.mo*c.d], c.wq, c.bq, c.mo, c.qd, c.d)
-	c.rope.apply(c.qs, c.qs, c.mo, c.qd, false)
-	inv := T(1 / math.Sqrt(float64(c.s.HeadDim)))
-	for i := range c.qs {
-		c.qs[i] *= inv
+	if c.qNorm != nil {
+		c.qNorm.forward(c.qs, c.qs)
 	}
-	c.rope.apply(c.kr, c.kt, c.mo, c.kv, false)
+	c.rope.apply(c.qs, c.qs, c.mo, c.qd, false)
+	scale := T(c.s.Attn.Scale)
+	for i := range c.qs {
+		c.qs[i] *= scale
+	}
+	c.attnKeys(c.kr, c.kt)
 	c.orig.forward(c.ot, c.qs, c.kr, c.vo, nil, nil)
 	linear(c.outT, c.ot, c.wo, nil, c.mo, c.d, c.qd)
 	c.ms[2] = sumSq(c.outT) / float64(len(c.outT))
 	return nil
+}
+
+// attnKeys writes the keys attention reads, RoPE(KNorm(k)) (Mo, KV), for
+// the first Mo rows of k (pre-norm, pre-RoPE).
+func (c *core[T]) attnKeys(dst, k []T) {
+	src := k[:c.mo*c.kv]
+	if c.kNorm != nil {
+		c.kNorm.forward(dst, src)
+		src = dst
+	}
+	c.rope.apply(dst, src, c.mo, c.kv, false)
 }
 
 func (c *core[T]) loss(k, v, out float64, hasOut bool) Loss {
@@ -400,7 +418,7 @@ func (c *core[T]) eval(x []float32) (Loss, error) {
 	var out float64
 	if hasOut {
 		khr, ob, oh := grow(&c.khr, c.mo*c.kv), grow(&c.ob, c.mo*c.qd), grow(&c.oh, c.mo*c.d)
-		c.rope.apply(khr, kh, c.mo, c.kv, false)
+		c.attnKeys(khr, kh)
 		c.att.forward(ob, c.qs, khr, vh, c.kr, c.vo)
 		linear(oh, ob, c.wo, nil, c.mo, c.d, c.qd)
 		out = sqDiffSum(oh, c.outT) / float64(len(oh))

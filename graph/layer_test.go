@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/model"
 )
 
 // tinyShape is a small GQA layer: hidden 16, 4 heads, 2 KV heads × 4, ranks 4,
@@ -24,6 +25,28 @@ type lossCase struct {
 	bias      bool
 	tile      int  // query rows per attention tile (0 = default)
 	recompute bool // backward recomputes the probabilities instead of keeping them
+	rule      func(a *model.Attention, seed uint64) // changes the layer's attention rule (nil: plain Llama)
+}
+
+// gemmaRule is Gemma-2's attention: scale 1/8 instead of Dh^-½, scores
+// soft-capped at 1.5 (well inside tanh's non-linear range for these
+// scores), a sliding window of 3 tokens.
+func gemmaRule(a *model.Attention, _ uint64) { a.Scale, a.SoftCap, a.Window = 0.125, 1.5, 3 }
+
+// qwen3Rule is Qwen3's per-head q/k norms (weights 1 + N(0, 0.1²)) with
+// YaRN-like frequencies: every other pair divided by 4 and the attention
+// factor 1.1386.
+func qwen3Rule(a *model.Attention, seed uint64) {
+	w := RandomInput(LayerSpec{Seqs: 1, Tokens: 2, Hidden: a.HeadDim}, seed+200)
+	for i := range w {
+		w[i] = 1 + 0.1*w[i]
+	}
+	a.QNorm, a.KNorm, a.NormEps = w[:a.HeadDim], w[a.HeadDim:], 1e-6
+	inv := append([]float64(nil), a.Rope.InvFreq...)
+	for i := 1; i < len(inv); i += 2 {
+		inv[i] /= 4
+	}
+	a.Rope = model.Rope{InvFreq: inv, AttentionFactor: 1.1386294361}
 }
 
 var lossCases = []lossCase{
@@ -39,6 +62,11 @@ var lossCases = []lossCase{
 	{name: "sliding W 4, tiles of 5, recompute", lkv: 1, lout: 1, outSeqs: 2, window: 4, mode: kv.WindowSliding, tile: 5, recompute: true},
 	{name: "W 0, tiles of 3, recompute", lkv: 1, lout: 1, outSeqs: 1, tile: 3, recompute: true},
 	{name: "block W 3, recompute", lkv: 1, lout: 1, outSeqs: 1, window: 3, recompute: true},
+	{name: "gemma rule, W 0", lkv: 1, lout: 2, outSeqs: 2, rule: gemmaRule},
+	{name: "gemma rule, block W 4, tiles of 3", lkv: 0.5, lout: 1, outSeqs: 1, window: 4, mode: kv.WindowBlock, tile: 3, rule: gemmaRule},
+	{name: "gemma rule, sliding W 2, recompute", lkv: 1, lout: 1, outSeqs: 2, window: 2, mode: kv.WindowSliding, recompute: true, rule: gemmaRule},
+	{name: "qwen3 rule, biases, W 0", lkv: 1, lout: 1, outSeqs: 1, bias: true, rule: qwen3Rule},
+	{name: "qwen3 rule, biases, block W 3, tiles of 5", lkv: 1, lout: 2, outSeqs: 2, window: 3, bias: true, tile: 5, rule: qwen3Rule},
 }
 
 // setTile shrinks the attention tiles of a layer so that several query tiles
@@ -74,6 +102,9 @@ func (a *attention[T]) set(tile int, recompute bool) {
 func tinySpec(c lossCase, seed uint64) LayerSpec {
 	s := NewRandomSpec(tinyShape, seed)
 	s.LambdaKV, s.LambdaOut, s.OutSeqs, s.OutWindow, s.WindowMode = c.lkv, c.lout, c.outSeqs, c.window, c.mode
+	if c.rule != nil {
+		c.rule(&s.Attn, seed)
+	}
 	if c.bias {
 		r := RandomInput(LayerSpec{Seqs: 1, Tokens: 1, Hidden: s.QDim() + 2*s.KVDim()}, seed+100)
 		s.Bq, s.Bk, s.Bv = r[:s.QDim()], r[s.QDim():s.QDim()+s.KVDim()], r[s.QDim()+s.KVDim():]
@@ -305,13 +336,13 @@ func TestNewLayerErrors(t *testing.T) {
 		{"negative lambda", func(s *LayerSpec, _ *kv.Factors) { s.LambdaKV = -1 }},
 		{"lambda out without out seqs", func(s *LayerSpec, _ *kv.Factors) { s.OutSeqs = 0 }},
 		{"out seqs > seqs", func(s *LayerSpec, _ *kv.Factors) { s.OutSeqs = 3 }},
-		{"heads not multiple", func(s *LayerSpec, _ *kv.Factors) { s.NKVHeads = 3 }},
+		{"heads not multiple", func(s *LayerSpec, _ *kv.Factors) { s.Attn.KVHeads = 3 }},
 		{"short Wk", func(s *LayerSpec, _ *kv.Factors) { s.Wk = s.Wk[:10] }},
 		{"short Bk factor", func(_ *LayerSpec, f *kv.Factors) { f.Bk = f.Bk[1:] }},
 		{"bias length", func(s *LayerSpec, _ *kv.Factors) { s.Bv = make([]float32, 3) }},
 		{"bits 5", func(s *LayerSpec, _ *kv.Factors) { s.Quant.KBits = 5 }},
 		{"window not dividing", func(s *LayerSpec, _ *kv.Factors) { s.Quant = kv.Quant{KBits: 4, KPerChannel: true, QuantWindow: 3} }},
-		{"odd head dim", func(s *LayerSpec, _ *kv.Factors) { s.HeadDim, s.NHeads = 3, 4 }},
+		{"odd head dim", func(s *LayerSpec, _ *kv.Factors) { s.Attn.HeadDim, s.Attn.Heads = 3, 4 }},
 	} {
 		s, ff := base, f
 		c.mod(&s, &ff)

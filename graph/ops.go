@@ -295,18 +295,20 @@ func (o *mseGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 }
 
 // ---------------------------------------------------------------------------
-// attnOp: the output term's attention. Inputs: Qs (Mo, QD) rotated and
-// scaled queries (constant), K̂ and V̂ (M, KV) reconstructed keys and values
-// before RoPE (only the first Mo rows are read), and when the bi-branch
-// window is on, the original rotated keys Kr and values Vo (Mo, KV)
-// (constants). Output: the concatenated head outputs (Mo, QD).
+// attnOp: the output term's attention. Inputs: Qs (Mo, QD) normed, rotated
+// and scaled queries (constant), K̂ and V̂ (M, KV) reconstructed keys and
+// values before the key norm and RoPE (only the first Mo rows are read), and
+// when the bi-branch window is on, the original normed and rotated keys Kr
+// and values Vo (Mo, KV) (constants). Output: the concatenated head outputs
+// (Mo, QD). The keys attention reads are RoPE(KNorm(K̂)).
 
 type attnOp[T float] struct {
 	opBase
 	att    *attention[T]
 	rope   *ropeTable[T]
+	norm   *headNorm[T] // the key norm (nil when the layer has none)
 	mo, kv int
-	khr    []T // (Mo, KV) RoPE(K̂) of the last forward
+	khr    []T // (Mo, KV) RoPE(KNorm(K̂)) of the last forward
 	out    buf[T]
 }
 
@@ -347,7 +349,12 @@ func (o *attnOp[T]) forward(out, q, kh, vh, ko, vo []T) {
 	if len(o.khr) != o.mo*o.kv {
 		o.khr = make([]T, o.mo*o.kv)
 	}
-	o.rope.apply(o.khr, kh, o.mo, o.kv, false)
+	src := kh[:o.mo*o.kv]
+	if o.norm != nil {
+		o.norm.forward(o.khr, src)
+		src = o.khr
+	}
+	o.rope.apply(o.khr, src, o.mo, o.kv, false)
 	o.att.forward(out, q, o.khr, vh, ko, vo)
 }
 
@@ -399,7 +406,7 @@ func (o *attnGradOp[T]) InferShape(in ...gorgonia.DimSizer) (tensor.Shape, error
 
 func (o *attnGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	f := o.fwd
-	q, _, vh, ko, vo, err := f.inputs(in)
+	q, kh, vh, ko, vo, err := f.inputs(in)
 	if err != nil {
 		return nil, err
 	}
@@ -419,6 +426,9 @@ func (o *attnGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	clear(dk[f.mo*f.kv:])
 	clear(dv[f.mo*f.kv:])
 	f.rope.apply(dk, dk, f.mo, f.kv, true)
+	if f.norm != nil {
+		f.norm.backward(dk[:f.mo*f.kv], kh[:f.mo*f.kv])
+	}
 	return tk, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"math"
 
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/quant"
 )
 
@@ -54,16 +55,38 @@ func refLin(x []float64, rows, in int, w []float64, out int, b []float64) []floa
 	return y
 }
 
-// refRope rotates one head vector v (d) at position pos, rotate-half layout.
-func refRope(v []float64, pos int, base float64) []float64 {
+// refRope rotates one head vector v (d) at position pos, rotate-half layout,
+// by the angles pos·InvFreq[i], cos and sin times the attention factor.
+func refRope(v []float64, pos int, r model.Rope) []float64 {
 	d := len(v)
 	h := d / 2
+	af := r.AttentionFactor
+	if af == 0 {
+		af = 1
+	}
 	out := make([]float64, d)
 	for i := 0; i < h; i++ {
-		th := float64(pos) * math.Pow(base, -2*float64(i)/float64(d))
-		c, s := math.Cos(th), math.Sin(th)
+		th := float64(pos) * r.InvFreq[i]
+		c, s := math.Cos(th)*af, math.Sin(th)*af
 		out[i] = v[i]*c - v[i+h]*s
 		out[i+h] = v[i+h]*c + v[i]*s
+	}
+	return out
+}
+
+// refNorm is v/√(mean v² + eps)·w, or v itself when w is nil.
+func refNorm(v []float64, w []float32, eps float64) []float64 {
+	if w == nil {
+		return v
+	}
+	var ss float64
+	for _, x := range v {
+		ss += x * x
+	}
+	r := 1 / math.Sqrt(ss/float64(len(v))+eps)
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = x * r * float64(w[i])
 	}
 	return out
 }
@@ -85,28 +108,39 @@ func (r *refLayer) original(t, j int) bool {
 // values come from (ko, vo) where pick(t, j) is true, else from (kr, vr).
 func (r *refLayer) attn(seq int, ko, vo, kr, vr []float64, pick func(t, j int) bool) []float64 {
 	s := r.s
-	T, D, Dh, H := s.Tokens, s.Hidden, s.HeadDim, s.NHeads
+	a := s.Attn
+	T, D, Dh, H := s.Tokens, s.Hidden, a.HeadDim, a.Heads
 	kv, qd := s.KVDim(), s.QDim()
 	xs := r.x[seq*T*D : (seq+1)*T*D]
 	q := refLin(xs, T, D, r.wq, qd, r.bq)
 	heads := make([]float64, T*qd)
 	for t := 0; t < T; t++ {
 		for h := 0; h < H; h++ {
-			g := h / (H / s.NKVHeads)
-			qv := refRope(q[t*qd+h*Dh:t*qd+(h+1)*Dh], t, s.RopeBase)
+			g := h / (H / a.KVHeads)
+			qv := refRope(refNorm(q[t*qd+h*Dh:t*qd+(h+1)*Dh], a.QNorm, a.NormEps), t, a.Rope)
 			scores := make([]float64, t+1)
-			for j := 0; j <= t; j++ {
+			j0 := 0 // the layer's sliding window: t − j < Window
+			if a.Window > 0 {
+				j0 = max(0, t-a.Window+1)
+			}
+			for j := range scores {
+				scores[j] = math.Inf(-1)
+			}
+			for j := j0; j <= t; j++ {
 				k := kr
 				if pick(t, j) {
 					k = ko
 				}
 				row := seq*T + j
-				kvec := refRope(k[row*kv+g*Dh:row*kv+(g+1)*Dh], j, s.RopeBase)
+				kvec := refRope(refNorm(k[row*kv+g*Dh:row*kv+(g+1)*Dh], a.KNorm, a.NormEps), j, a.Rope)
 				var dot float64
 				for i := range qv {
 					dot += qv[i] * kvec[i]
 				}
-				scores[j] = dot / math.Sqrt(float64(Dh))
+				scores[j] = dot * float64(a.Scale)
+				if c := float64(a.SoftCap); c > 0 {
+					scores[j] = c * math.Tanh(scores[j]/c)
+				}
 			}
 			mx := math.Inf(-1)
 			for _, v := range scores {
@@ -174,9 +208,9 @@ func (r *refLayer) loss(f [4][]float64) (total, kv, out float64) {
 // package quant (in float32, as the graph does).
 func refFakeQuant(s LayerSpec) func(side int, c []float64, tokens, cols int) {
 	return func(side int, c []float64, tokens, cols int) {
-		bits, group, grouping := s.Quant.KBits, s.KRank/s.NKVHeads, quant.PerToken
+		bits, group, grouping := s.Quant.KBits, s.KRank/s.Attn.KVHeads, quant.PerToken
 		if side == 1 {
-			bits, group = s.Quant.VBits, s.VRank/s.NKVHeads
+			bits, group = s.Quant.VBits, s.VRank/s.Attn.KVHeads
 		} else if s.Quant.KPerChannel {
 			group, grouping = s.Quant.QuantWindow, quant.PerChannel
 		}

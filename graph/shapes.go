@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/model"
 )
 
 // BenchShape is a layer shape for benchmarks (`cskv bench` and this
@@ -35,7 +36,7 @@ func BenchShapes() []BenchShape {
 }
 
 // NewRandomSpec returns a float32 KV-loss-only spec (LambdaKV 1, OutSeqs 0,
-// no biases, RoPE base 10000, block window off) with random weights drawn
+// no biases, plain Llama attention with RoPE base 10000, block window off) with random weights drawn
 // from N(0, 1/Hidden) (so K, V and Q entries are about unit size on unit
 // inputs), deterministic in seed. Set OutSeqs, LambdaOut, OutWindow, Quant on
 // the result as needed.
@@ -43,14 +44,19 @@ func NewRandomSpec(shape BenchShape, seed uint64) LayerSpec {
 	r := rand.New(rand.NewPCG(seed, 0x6c61796572))
 	d, kv, qd := shape.Hidden, shape.KVDim(), shape.NHeads*shape.HeadDim
 	sd := 1 / math.Sqrt(float64(d))
+	rope, err := model.RopeScaling{}.Rope(10000, shape.HeadDim, 0)
+	if err != nil { // an odd head dim: NewLayer refuses the spec
+		rope = model.Rope{}
+	}
 	return LayerSpec{
-		Hidden: d, NHeads: shape.NHeads, NKVHeads: shape.NKVHeads, HeadDim: shape.HeadDim,
-		RopeBase: 10000,
-		Wq:       randn(r, qd*d, sd),
-		Wk:       randn(r, kv*d, sd),
-		Wv:       randn(r, kv*d, sd),
-		Wo:       randn(r, d*qd, 1/math.Sqrt(float64(qd))),
-		KRank:    shape.Rank, VRank: shape.Rank,
+		Hidden: d,
+		Attn: model.Attention{Heads: shape.NHeads, KVHeads: shape.NKVHeads, HeadDim: shape.HeadDim, Rope: rope,
+			Scale: float32(1 / math.Sqrt(float64(shape.HeadDim)))},
+		Wq:    randn(r, qd*d, sd),
+		Wk:    randn(r, kv*d, sd),
+		Wv:    randn(r, kv*d, sd),
+		Wo:    randn(r, d*qd, 1/math.Sqrt(float64(qd))),
+		KRank: shape.Rank, VRank: shape.Rank,
 		Seqs: shape.Seqs, Tokens: shape.Tokens,
 		LambdaKV: 1,
 	}

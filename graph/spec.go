@@ -6,14 +6,18 @@ import (
 	"math"
 
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/quant"
 )
 
 // LayerSpec describes one decoder layer's objective. Weights are row-major
 // [out, in] float32 and are never written.
 type LayerSpec struct {
-	Hidden, NHeads, NKVHeads, HeadDim int
-	RopeBase                          float64
+	Hidden int // D
+	// Attn is the layer's attention rule (heads, RoPE frequencies and
+	// attention factor, scale, soft-cap, sliding window, q/k norms): the
+	// output term computes exactly the attention it describes.
+	Attn model.Attention
 
 	Wq         []float32     // (QD, D)
 	Wk, Wv     []float32     // (KV, D)
@@ -33,10 +37,10 @@ type LayerSpec struct {
 }
 
 // KVDim is Hkv·Dh.
-func (s LayerSpec) KVDim() int { return s.NKVHeads * s.HeadDim }
+func (s LayerSpec) KVDim() int { return s.Attn.KVHeads * s.Attn.HeadDim }
 
 // QDim is H·Dh.
-func (s LayerSpec) QDim() int { return s.NHeads * s.HeadDim }
+func (s LayerSpec) QDim() int { return s.Attn.Heads * s.Attn.HeadDim }
 
 // Rows is N·T, the rows of one batch.
 func (s LayerSpec) Rows() int { return s.Seqs * s.Tokens }
@@ -68,15 +72,17 @@ func specErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrSpec}, args...)...)
 }
 
-// validate checks shapes, weights, λ and the quantisation setting.
+// validate checks shapes, weights, λ, the attention rule and the
+// quantisation setting.
 func (s LayerSpec) validate(init kv.Factors) error {
+	a := s.Attn
 	switch {
-	case s.Hidden <= 0 || s.NHeads <= 0 || s.NKVHeads <= 0 || s.HeadDim <= 0:
-		return specErr("hidden %d, heads %d, kv heads %d, head dim %d must be positive", s.Hidden, s.NHeads, s.NKVHeads, s.HeadDim)
-	case s.NHeads%s.NKVHeads != 0:
-		return specErr("heads %d not a multiple of kv heads %d", s.NHeads, s.NKVHeads)
-	case s.HeadDim%2 != 0:
-		return specErr("head dim %d must be even for RoPE", s.HeadDim)
+	case s.Hidden <= 0 || a.Heads <= 0 || a.KVHeads <= 0 || a.HeadDim <= 0:
+		return specErr("hidden %d, heads %d, kv heads %d, head dim %d must be positive", s.Hidden, a.Heads, a.KVHeads, a.HeadDim)
+	case a.Heads%a.KVHeads != 0:
+		return specErr("heads %d not a multiple of kv heads %d", a.Heads, a.KVHeads)
+	case a.HeadDim%2 != 0:
+		return specErr("head dim %d must be even for RoPE", a.HeadDim)
 	case s.KRank <= 0 || s.VRank <= 0:
 		return specErr("ranks k %d, v %d must be positive", s.KRank, s.VRank)
 	case s.Seqs <= 0 || s.Tokens <= 0:
@@ -93,8 +99,11 @@ func (s LayerSpec) validate(init kv.Factors) error {
 		return specErr("out window %d must be non-negative", s.OutWindow)
 	case !s.WindowMode.Valid():
 		return specErr("unknown window mode %d", int(s.WindowMode))
-	case s.OutSeqs > 0 && !(s.RopeBase > 0):
-		return specErr("rope base %g must be positive", s.RopeBase)
+	}
+	if s.OutSeqs > 0 {
+		if err := validAttention(a); err != nil {
+			return err
+		}
 	}
 	d, kvd, qd := s.Hidden, s.KVDim(), s.QDim()
 	mats := []struct {
@@ -123,12 +132,40 @@ func (s LayerSpec) validate(init kv.Factors) error {
 			return specErr("%s has %d values, want %d", m.name, len(m.got), m.want)
 		}
 	}
-	k, _, err := s.Quant.Specs(s.KRank, s.VRank, s.NKVHeads)
+	k, _, err := s.Quant.Specs(s.KRank, s.VRank, a.KVHeads)
 	if err != nil {
 		return specErr("quantisation: %v", err)
 	}
 	if k.Enabled() && k.Grouping == quant.PerChannel && s.Tokens%k.GroupSize != 0 {
 		return specErr("per-channel key quant window %d must divide tokens %d", k.GroupSize, s.Tokens)
+	}
+	return nil
+}
+
+// validAttention checks the parts of the attention rule the output term
+// reads beyond the head shape.
+func validAttention(a model.Attention) error {
+	r := a.Rope
+	switch {
+	case len(r.InvFreq) != a.HeadDim/2:
+		return specErr("rope has %d inverse frequencies, want head dim / 2 = %d", len(r.InvFreq), a.HeadDim/2)
+	case !(r.AttentionFactor >= 0) || math.IsInf(r.AttentionFactor, 0):
+		return specErr("rope attention factor %g must be finite and non-negative (0 = 1)", r.AttentionFactor)
+	case !(a.Scale > 0) || math.IsInf(float64(a.Scale), 0):
+		return specErr("attention scale %g must be positive and finite", a.Scale)
+	case !(a.SoftCap >= 0) || math.IsInf(float64(a.SoftCap), 0):
+		return specErr("attention soft-cap %g must be finite and non-negative (0 = off)", a.SoftCap)
+	case a.Window < 0:
+		return specErr("sliding window %d must be non-negative (0 = off)", a.Window)
+	case a.QNorm != nil && len(a.QNorm) != a.HeadDim || a.KNorm != nil && len(a.KNorm) != a.HeadDim:
+		return specErr("q/k norm weights have %d / %d values, want head dim %d", len(a.QNorm), len(a.KNorm), a.HeadDim)
+	case (a.QNorm != nil || a.KNorm != nil) && !(a.NormEps > 0):
+		return specErr("q/k norm epsilon %g must be positive", a.NormEps)
+	}
+	for i, f := range r.InvFreq {
+		if !(f >= 0) || math.IsInf(f, 0) {
+			return specErr("rope inverse frequency %d = %g must be finite and non-negative", i, f)
+		}
 	}
 	return nil
 }

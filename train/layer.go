@@ -277,7 +277,7 @@ func sizes(ps []graph.Param) []int {
 func (j layerJob) spec(seqs int) graph.LayerSpec {
 	cfg, mc, blk := j.cfg, j.mc, j.blk
 	return graph.LayerSpec{
-		Hidden: mc.Hidden, NHeads: mc.Heads, NKVHeads: mc.KVHeads, HeadDim: mc.HeadDim, RopeBase: mc.RopeBase,
+		Hidden: mc.Hidden, Attn: blk.Attn,
 		Wq: blk.Wq, Wk: blk.Wk, Wv: blk.Wv, Wo: blk.Wo, Bq: blk.Bq, Bk: blk.Bk, Bv: blk.Bv,
 		KRank: j.kRank, VRank: j.vRank, Seqs: seqs, Tokens: cfg.SeqLen,
 		OutSeqs: min(cfg.OutSeqs, seqs), LambdaKV: cfg.LambdaKV, LambdaOut: cfg.LambdaOut,
