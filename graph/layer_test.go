@@ -23,8 +23,8 @@ type lossCase struct {
 	window    int
 	mode      kv.WindowMode
 	bias      bool
-	tile      int  // query rows per attention tile (0 = default)
-	recompute bool // backward recomputes the probabilities instead of keeping them
+	tile      int                                   // query rows per attention tile (0 = default)
+	recompute bool                                  // backward recomputes the probabilities instead of keeping them
 	rule      func(a *model.Attention, seed uint64) // changes the layer's attention rule (nil: plain Llama)
 }
 
