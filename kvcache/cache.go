@@ -23,6 +23,7 @@ type side struct {
 	f16     []uint16  // (stored, rank) fp16 features, bits 16 only
 	pending []float32 // (Len − stored, rank) features waiting for their group
 	b       []float32 // (D, rank) the factor B
+	bias    []float32 // (D) the original projection's bias, or nil
 }
 
 // Layer is one decoder layer's bi-branch cache.
@@ -62,6 +63,28 @@ func NewLayer(cfg Config, Bk, Bv []float32) (*Layer, error) {
 		k:     mk("keys", cfg.K, cfg.KRank, Bk),
 		v:     mk("values", cfg.V, cfg.VRank, Bv),
 	}, nil
+}
+
+// SetBiases gives the biases bk, bv (D each, or nil) of the original key and
+// value projections (Qwen2): reconstructed keys and values add them,
+// K̂_j = B·dequant(C_j) + bk, as the parallel evaluation does. They are
+// copied.
+func (c *Layer) SetBiases(bk, bv []float32) error {
+	d := c.cfg.KVDim()
+	for _, b := range []struct {
+		name string
+		sd   *side
+		v    []float32
+	}{{"key", &c.k, bk}, {"value", &c.v, bv}} {
+		if b.v != nil && len(b.v) != d {
+			return fmt.Errorf("kvcache: %s bias has %d numbers, want %d", b.name, len(b.v), d)
+		}
+		b.sd.bias = append([]float32(nil), b.v...)
+		if b.v == nil {
+			b.sd.bias = nil
+		}
+	}
+	return nil
 }
 
 // Len is the number of tokens appended.
@@ -168,12 +191,16 @@ func (sd *side) features(dst []float32) error {
 	return quant.Dequantize(dst, quant.Codes{Spec: sd.spec, Rows: sd.stored, Cols: sd.rank, Q: q, Scale: sd.scale, Zero: sd.zero})
 }
 
-// reconstruct writes row j of C·Bᵀ: out[d] = Σ_r c[r]·B[d, r] with
-// linalg.Dot, the arithmetic of linalg.MatMulT in exact mode, so decoding
-// with the cache can reproduce a parallel evaluation exactly.
-func reconstruct(out, c, b []float32, rank int) {
+// reconstruct writes row j of C·Bᵀ (+ bias): out[d] = Σ_r c[r]·B[d, r]
+// with linalg.Dot, the arithmetic of linalg.MatMulT in exact mode, then the
+// bias added as model.Linear adds it, so decoding with the cache can
+// reproduce a parallel evaluation exactly.
+func reconstruct(out, c, b, bias []float32, rank int) {
 	for d := range out {
 		out[d] = linalg.Dot(c, b[d*rank:(d+1)*rank])
+	}
+	for d, x := range bias {
+		out[d] += x
 	}
 }
 
@@ -210,7 +237,7 @@ func (c *Layer) KV(keys, values []float32) error {
 			if j >= p.sd.stored { // excluded by Config.Validate; kept as a guard
 				return fmt.Errorf("kvcache: %s: token %d is not original for query %d and its group is incomplete", p.sd.name, j, t)
 			}
-			reconstruct(row, feat[j*p.sd.rank:(j+1)*p.sd.rank], p.sd.b, p.sd.rank)
+			reconstruct(row, feat[j*p.sd.rank:(j+1)*p.sd.rank], p.sd.b, p.sd.bias, p.sd.rank)
 		}
 	}
 	return nil

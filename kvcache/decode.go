@@ -33,9 +33,6 @@ func NewCaches(m *model.Model, p *checkpoints.Projections, s Settings) ([]model.
 	if s.Window < 1 {
 		return nil, nil, fmt.Errorf("the real cache needs a window of at least 1 token (got %d)", s.Window)
 	}
-	if m.Config.QKVBias {
-		return nil, nil, fmt.Errorf("the real cache does not support k/v projection biases (%s): %w", m.Config.Arch, model.ErrUnsupported)
-	}
 	if _, err := NewCompressors(m, p, s); err != nil { // shape checks
 		return nil, nil, err
 	}
@@ -49,6 +46,13 @@ func NewCaches(m *model.Model, p *checkpoints.Projections, s Settings) ([]model.
 		}
 		kl, err := NewLayer(ls.Layer(c.KVHeads, c.HeadDim, f.KRank, f.VRank), f.Bk, f.Bv)
 		if err != nil {
+			return nil, nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		b, err := m.Block(l)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := kl.SetBiases(b.Bk, b.Bv); err != nil {
 			return nil, nil, fmt.Errorf("layer %d: %w", l, err)
 		}
 		kls = append(kls, kl)
