@@ -17,13 +17,17 @@
 //	Rk, Rv  key and value ranks
 //
 // The graph: Ck = X·Akᵀ (M, Rk), optionally fake-quantised; K̂ = Ĉk·Bkᵀ + bk
-// (M, KV); likewise V̂. KV term MSE(K, K̂) + MSE(V, V̂). Output term on the
-// first Mo rows: RoPE (rotate-half) on K̂, causal grouped-query attention
-// with the bi-branch rule (key j is the original one for query t when it lies
-// in t's window), times Woᵀ, compared with the original attention output.
+// (M, KV); likewise V̂. KV term MSE(K, K̂) + MSE(V, V̂) on the pre-norm keys.
+// Output term on the first Mo rows, under the layer's rule LayerSpec.Attn
+// (model.Attention): keys RoPE(KNorm(K̂)) with the scaling table's
+// frequencies and attention factor, scores times Scale and soft-capped,
+// causal grouped-query attention limited to the layer's sliding window, with
+// the bi-branch rule (key j is the original one for query t when it lies in
+// t's bi-branch window), times Woᵀ, compared with the original attention
+// output (docs/METHOD.md §3).
 //
-// What does not depend on the factors (the targets X·Wkᵀ, X·Wvᵀ, RoPE(Q)/√Dh,
-// the original attention output) is computed once per batch outside the
+// What does not depend on the factors (the targets X·Wkᵀ, X·Wvᵀ, the queries
+// RoPE(QNorm(Q))·Scale, the original attention output) is computed once per batch outside the
 // graph with package linalg. The heavy nodes are custom gorgonia ops
 // (ops.go) whose forward and backward are direct BLAS calls into buffers
 // reused across steps; the causal softmax is fused into the attention op
