@@ -38,7 +38,9 @@
 //	Sliding (paper's text):   j is original iff t − j < W
 //
 // Every other j ≤ t is reconstructed as K̂_j[d] = Σ_r dequant(Ck_j)[r]·Bk[d, r]
-// (same for V). Block keeps the originals of the current block (dropped when
+// (+ bk[d] when the model's key projection has a bias, Layer.SetBiases; same
+// for V). Keys leave the cache before the key norm and RoPE: the decoder
+// applies the layer's model.Attention to them as to the original keys. Block keeps the originals of the current block (dropped when
 // the next block starts); Sliding keeps the last W tokens in a ring.
 //
 // # Supported quantisation groups
