@@ -157,7 +157,11 @@ func allocGrids(cfg Config, mc model.Config, maxPoints int) (grids [2][]int, spe
 			return grids, specs, err
 		}
 		for _, r := range grids[s] {
-			k, v, err := cfg.quant().Specs(r, r, mc.KVHeads)
+			rk, rv := r, kvDim // the other side at full rank: always on its grid
+			if alloc.Side(s) == alloc.V {
+				rk, rv = kvDim, r
+			}
+			k, v, err := cfg.quant().Specs(rk, rv, mc.KVHeads)
 			if err != nil {
 				return grids, specs, fmt.Errorf("allocation: rank %d: %w", r, err)
 			}

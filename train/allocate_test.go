@@ -60,6 +60,35 @@ func TestAllocateSynthetic(t *testing.T) {
 	}
 }
 
+// With 4-bit features (per-channel keys: every rank; per-token values:
+// multiples of the kv head count) the plan keeps the values on their grid and
+// fits the budget, scales and zeros included.
+func TestAllocateQuantised(t *testing.T) {
+	cfg := Defaults()
+	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Export = 32, 8, 2, "unused"
+	cfg.KBits, cfg.VBits, cfg.Budget = 4, 4, 0.2
+	p, err := Allocate(context.Background(), cfg, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := OpenModel("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if p.PlanBytes > p.BudgetBytes || p.UnitTokens != 32 {
+		t.Errorf("plan %d bytes for a budget of %d over %d tokens", p.PlanBytes, p.BudgetBytes, p.UnitTokens)
+	}
+	for _, r := range p.Ranks {
+		if r.VRank%m.Config.KVHeads != 0 {
+			t.Errorf("layer %d: value rank %d off the per-token group grid", r.Layer, r.VRank)
+		}
+	}
+	if k := p.Curves[0].Ranks; k[0] != 1 {
+		t.Errorf("per-channel key grid starts at %d, want 1", k[0])
+	}
+}
+
 func TestAllocateErrors(t *testing.T) {
 	cfg := Defaults()
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Export = 32, 4, 0, "unused"
