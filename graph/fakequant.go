@@ -60,11 +60,10 @@ type fakeQuantOp[T float] struct {
 }
 
 func (o *fakeQuantOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
-	x, err := data[T](in[0])
+	x, t, y, err := unary(in[0], &o.out)
 	if err != nil {
 		return nil, err
 	}
-	t, y := o.out.get(in[0].Shape()[0], in[0].Shape()[1])
 	if err := o.fq.run(y, x); err != nil {
 		return nil, err
 	}
@@ -90,14 +89,13 @@ type fakeQuantGradOp[T float] struct {
 }
 
 func (o *fakeQuantGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
-	g, err := data[T](in[0])
+	g, t, d, err := unary(in[0], &o.out)
 	if err != nil {
 		return nil, err
 	}
 	if len(o.fq.mask) != len(g) {
 		return nil, fmt.Errorf("%s: forward did not run", o.name)
 	}
-	t, d := o.out.get(in[0].Shape()[0], in[0].Shape()[1])
 	for i, m := range o.fq.mask {
 		d[i] = g[i] * T(m)
 	}

@@ -44,6 +44,16 @@ func data[T float](v gorgonia.Value) ([]T, error) {
 	return s, nil
 }
 
+// unary returns the data of a one-input op's matrix input and the op's
+// output buffer of the same shape.
+func unary[T float](in gorgonia.Value, out *buf[T]) (x []T, t *tensor.Dense, y []T, err error) {
+	if x, err = data[T](in); err != nil {
+		return nil, nil, nil, err
+	}
+	t, y = out.get(in.Shape()[0], in.Shape()[1])
+	return x, t, y, nil
+}
+
 // data2 is data for the two operands of a product.
 func data2[T float](x, y gorgonia.Value) (a, b []T, err error) {
 	if a, err = data[T](x); err != nil {

@@ -74,8 +74,5 @@ func heldOriginals(c Config, n int) int {
 	if n == 0 {
 		return 0
 	}
-	if c.Mode == kv.WindowSliding {
-		return min(n, c.Window)
-	}
-	return n - (n-1)/c.Window*c.Window
+	return n - c.Mode.OriginalFrom(n-1, c.Window)
 }
