@@ -151,26 +151,16 @@ func TestCLIReferenceRoundTrip(t *testing.T) {
 // TestCLIFamilyFixtureWithoutMetadata: a projections file written by the
 // independent implementation (fixtures/families/*/proj.safetensors),
 // stripped of its metadata, evaluates with --rope-layout hf to the same
-// numbers as with it. Runs for every family model this build can open.
+// numbers as with it, for every family fixture.
 func TestCLIFamilyFixtureWithoutMetadata(t *testing.T) {
 	root := testassets.Path(t, "fixtures/families")
-	ran := 0
 	for _, fam := range []string{"llama32", "llama31", "qwen25_yarn", "qwen3", "phi3", "gemma2"} {
 		dir := t.TempDir()
 		modelDir := filepath.Join(root, fam)
 		tokens := filepath.Join(root, "tokens.ids")
 		args := []string{"--model", modelDir, "--data", tokens, "--chunks", "2", "--seq-len", "32"}
-		code, _, stderr := cskv(t, dir, append([]string{"eval", "--quiet"}, args...)...)
-		if code != 0 && strings.Contains(stderr, "unsupported") {
-			t.Logf("%s: this build cannot open the model (%s); not compared", fam, strings.TrimSpace(stderr))
-			continue
-		}
 		stripMetadata(t, filepath.Join(modelDir, "proj.safetensors"), filepath.Join(dir, "plain.safetensors"))
 		want := evalNumbers(t, dir, append(args, "--projections", filepath.Join(modelDir, "proj.safetensors"))...)
 		sameJSON(t, fam, want, evalNumbers(t, dir, append(args, "--projections", "plain.safetensors", "--rope-layout", "hf")...))
-		ran++
-	}
-	if ran == 0 {
-		t.Skip("no family model opens in this build yet")
 	}
 }
