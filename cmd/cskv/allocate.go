@@ -28,17 +28,10 @@ func runAllocate(ctx context.Context, args []string) error {
 	registerAllocation(fs, &cfg)
 	fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
 	configPath := configFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := applyConfigFile(fs, *configPath); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := startConfigured(fs, args, &lf, configPath, &cfg)
 	if err != nil {
 		return err
 	}
-	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
 	cfg.Export = *out // Validate wants an output; allocate writes none but the plan
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

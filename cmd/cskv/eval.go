@@ -31,27 +31,20 @@ func runEval(ctx context.Context, args []string) error {
 	asJSON := fs.Bool("json", false, "print one JSON object on stdout instead of text")
 	var pf precisionFlag
 	pf.register(fs, "f32")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := start(fs, args, &lf, &pf)
 	if err != nil {
-		return err
-	}
-	if _, err := pf.apply(); err != nil {
 		return err
 	}
 	if *batch < 1 {
 		return fmt.Errorf("%w: --batch %d: must be ≥ 1", errUsage, *batch)
 	}
-	m, err := openModel(*modelPath)
+	m, err := openWarn(log, *modelPath)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 	syntheticDefaults(fs, *modelPath, &d.seqLen, nil)
 	log.WithField("model", describe(m)).Info("model loaded")
-	warnSlow(log, m.Config.Hidden)
 	chunks, err := loadChunks(m, d, data.SyntheticEvalSeed, data.SyntheticEvalChunks)
 	if err != nil {
 		return err

@@ -31,25 +31,18 @@ func runGenerate(ctx context.Context, args []string) error {
 	verify := fs.Bool("verify", false, "with --projections: use row-exact products and check that the real cache's logits equal the parallel fake-quantised evaluation's")
 	var pf precisionFlag
 	pf.register(fs, "f32")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := start(fs, args, &lf, &pf)
 	if err != nil {
-		return err
-	}
-	if _, err := pf.apply(); err != nil {
 		return err
 	}
 	if *n < 1 {
 		return fmt.Errorf("%w: -n %d: must be ≥ 1", errUsage, *n)
 	}
-	m, err := openModel(*modelPath)
+	m, err := openWarn(log, *modelPath)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	warnSlow(log, m.Config.Hidden)
 	var toks []int
 	switch {
 	case *ids != "":

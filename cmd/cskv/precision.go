@@ -7,6 +7,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
 )
 
 // precisionFlag is --precision, the arithmetic of the matrix products.
@@ -28,6 +29,32 @@ func (p *precisionFlag) apply() (linalg.Precision, error) {
 		return 0, fmt.Errorf("%w: --precision: %v", errUsage, err)
 	}
 	return linalg.CurrentPrecision(), nil
+}
+
+// start parses a command's flags, configures its logger and selects the
+// precision of its matrix products (--precision).
+func start(fs *flag.FlagSet, args []string, lf *logFlags, pf *precisionFlag) (*logrus.Logger, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := pf.apply(); err != nil {
+		return nil, err
+	}
+	return log, nil
+}
+
+// openWarn opens --model and warns when its width runs slowly on this build.
+func openWarn(log *logrus.Logger, path string) (*model.Model, error) {
+	m, err := openModel(path)
+	if err != nil {
+		return nil, err
+	}
+	warnSlow(log, m.Config.Hidden)
+	return m, nil
 }
 
 // warnSlow logs when a model of this width would run slowly on this build.

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/cskv/cskv/flagfile"
 	"github.com/cskv/cskv/train"
 )
@@ -28,6 +30,24 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil
+}
+
+// startConfigured parses the flags of a command that reads a --config file
+// (the command line wins over the file), configures its logger and fills in
+// the synthetic model's data defaults for the flags left unset.
+func startConfigured(fs *flag.FlagSet, args []string, lf *logFlags, configPath *string, cfg *train.Config) (*logrus.Logger, error) {
+	if err := parse(fs, args); err != nil {
+		return nil, err
+	}
+	if err := applyConfigFile(fs, *configPath); err != nil {
+		return nil, err
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return nil, err
+	}
+	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
+	return log, nil
 }
 
 // applyRecorded makes cfg the configuration recorded in the run directory

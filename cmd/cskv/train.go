@@ -120,17 +120,10 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		fs.BoolVar(&cfg.Force, "force", false, "replace a run directory that holds another run")
 	}
 	configPath := configFlag(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := applyConfigFile(fs, *configPath); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	log, err := startConfigured(fs, args, &lf, configPath, &cfg)
 	if err != nil {
 		return err
 	}
-	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
 	if training && !flagSet(fs, "out-seqs") {
 		cfg.OutSeqs = min(cfg.OutSeqs, cfg.Batch) // the default: the whole batch
 	}
