@@ -27,7 +27,8 @@ type layerState struct {
 
 // snapshot is what one checkpoint holds: the run's fingerprint, every
 // finished layer in order and, mid-layer, the layer in progress. The
-// checkpoint is at layer len(done), step cur.Step (0 when cur is nil).
+// checkpoint is at layer first+len(done), step cur.Step (0 when cur is nil),
+// where first is the run's Config.FirstLayer (0 unless a shard).
 type snapshot struct {
 	fp   fingerprint
 	done []doneLayer
@@ -56,7 +57,8 @@ func adamNames(i int) (m, v string) { return fmt.Sprintf("adam.m.%d", i), fmt.Sp
 // layer reports and Adam's step count as History, every factor and moment
 // as a tensor.
 func (s snapshot) encode() (*checkpoints.State, error) {
-	st := &checkpoints.State{Layer: len(s.done), NumLayers: s.fp.Layers, ModelDigest: s.fp.ModelDigest}
+	first := s.fp.Config.FirstLayer
+	st := &checkpoints.State{Layer: first + len(s.done), NumLayers: s.fp.Layers, ModelDigest: s.fp.ModelDigest}
 	var err error
 	if st.Config, err = json.Marshal(s.fp); err != nil {
 		return nil, err
@@ -71,7 +73,7 @@ func (s snapshot) encode() (*checkpoints.State, error) {
 		}
 	}
 	for l, d := range s.done {
-		addFactors(finishedPrefix(l), d.Factors)
+		addFactors(finishedPrefix(first+l), d.Factors)
 		prog.History = append(prog.History, d.Info)
 	}
 	if c := s.cur; c != nil {
@@ -109,7 +111,8 @@ func decodeSnapshot(st *checkpoints.State, path string) (snapshot, error) {
 	if err := json.Unmarshal(st.History, &prog); err != nil {
 		return s, fmt.Errorf("checkpoint %s: progress unreadable: %w", path, err)
 	}
-	if len(prog.History) != st.Layer {
+	first := s.fp.Config.FirstLayer
+	if len(prog.History) != st.Layer-first {
 		return s, fmt.Errorf("checkpoint %s: at layer %d with %d layer reports", path, st.Layer, len(prog.History))
 	}
 	tensors := map[string][]float32{}
@@ -138,8 +141,8 @@ func decodeSnapshot(st *checkpoints.State, path string) (snapshot, error) {
 		f.SetTensors(ts)
 		return f, nil
 	}
-	for l, info := range prog.History {
-		f, err := readFactors(l, finishedPrefix(l))
+	for i, info := range prog.History {
+		f, err := readFactors(first+i, finishedPrefix(first+i))
 		if err != nil {
 			return s, err
 		}

@@ -55,6 +55,13 @@ type Config struct {
 	// checkpoints are float32 in every precision.
 	Precision string
 
+	// FirstLayer, LastLayer: train only layers [FirstLayer, LastLayer), one
+	// shard of a run (problem; 0, 0 = every layer). Stream is the residual
+	// stream at FirstLayer written by CaptureShards ("" = embed and advance
+	// from layer 0). A shard exports nothing: Merge assembles the shards.
+	FirstLayer, LastLayer int
+	Stream                string
+
 	Out       string // run directory (checkpoints, run.json, projections); "" = none
 	Export    string // projections file; "" = Out/projections.safetensors
 	DType     DType  // export dtype: f32, f16 or bf16
@@ -168,12 +175,27 @@ func (c Config) Validate() error {
 		return bad("save-every", c.SaveEvery, "must be ≥ 0")
 	case c.Keep < 1:
 		return bad("keep", c.Keep, "must be ≥ 1")
+	case c.FirstLayer < 0 || c.LastLayer < 0 || (c.LastLayer != 0 && c.LastLayer <= c.FirstLayer):
+		return bad("layers", fmt.Sprintf("[%d, %d)", c.FirstLayer, c.LastLayer), "want 0 ≤ first < last")
 	case c.Resume && c.Out == "":
 		return bad("resume", true, "needs --out (the run directory)")
 	case c.Out == "" && c.Export == "":
 		return fmt.Errorf("--out or an export path is required")
 	}
 	return nil
+}
+
+// layerRange is the layers [first, last) this run trains, checked against
+// the model's depth.
+func (c Config) layerRange(layers int) (first, last int, err error) {
+	first, last = c.FirstLayer, c.LastLayer
+	if last == 0 {
+		last = layers
+	}
+	if first >= last || last > layers {
+		return 0, 0, fmt.Errorf("layers [%d, %d): outside the model's %d layers", first, last, layers)
+	}
+	return first, last, nil
 }
 
 var validBits = map[int]bool{2: true, 3: true, 4: true, 8: true, 16: true}

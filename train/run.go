@@ -100,6 +100,10 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if cfg.SeqLen > m.Config.ContextLength {
 		env.Log.WithFields(logrus.Fields{"seq_len": cfg.SeqLen, "context_length": m.Config.ContextLength}).Warn("sequences are longer than the model's trained context")
 	}
+	first, last, err := cfg.layerRange(m.Config.Layers)
+	if err != nil {
+		return nil, err
+	}
 	kRanks, vRanks, plan, err := layerRanks(ctx, m.Config, cfg, env)
 	if err != nil {
 		return nil, err
@@ -111,15 +115,11 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	env.Log.WithFields(logrus.Fields{"model": m.Path, "layers": m.Config.Layers, "calib_seqs": len(calib),
 		"seq_len": cfg.SeqLen, "k_ranks": kRanks, "v_ranks": vRanks, "init": cfg.Init, "steps": cfg.Steps}).Info("run started")
 
-	h, err := newStream(m, calib) // (N·T, D) residual stream of the calibration sequences
+	h, hHeld, from, err := startStreams(cfg, m, calib, held, first)
 	if err != nil {
 		return nil, err
 	}
-	hHeld, err := newStream(m, held) // (H·T, D) residual stream of the held-out sequences
-	if err != nil {
-		return nil, err
-	}
-	for l := 0; l < m.Config.Layers; l++ {
+	for l := from; l < last; l++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("interrupted before layer %d (checkpoints hold every finished layer): %w", l, err)
 		}
@@ -127,7 +127,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l >= len(run.done) { // layers before the checkpoint's are already done
+		if l >= run.next() { // layers before the checkpoint's are already done, those before first another shard's
 			env.OnPhase("capture", l)
 			j := layerJob{cfg: cfg, mc: m.Config, blk: blk, l: l, kRank: kRanks[l], vRank: vRanks[l],
 				x: h.attnInput(m.Config, blk), xHeld: hHeld.attnInput(m.Config, blk)}
@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 			}
 			env.OnLayer(d.Info)
 		}
-		if l == m.Config.Layers-1 {
+		if l == last-1 {
 			break // nothing reads the last layer's output
 		}
 		env.OnPhase("advance", l)
@@ -149,8 +149,10 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 		}
 	}
 	res := &Result{Config: cfg, Plan: plan}
-	if res.Projections, err = export(cfg, m, run.done, kRanks, vRanks, plan); err != nil {
-		return nil, err
+	if first == 0 && last == m.Config.Layers { // a shard exports nothing: Merge does
+		if res.Projections, err = export(cfg, m, run.done, kRanks, vRanks, plan); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range run.done {
 		res.Layers = append(res.Layers, d.Info)

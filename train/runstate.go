@@ -42,6 +42,7 @@ type setting struct {
 var digests = []setting{
 	{"model digest", true, func(f fingerprint) any { return f.ModelDigest }},
 	{"data digest", true, func(f fingerprint) any { return f.DataDigest }},
+	{"layer range", true, func(f fingerprint) any { return fmt.Sprint(f.Config.FirstLayer, f.Config.LastLayer) }},
 }
 
 // settings is the resume table, one row per flag of cskv train: problem
@@ -105,8 +106,8 @@ type runState struct {
 	keep int
 	fp   fingerprint
 	log  logrus.FieldLogger
-	done []doneLayer // finished layers 0 … len(done)−1: the next layer to train is len(done)
-	cur  *layerState // the layer len(done) at the checkpoint resumed mid-layer (nil: from its start)
+	done []doneLayer // finished layers first … first+len(done)−1: the next layer to train is next()
+	cur  *layerState // the layer next() at the checkpoint resumed mid-layer (nil: from its start)
 }
 
 const runFile = "run.json"
@@ -116,7 +117,7 @@ const runFile = "run.json"
 func openRun(cfg Config, m *model.Model, calib [][]int, kRanks, vRanks []int, log logrus.FieldLogger) (*runState, error) {
 	fp := fingerprint{Config: cfg, ModelDigest: m.Digest, DataDigest: digestTokens(calib), Layers: m.Config.Layers,
 		Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), KRanks: kRanks, VRanks: vRanks, BaseName: filepath.Base(m.Path), Arch: m.Config.Arch}
-	fp.Config.Resume, fp.Config.Force, fp.Config.Out, fp.Config.Export, fp.Config.Plan = false, false, "", "", ""
+	fp.Config.Resume, fp.Config.Force, fp.Config.Out, fp.Config.Export, fp.Config.Plan, fp.Config.Stream = false, false, "", "", "", ""
 	r := &runState{dir: cfg.Out, keep: cfg.Keep, fp: fp, log: log}
 	if cfg.Out == "" {
 		return r, nil
@@ -226,13 +227,16 @@ func (r *runState) compare(old fingerprint) error {
 // resumed hands over the state of layer l saved mid-layer by the checkpoint
 // resumed, or nil when l starts afresh.
 func (r *runState) resumed(l int) *layerState {
-	if r.cur == nil || l != len(r.done) {
+	if r.cur == nil || l != r.next() {
 		return nil
 	}
 	cur := r.cur
 	r.cur = nil
 	return cur
 }
+
+// next is the next layer to train: the first one after the finished ones.
+func (r *runState) next() int { return r.fp.Config.FirstLayer + len(r.done) }
 
 // finish records a finished layer and checkpoints the layer boundary.
 func (r *runState) finish(d doneLayer) error {
@@ -241,7 +245,7 @@ func (r *runState) finish(d doneLayer) error {
 }
 
 // save writes a checkpoint of the finished layers and, mid-layer, of cur
-// (the layer len(r.done)), then prunes the old ones.
+// (the layer r.next()), then prunes the old ones.
 func (r *runState) save(cur *layerState) error {
 	if r.dir == "" {
 		return nil

@@ -1,0 +1,339 @@
+package train
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/cskv/cskv/atomicfile"
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/model/safetensors"
+)
+
+// A sharded run splits the layers into ranges [b_k, b_k+1) trained by
+// separate processes (README, "Beyond one machine"): CaptureShards runs the
+// frozen forward once and stores the residual stream at every shard's first
+// layer in a shared directory; Run with ShardConfig(dir, k) trains shard k
+// from its stream in dir/shard-k; Merge checks the shards and exports the
+// projections, byte-identical to a single-process Run with the same
+// settings (every layer's training reads only its own inputs and its own
+// seeded sampler).
+
+// ShardManifest is DIR/shards.json, written last by CaptureShards: the run's
+// settings and digests, the shard boundaries and every stream file's digest.
+type ShardManifest struct {
+	Run        fingerprint `json:"run"`        // Config with no layer range, Out, Stream
+	Boundaries []int       `json:"boundaries"` // 0 = b_0 < b_1 < … < b_N = layers
+	Streams    []string    `json:"streams"`    // sha256 of stream-k.safetensors, per shard
+}
+
+const manifestFile = "shards.json"
+
+func streamFile(dir string, k int) string {
+	return filepath.Join(dir, fmt.Sprintf("stream-%d.safetensors", k))
+}
+
+// ShardDir is the run directory of shard k.
+func ShardDir(dir string, k int) string { return filepath.Join(dir, fmt.Sprintf("shard-%d", k)) }
+
+// EvenBoundaries splits layers into n contiguous ranges whose sizes differ by
+// at most one (the first ones larger).
+func EvenBoundaries(layers, n int) ([]int, error) {
+	if n < 1 || n > layers {
+		return nil, fmt.Errorf("--shards %d: want 1 … %d (the model's layers)", n, layers)
+	}
+	b := []int{0}
+	for k := 0; k < n; k++ {
+		size := layers / n
+		if k < layers%n {
+			size++
+		}
+		b = append(b, b[k]+size)
+	}
+	return b, nil
+}
+
+// checkBoundaries checks 0 = b_0 < b_1 < … < b_N = layers.
+func checkBoundaries(b []int, layers int) error {
+	if len(b) < 2 || b[0] != 0 || b[len(b)-1] != layers {
+		return fmt.Errorf("--boundaries %v: want 0 < … < %d (the model's layers)", b, layers)
+	}
+	for i := 1; i < len(b); i++ {
+		if b[i] <= b[i-1] {
+			return fmt.Errorf("--boundaries %v: not increasing at %d", b, b[i])
+		}
+	}
+	return nil
+}
+
+// CaptureShards is stage 1 of a sharded run: it cuts the calibration and
+// held-out sequences as Run does, walks the frozen model through layers
+// 0 … b_N−1 − 1 and writes the residual streams h (N·T, D) and hHeld
+// (H·T, D) at every b_k as dir/stream-k.safetensors (float32), then
+// dir/shards.json. Boundaries nil = EvenBoundaries(layers, shards).
+func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int, dir string, env Env) (*ShardManifest, error) {
+	env = env.withDefaults()
+	if cfg.Budget > 0 || cfg.Plan != "" {
+		return nil, fmt.Errorf("capture: --budget and --plan are not supported for sharded runs yet; give densities or ranks")
+	}
+	if cfg.FirstLayer != 0 || cfg.LastLayer != 0 || cfg.Stream != "" {
+		return nil, fmt.Errorf("capture: the configuration already names a layer range")
+	}
+	cfg.Out, cfg.Export, cfg.Resume, cfg.Force = dir, "", false, false
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	prev := linalg.CurrentPrecision()
+	if err := linalg.SetPrecision(cfg.precision()); err != nil {
+		return nil, fmt.Errorf("--precision %s: %w", cfg.Precision, err)
+	}
+	defer linalg.SetPrecision(prev)
+	cfg.Precision = linalg.CurrentPrecision().String()
+	m, err := OpenModel(cfg.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	defer linalg.ThreadsFor(m.Config.Hidden)()
+	if boundaries == nil {
+		if boundaries, err = EvenBoundaries(m.Config.Layers, shards); err != nil {
+			return nil, err
+		}
+	} else if err := checkBoundaries(boundaries, m.Config.Layers); err != nil {
+		return nil, err
+	}
+	calib, held, err := calibration(m, cfg)
+	if err != nil {
+		return nil, err
+	}
+	kRanks, vRanks, _, err := layerRanks(ctx, m.Config, cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("--out %s: %w", dir, err)
+	}
+	run, err := openRun(Config{}, m, calib, kRanks, vRanks, env.Log) // fingerprint only: no directory
+	if err != nil {
+		return nil, err
+	}
+	man := &ShardManifest{Run: run.fp, Boundaries: boundaries}
+	man.Run.Config = cfg
+	man.Run.Config.Out = ""
+	h, hHeld, _, err := startStreams(Config{}, m, calib, held, 0)
+	if err != nil {
+		return nil, err
+	}
+	shard := 0
+	for l := 0; shard < len(boundaries)-1; l++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("capture: interrupted at layer %d: %w", l, err)
+		}
+		if l == boundaries[shard] {
+			env.OnPhase("capture", l)
+			sum, err := writeStream(streamFile(dir, shard), h, hHeld, l, man.Run)
+			if err != nil {
+				return nil, err
+			}
+			man.Streams = append(man.Streams, sum)
+			shard++
+			if shard == len(boundaries)-1 {
+				break
+			}
+		}
+		blk, err := m.Block(l)
+		if err != nil {
+			return nil, err
+		}
+		env.OnPhase("advance", l)
+		if err := errors.Join(h.advance(m.Config, blk), hHeld.advance(m.Config, blk)); err != nil {
+			return nil, fmt.Errorf("capture: layer %d: advance: %w", l, err)
+		}
+	}
+	raw, err := json.MarshalIndent(man, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, manifestFile), append(raw, '\n')); err != nil {
+		return nil, err
+	}
+	return man, nil
+}
+
+// writeStream stores the streams at layer l (atomically) and returns the
+// file's sha256.
+func writeStream(path string, h, hHeld *stream, l int, fp fingerprint) (string, error) {
+	ts := []safetensors.Tensor{{Name: "h", Shape: []int{h.nSeq * h.T, fp.Hidden}, DType: safetensors.F32, Data: h.h}}
+	if hHeld.nSeq > 0 {
+		ts = append(ts, safetensors.Tensor{Name: "h_held", Shape: []int{hHeld.nSeq * hHeld.T, fp.Hidden}, DType: safetensors.F32, Data: hHeld.h})
+	}
+	meta := map[string]string{"layer": strconv.Itoa(l), "base_digest": fp.ModelDigest, "data_digest": fp.DataDigest}
+	if err := safetensors.Write(path, ts, meta); err != nil {
+		return "", err
+	}
+	return fileDigest(path)
+}
+
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	d := sha256.New()
+	if _, err := io.Copy(d, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(d.Sum(nil)), nil
+}
+
+// ReadManifest reads dir/shards.json.
+func ReadManifest(dir string) (*ShardManifest, error) {
+	path := filepath.Join(dir, manifestFile)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a captured sharded run (run cskv capture first): %w", dir, err)
+	}
+	var man ShardManifest
+	if err := json.Unmarshal(raw, &man); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := checkBoundaries(man.Boundaries, man.Run.Layers); err != nil || len(man.Streams) != len(man.Boundaries)-1 {
+		return nil, fmt.Errorf("%s: boundaries %v and %d streams do not describe %d layers", path, man.Boundaries, len(man.Streams), man.Run.Layers)
+	}
+	return &man, nil
+}
+
+// ShardConfig is the configuration of shard k of the sharded run in dir:
+// the captured run's settings with the layer range [b_k, b_k+1), the stream
+// at b_k (its digest checked) and the run directory dir/shard-k.
+func ShardConfig(dir string, k int) (Config, error) {
+	man, err := ReadManifest(dir)
+	if err != nil {
+		return Config{}, err
+	}
+	if n := len(man.Boundaries) - 1; k < 0 || k >= n {
+		return Config{}, fmt.Errorf("shard %d: %s has shards 0 … %d", k, dir, n-1)
+	}
+	path := streamFile(dir, k)
+	sum, err := fileDigest(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("shard %d: %w", k, err)
+	}
+	if sum != man.Streams[k] {
+		return Config{}, fmt.Errorf("shard %d: stream %s fails its sha256 (%s, manifest %s)", k, path, sum, man.Streams[k])
+	}
+	cfg := man.Run.Config
+	cfg.FirstLayer, cfg.LastLayer, cfg.Stream, cfg.Out = man.Boundaries[k], man.Boundaries[k+1], path, ShardDir(dir, k)
+	return cfg, nil
+}
+
+// startStreams returns the residual streams h (N·T, D) and hHeld (H·T, D)
+// at the layer Run starts from: embedded at layer 0 or, with cfg.Stream, read
+// at cfg.FirstLayer from a CaptureShards stream file.
+func startStreams(cfg Config, m *model.Model, calib, held [][]int, first int) (h, hHeld *stream, start int, err error) {
+	if h, err = newStream(m, calib); err != nil {
+		return nil, nil, 0, err
+	}
+	if hHeld, err = newStream(m, held); err != nil {
+		return nil, nil, 0, err
+	}
+	if cfg.Stream == "" {
+		return h, hHeld, 0, nil
+	}
+	f, err := safetensors.Open(cfg.Stream)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	defer f.Close()
+	meta := f.Metadata()
+	if meta["layer"] != strconv.Itoa(first) || meta["base_digest"] != m.Digest || meta["data_digest"] != digestTokens(calib) {
+		return nil, nil, 0, fmt.Errorf("stream %s: for layer %s of model %s, data %s; this run starts at layer %d of model %s, data %s",
+			cfg.Stream, meta["layer"], meta["base_digest"], meta["data_digest"], first, m.Digest, digestTokens(calib))
+	}
+	for _, s := range []struct {
+		name string
+		st   *stream
+	}{{"h", h}, {"h_held", hHeld}} {
+		if s.st.nSeq == 0 {
+			continue
+		}
+		x, _, err := f.ReadFloat32(s.name)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("stream %s: %w", cfg.Stream, err)
+		}
+		if len(x) != len(s.st.h) {
+			return nil, nil, 0, fmt.Errorf("stream %s: tensor %s has %d values, want %d", cfg.Stream, s.name, len(x), len(s.st.h))
+		}
+		copy(s.st.h, x)
+	}
+	return h, hHeld, first, nil
+}
+
+// Merge is stage 3 of a sharded run: it checks that the shards in dir cover
+// every layer exactly once, each finished, with the manifest's model digest,
+// data digest and settings, and writes the projections file out, as a
+// single-process Run would have.
+func Merge(dir, out string) error {
+	man, err := ReadManifest(dir)
+	if err != nil {
+		return err
+	}
+	n := len(man.Boundaries) - 1
+	if extra, _ := filepath.Glob(filepath.Join(dir, "shard-*")); len(extra) > n {
+		for _, e := range extra {
+			var k int
+			if _, err := fmt.Sscanf(filepath.Base(e), "shard-%d", &k); err != nil || k < 0 || k >= n || filepath.Base(e) != filepath.Base(ShardDir(dir, k)) {
+				return fmt.Errorf("merge %s: %s is not one of the %d shards of the manifest (a duplicate or a stray run)", dir, e, n)
+			}
+		}
+	}
+	var done []doneLayer
+	for k := 0; k < n; k++ {
+		sd := ShardDir(dir, k)
+		a, b := man.Boundaries[k], man.Boundaries[k+1]
+		if _, err := os.Stat(filepath.Join(sd, runFile)); err != nil {
+			return fmt.Errorf("merge %s: shard %d (layers [%d, %d)) is missing: no %s", dir, k, a, b, filepath.Join(sd, runFile))
+		}
+		var s snapshot
+		path, _, err := checkpoints.LoadLatestValid(sd, func(path string, st *checkpoints.State) error {
+			var err error
+			s, err = decodeSnapshot(st, path)
+			return err
+		}, func(string, error) {})
+		if err != nil {
+			return fmt.Errorf("merge %s: shard %d (layers [%d, %d)) in %s: %w", dir, k, a, b, sd, err)
+		}
+		want := man.Run
+		want.Config.FirstLayer, want.Config.LastLayer = a, b
+		want.Config.Out, want.Config.Export, want.Config.Plan, want.Config.Stream, want.Config.Resume, want.Config.Force = "", "", "", "", false, false
+		if s.fp.ModelDigest != want.ModelDigest {
+			return fmt.Errorf("merge %s: shard %d (%s) is of another model: digest %s, the capture's %s", dir, k, path, s.fp.ModelDigest, want.ModelDigest)
+		}
+		got, _ := json.Marshal(s.fp)
+		exp, _ := json.Marshal(want)
+		if string(got) != string(exp) {
+			return fmt.Errorf("merge %s: shard %d (%s) was trained with other settings or data than the capture (layers [%d, %d)): %s, want %s", dir, k, path, s.fp.Config.FirstLayer, s.fp.Config.LastLayer, got, exp)
+		}
+		if s.cur != nil || len(s.done) != b-a {
+			return fmt.Errorf("merge %s: shard %d (%s) is unfinished: %d of layers [%d, %d) done (resume it with cskv train --from %s --shard %d --resume)", dir, k, path, len(s.done), a, b, dir, k)
+		}
+		done = append(done, s.done...)
+	}
+	fp := man.Run
+	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: factorsOf(done)}
+	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRanks, fp.VRanks)
+	if err := checkpoints.WriteProjections(out, p, exportDTypes[fp.Config.DType]); err != nil {
+		return fmt.Errorf("merge: export %s: %w", out, err)
+	}
+	return nil
+}
