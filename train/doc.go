@@ -29,6 +29,11 @@
 //     e. advance h and hHeld through the original, uncompressed layer.
 //  7. Export the projections file and return the Result.
 //
+// A shard of a run (Config.FirstLayer, Config.LastLayer; shard.go) trains
+// only its layer range: with Config.Stream it starts from the residual
+// streams CaptureShards stored at its first layer instead of step 5's, and
+// it exports nothing (Merge does, from every shard's last checkpoint).
+//
 // Run never prints: it talks to its caller through Env (a logger and
 // callbacks). Capture walks the frozen model the same way (step 6a and 6e)
 // for callers that only need the attention inputs.

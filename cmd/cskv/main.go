@@ -42,6 +42,8 @@ func init() {
 		{"init", "initialise projections (svd, asvd or whiten) without training and write them", runInit},
 		{"allocate", "choose the ranks per layer and side under a memory budget (--budget) and write the plan", runAllocate},
 		{"train", "the main job: capture, initialise and train the K/V factors layer by layer, export them", runTrain},
+		{"capture", "stage 1 of a sharded run: the residual stream at every shard's first layer, in a shared directory", runCapture},
+		{"merge", "stage 3 of a sharded run: check the trained shards and write the projections file", runMerge},
 		{"export", "write the projections file from a run's checkpoint, or the CSKV reference code's .ckpt pair (--format cskv-ref)", runExport},
 		{"import", "bring in factors from the CSKV reference code (.ckpt pair) or a plain safetensors file, checked against the model", runImport},
 		{"compare", "post-training quantisation of trained projections vs quantisation-aware training, per bit width", runCompare},

@@ -13,7 +13,7 @@ import (
 // notInConfig are the flags of train and init that say how to run the
 // command, not what to compute: a config file may not set them and the
 // written DIR/config.yaml leaves them out.
-var notInConfig = []string{"config", "out", "resume", "force", "json", "quiet", "log-level", "log-format"}
+var notInConfig = []string{"config", "out", "resume", "force", "json", "quiet", "log-level", "log-format", "from", "shard"}
 
 // configFlag registers --config.
 func configFlag(fs *flag.FlagSet) *string {

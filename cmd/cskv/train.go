@@ -19,6 +19,22 @@ import (
 	"github.com/cskv/cskv/train"
 )
 
+// registerTraining registers the training flags of train and capture.
+func registerTraining(fs *flag.FlagSet, cfg *train.Config) {
+	fs.IntVar(&cfg.Steps, "steps", cfg.Steps, "Adam steps per layer")
+	fs.Float64Var(&cfg.LR, "lr", cfg.LR, "learning rate")
+	fs.Var(&cfg.Schedule, "schedule", "learning-rate schedule: constant (default) or cosine (with --warmup)")
+	fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "warm-up steps of the cosine schedule")
+	fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per step")
+	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the batch sampler (and of --random-chunks)")
+	fs.Float64Var(&cfg.LambdaKV, "lambda-kv", cfg.LambdaKV, "weight of the KV term MSE(K,K̂)+MSE(V,V̂)")
+	fs.Float64Var(&cfg.LambdaOut, "lambda-out", cfg.LambdaOut, "weight of the layer-output term MSE(out,out̂) (0 = the paper's loss)")
+	fs.IntVar(&cfg.OutSeqs, "out-seqs", cfg.OutSeqs, "sequences of each batch that feed the output term")
+	fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
+	fs.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "checkpoint every k steps (0 = only at layer ends)")
+	fs.IntVar(&cfg.Keep, "keep", cfg.Keep, "checkpoints kept")
+}
+
 // registerProblem registers the flags shared by init and train.
 func registerProblem(fs *flag.FlagSet, c *train.Config) {
 	fs.StringVar(&c.Model, "model", c.Model, "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
@@ -103,19 +119,12 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	evalChunks := fs.Int("eval-chunks", 64, "evaluation chunks for the report")
 	evalWindow := fs.Int("window", 32, "bi-branch window W for the report's evaluation")
 	asJSON := fs.Bool("json", false, "print the report as one JSON object on stdout")
+	var from *string
+	var shard *int
 	if training {
-		fs.IntVar(&cfg.Steps, "steps", cfg.Steps, "Adam steps per layer")
-		fs.Float64Var(&cfg.LR, "lr", cfg.LR, "learning rate")
-		fs.Var(&cfg.Schedule, "schedule", "learning-rate schedule: constant (default) or cosine (with --warmup)")
-		fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "warm-up steps of the cosine schedule")
-		fs.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per step")
-		fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the batch sampler (and of --random-chunks)")
-		fs.Float64Var(&cfg.LambdaKV, "lambda-kv", cfg.LambdaKV, "weight of the KV term MSE(K,K̂)+MSE(V,V̂)")
-		fs.Float64Var(&cfg.LambdaOut, "lambda-out", cfg.LambdaOut, "weight of the layer-output term MSE(out,out̂) (0 = the paper's loss)")
-		fs.IntVar(&cfg.OutSeqs, "out-seqs", cfg.OutSeqs, "sequences of each batch that feed the output term")
-		fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
-		fs.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "checkpoint every k steps (0 = only at layer ends)")
-		fs.IntVar(&cfg.Keep, "keep", cfg.Keep, "checkpoints kept")
+		registerTraining(fs, &cfg)
+		from = fs.String("from", "", "train one shard of a captured sharded run (cskv capture --out DIR): its settings come from DIR/shards.json")
+		shard = fs.Int("shard", -1, "with --from: the shard to train (default: $JOB_COMPLETION_INDEX, else $SLURM_ARRAY_TASK_ID)")
 		fs.BoolVar(&cfg.Resume, "resume", false, "continue the run in --out from its latest checkpoint")
 		fs.BoolVar(&cfg.Force, "force", false, "replace a run directory that holds another run")
 	}
@@ -123,6 +132,9 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	log, err := startConfigured(fs, args, &lf, configPath, &cfg)
 	if err != nil {
 		return err
+	}
+	if training && *from != "" {
+		return trainShard(ctx, fs, &lf, log, *from, *shard, cfg.Resume)
 	}
 	if training && !flagSet(fs, "out-seqs") {
 		cfg.OutSeqs = min(cfg.OutSeqs, cfg.Batch) // the default: the whole batch

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/cskv/cskv/train"
+)
+
+// shardIndexVars are where a scheduler puts the index of an array task, in
+// the order trainShard reads them when --shard is not given.
+var shardIndexVars = []string{
+	"JOB_COMPLETION_INDEX", // Kubernetes Indexed Job
+	"SLURM_ARRAY_TASK_ID",  // Slurm job array
+}
+
+// runCapture is stage 1 of a sharded run (train.CaptureShards).
+func runCapture(ctx context.Context, args []string) error {
+	cfg := train.Defaults()
+	fs := newFlagSet("capture", "--model M --data T (--shards N | --boundaries 0,a,b,…,L) --out DIR [flags]")
+	var lf logFlags
+	lf.register(fs)
+	registerProblem(fs, &cfg)
+	registerTraining(fs, &cfg)
+	shards := fs.Int("shards", 0, "number of shards, of as equal a number of layers as possible")
+	bounds := fs.String("boundaries", "", "explicit shard boundaries, comma-separated, from 0 to the number of layers (e.g. 0,2,4,5)")
+	out := fs.String("out", "", "shared directory every shard reads (streams, shards.json) and writes (shard-k)")
+	configPath := configFlag(fs)
+	log, err := startConfigured(fs, args, &lf, configPath, &cfg)
+	if err != nil {
+		return err
+	}
+	if !flagSet(fs, "out-seqs") {
+		cfg.OutSeqs = min(cfg.OutSeqs, cfg.Batch) // as train: the whole batch
+	}
+	if *out == "" {
+		return fmt.Errorf("%w: --out DIR is required", errUsage)
+	}
+	var b []int
+	switch {
+	case *bounds != "" && *shards != 0:
+		return fmt.Errorf("%w: --shards and --boundaries both given", errUsage)
+	case *bounds != "":
+		for _, f := range strings.Split(*bounds, ",") {
+			v, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				return fmt.Errorf("%w: --boundaries %q: %q is not an integer", errUsage, *bounds, f)
+			}
+			b = append(b, v)
+		}
+	case *shards < 1:
+		return fmt.Errorf("%w: --shards N (≥ 1) or --boundaries is required", errUsage)
+	}
+	man, err := train.CaptureShards(ctx, cfg, *shards, b, *out, train.Env{Log: log})
+	if err != nil {
+		return err
+	}
+	log.WithFields(logrus.Fields{"dir": *out, "boundaries": man.Boundaries}).Info("captured: train each shard with cskv train --from DIR --shard k, then cskv merge DIR")
+	return nil
+}
+
+// trainShard is stage 2: train shard k of the sharded run in dir. A shard
+// directory that already holds the shard's run is resumed.
+func trainShard(ctx context.Context, fs *flag.FlagSet, lf *logFlags, log *logrus.Logger, dir string, k int, resume bool) error {
+	allowed := map[string]bool{"from": true, "shard": true, "resume": true}
+	probe := flag.NewFlagSet("", flag.ContinueOnError)
+	(&logFlags{}).register(probe)
+	probe.VisitAll(func(f *flag.Flag) { allowed[f.Name] = true })
+	var bad error
+	fs.Visit(func(f *flag.Flag) {
+		if !allowed[f.Name] && bad == nil {
+			bad = fmt.Errorf("%w: --%s with --from: a shard takes its settings from %s", errUsage, f.Name, filepath.Join(dir, "shards.json"))
+		}
+	})
+	if bad != nil {
+		return bad
+	}
+	if k < 0 {
+		for _, name := range shardIndexVars {
+			v := os.Getenv(name)
+			if v == "" {
+				continue
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return fmt.Errorf("%w: $%s %q: not a shard index", errUsage, name, v)
+			}
+			k = n
+			break
+		}
+	}
+	if k < 0 {
+		return fmt.Errorf("%w: --from needs --shard k, $JOB_COMPLETION_INDEX or $SLURM_ARRAY_TASK_ID", errUsage)
+	}
+	cfg, err := train.ShardConfig(dir, k)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Out, "run.json")); err == nil {
+		resume = true // a restarted pod or requeued task continues
+	}
+	cfg.Resume = resume
+	log.WithFields(logrus.Fields{"shard": k, "layers": fmt.Sprintf("[%d, %d)", cfg.FirstLayer, cfg.LastLayer), "dir": cfg.Out}).Info("training shard")
+	res, err := train.Run(ctx, cfg, trainEnv(lf, log, cfg.Steps))
+	if err != nil {
+		return fmt.Errorf("shard %d: %w", k, err)
+	}
+	log.WithFields(logrus.Fields{"shard": k, "layers": len(res.Layers), "seconds": fmt.Sprintf("%.1f", res.Seconds)}).Info("shard finished")
+	return nil
+}
+
+// runMerge is stage 3 (train.Merge).
+func runMerge(ctx context.Context, args []string) error {
+	fs := newFlagSet("merge", "DIR --out projections.safetensors")
+	var lf logFlags
+	lf.register(fs)
+	out := fs.String("out", "", "projections file to write")
+	var dir string
+	for { // DIR may stand before, between or after the flags
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if dir != "" {
+			return fmt.Errorf("%w: more than one directory: %q and %q", errUsage, dir, fs.Arg(0))
+		}
+		dir, args = fs.Arg(0), fs.Args()[1:]
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if dir == "" || *out == "" {
+		return fmt.Errorf("%w: want cskv merge DIR --out projections.safetensors", errUsage)
+	}
+	if err := train.Merge(dir, *out); err != nil {
+		return err
+	}
+	log.WithField("projections", *out).Info("merged")
+	return nil
+}
