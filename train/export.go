@@ -23,13 +23,19 @@ func export(cfg Config, m *model.Model, done []doneLayer, kRanks, vRanks []int, 
 	path := cfg.exportPath()
 	p := &checkpoints.Projections{Hidden: m.Config.Hidden, KVDim: m.Config.KVDim(), Layers: factorsOf(done)}
 	p.Meta = Metadata(cfg, filepath.Base(m.Path), m.Digest, m.Config.Arch, kRanks, vRanks)
-	if plan != nil {
-		p.Meta["plan_fraction"] = strconv.FormatFloat(plan.Fraction(), 'g', 6, 64)
-	}
+	addPlanMeta(p.Meta, plan)
 	if err := checkpoints.WriteProjections(path, p, exportDTypes[cfg.DType]); err != nil {
 		return "", fmt.Errorf("export %s: %w", path, err)
 	}
 	return path, nil
+}
+
+// addPlanMeta records the fraction of the fp16 cache a plan (nil: none)
+// keeps.
+func addPlanMeta(meta map[string]string, plan *alloc.Plan) {
+	if plan != nil {
+		meta["plan_fraction"] = strconv.FormatFloat(plan.Fraction(), 'g', 6, 64)
+	}
 }
 
 // Metadata is the __metadata__ of an exported projections file: everything

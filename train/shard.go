@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/cskv/cskv/alloc"
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/linalg"
@@ -31,9 +32,10 @@ import (
 // ShardManifest is DIR/shards.json, written last by CaptureShards: the run's
 // settings and digests, the shard boundaries and every stream file's digest.
 type ShardManifest struct {
-	Run        fingerprint `json:"run"`        // Config with no layer range, Out, Stream
-	Boundaries []int       `json:"boundaries"` // 0 = b_0 < b_1 < … < b_N = layers
-	Streams    []string    `json:"streams"`    // sha256 of stream-k.safetensors, per shard
+	Run        fingerprint `json:"run"`            // Config with no layer range, Out, Stream
+	Boundaries []int       `json:"boundaries"`     // 0 = b_0 < b_1 < … < b_N = layers
+	Streams    []string    `json:"streams"`        // sha256 of stream-k.safetensors, per shard
+	Plan       string      `json:"plan,omitempty"` // the rank plan (--budget, allocated once here, or --plan), relative to DIR
 }
 
 const manifestFile = "shards.json"
@@ -82,9 +84,6 @@ func checkBoundaries(b []int, layers int) error {
 // dir/shards.json. Boundaries nil = EvenBoundaries(layers, shards).
 func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int, dir string, env Env) (*ShardManifest, error) {
 	env = env.withDefaults()
-	if cfg.Budget > 0 || cfg.Plan != "" {
-		return nil, fmt.Errorf("capture: --budget and --plan are not supported for sharded runs yet; give densities or ranks")
-	}
 	if cfg.FirstLayer != 0 || cfg.LastLayer != 0 || cfg.Stream != "" {
 		return nil, fmt.Errorf("capture: the configuration already names a layer range")
 	}
@@ -115,18 +114,25 @@ func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int
 	if err != nil {
 		return nil, err
 	}
-	kRanks, vRanks, _, err := layerRanks(ctx, m.Config, cfg, env)
+	kRanks, vRanks, plan, err := layerRanks(ctx, m.Config, cfg, env)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("--out %s: %w", dir, err)
 	}
+	var planFile string
+	if plan != nil { // every shard reads the ranks from here
+		planFile = "plan.json"
+		if err := plan.Write(filepath.Join(dir, planFile)); err != nil {
+			return nil, err
+		}
+	}
 	run, err := openRun(Config{}, m, calib, kRanks, vRanks, env.Log) // fingerprint only: no directory
 	if err != nil {
 		return nil, err
 	}
-	man := &ShardManifest{Run: run.fp, Boundaries: boundaries}
+	man := &ShardManifest{Run: run.fp, Boundaries: boundaries, Plan: planFile}
 	man.Run.Config = cfg
 	man.Run.Config.Out = ""
 	h, hHeld, _, err := startStreams(Config{}, m, calib, held, 0)
@@ -234,6 +240,9 @@ func ShardConfig(dir string, k int) (Config, error) {
 	}
 	cfg := man.Run.Config
 	cfg.FirstLayer, cfg.LastLayer, cfg.Stream, cfg.Out = man.Boundaries[k], man.Boundaries[k+1], path, ShardDir(dir, k)
+	if man.Plan != "" { // the capture's plan, not a new allocation
+		cfg.Plan, cfg.Budget = filepath.Join(dir, man.Plan), 0
+	}
 	return cfg, nil
 }
 
@@ -316,6 +325,9 @@ func Merge(dir, out string) error {
 		want := man.Run
 		want.Config.FirstLayer, want.Config.LastLayer = a, b
 		want.Config.Out, want.Config.Export, want.Config.Plan, want.Config.Stream, want.Config.Resume, want.Config.Force = "", "", "", "", false, false
+		if man.Plan != "" {
+			want.Config.Budget = 0
+		}
 		if s.fp.ModelDigest != want.ModelDigest {
 			return fmt.Errorf("merge %s: shard %d (%s) is of another model: digest %s, the capture's %s", dir, k, path, s.fp.ModelDigest, want.ModelDigest)
 		}
@@ -332,6 +344,13 @@ func Merge(dir, out string) error {
 	fp := man.Run
 	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: factorsOf(done)}
 	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRanks, fp.VRanks)
+	if man.Plan != "" {
+		plan, err := alloc.ReadPlan(filepath.Join(dir, man.Plan))
+		if err != nil {
+			return fmt.Errorf("merge %s: %w", dir, err)
+		}
+		addPlanMeta(p.Meta, plan)
+	}
 	if err := checkpoints.WriteProjections(out, p, exportDTypes[fp.Config.DType]); err != nil {
 		return fmt.Errorf("merge: export %s: %w", out, err)
 	}

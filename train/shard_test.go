@@ -3,6 +3,7 @@ package train
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,4 +127,52 @@ func TestShardsMergeBitIdentical(t *testing.T) {
 	}
 	mergeErr("shard 1")
 	mergeErr("other settings")
+}
+
+// With --budget the capture allocates once, writes DIR/plan.json, and the
+// shards train with its ranks: the merge equals the single-process run
+// under the same budget.
+func TestShardsBudgetPlan(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	single := shardConfig(t)
+	single.Budget, single.Out = 0.25, filepath.Join(tmp, "single")
+	res, err := Run(ctx, single, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(res.Projections)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := shardConfig(t)
+	cfg.Budget = 0.25
+	dir := filepath.Join(tmp, "sharded")
+	man, err := CaptureShards(ctx, cfg, 2, nil, dir, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if man.Plan == "" || fmt.Sprint(man.Run.KRanks, man.Run.VRanks) != fmt.Sprint(res.Plan.KRanks(), res.Plan.VRanks()) {
+		t.Fatalf("capture plan %q ranks %v %v, single run's %v %v", man.Plan, man.Run.KRanks, man.Run.VRanks, res.Plan.KRanks(), res.Plan.VRanks())
+	}
+	for k := 0; k < 2; k++ {
+		sc, err := ShardConfig(dir, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Run(ctx, sc, Env{}); err != nil {
+			t.Fatalf("shard %d: %v", k, err)
+		}
+	}
+	out := filepath.Join(tmp, "merged.safetensors")
+	if err := Merge(dir, out); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("merged projections under the budget differ from the single-process run (%d vs %d bytes)", len(got), len(want))
+	}
 }

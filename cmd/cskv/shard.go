@@ -30,6 +30,8 @@ func runCapture(ctx context.Context, args []string) error {
 	lf.register(fs)
 	registerProblem(fs, &cfg)
 	registerTraining(fs, &cfg)
+	registerAllocation(fs, &cfg)
+	fs.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); copied to DIR/plan.json for the shards")
 	shards := fs.Int("shards", 0, "number of shards, of as equal a number of layers as possible")
 	bounds := fs.String("boundaries", "", "explicit shard boundaries, comma-separated, from 0 to the number of layers (e.g. 0,2,4,5)")
 	out := fs.String("out", "", "shared directory every shard reads (streams, shards.json) and writes (shard-k)")
