@@ -127,6 +127,28 @@ func TestShardsMergeBitIdentical(t *testing.T) {
 	}
 	mergeErr("shard 1")
 	mergeErr("other settings")
+
+	// A shard of another model (the same weights in a v3 GGUF: another file
+	// digest) in place of shard 0.
+	foreign := shardConfig(t)
+	foreign.Model = testassets.Path(t, "models/stories260K-v3.gguf")
+	fdir := filepath.Join(tmp, "foreign")
+	if _, err := CaptureShards(ctx, foreign, 3, nil, fdir, Env{}); err != nil {
+		t.Fatal(err)
+	}
+	fcfg, err := ShardConfig(fdir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(ctx, fcfg, Env{}); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(ShardDir(dir, 0))
+	if err := os.Rename(ShardDir(fdir, 0), ShardDir(dir, 0)); err != nil {
+		t.Fatal(err)
+	}
+	mergeErr("shard 0")
+	mergeErr("is of another model")
 }
 
 // With --budget the capture allocates once, writes DIR/plan.json, and the
