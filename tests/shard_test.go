@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cskv/cskv/internal/testassets"
 )
@@ -72,5 +73,70 @@ func TestCLIShardsMergeBitIdentical(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("merged projections differ from the single-process run (%d vs %d bytes)", len(got), len(want))
+	}
+}
+
+// A shard process killed (SIGKILL) after a mid-layer checkpoint and started
+// again resumes, and the merge still equals the single-process run.
+func TestCLIShardKilledResumes(t *testing.T) {
+	dir := t.TempDir()
+	settings := []string{"--quiet", "--model", testassets.Path(t, "models/stories260K.gguf"),
+		"--data", testassets.Path(t, "data/tinystories_calib.txt"), "--seq-len", "64", "--calib-chunks", "8",
+		"--holdout", "2", "--steps", "60", "--batch", "4", "--save-every", "5"}
+	clean := []string{"JOB_COMPLETION_INDEX=", "SLURM_ARRAY_TASK_ID="}
+	run := func(args ...string) {
+		t.Helper()
+		if code, stderr := cskvEnv(t, dir, clean, args...); code != 0 {
+			t.Fatalf("cskv %v: exit %d: %s", args, code, stderr)
+		}
+	}
+	run(append([]string{"train", "--eval-chunks", "0", "--out", "single"}, settings...)...)
+	run(append([]string{"capture", "--shards", "2", "--out", "shared"}, settings...)...)
+
+	cmd := exec.Command(cskvBin, "train", "--quiet", "--from", "shared", "--shard", "0")
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), clean...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m, _ := filepath.Glob(filepath.Join(dir, "shared", "shard-0", "ckpt-L01-S0000[1-4]*")); len(m) > 0 {
+			break // mid-layer 1
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("shard 0 ended (%v) before a mid-layer checkpoint of layer 1 was seen", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no mid-layer checkpoint within 60 s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-exited; err == nil {
+		t.Fatal("shard 0 finished before it was killed")
+	}
+	code, stderr := cskvEnv(t, dir, clean, "merge", "shared", "--out", "merged.safetensors")
+	if code == 0 || !strings.Contains(stderr, "shard 0") {
+		t.Fatalf("merge after the kill: exit %d: %s", code, stderr)
+	}
+	run("train", "--quiet", "--from", "shared", "--shard", "0") // finds its run.json: resumes
+	run("train", "--quiet", "--from", "shared", "--shard", "1")
+	run("merge", "--quiet", "shared", "--out", "merged.safetensors")
+	want, err := os.ReadFile(filepath.Join(dir, "single", "projections.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "merged.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("merged projections after the kill differ from the single-process run (%d vs %d bytes)", len(got), len(want))
 	}
 }
