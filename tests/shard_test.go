@@ -79,6 +79,9 @@ func TestCLIShardsMergeBitIdentical(t *testing.T) {
 // A shard process killed (SIGKILL) after a mid-layer checkpoint and started
 // again resumes, and the merge still equals the single-process run.
 func TestCLIShardKilledResumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SIGKILL test skipped under -short")
+	}
 	dir := t.TempDir()
 	settings := []string{"--quiet", "--model", testassets.Path(t, "models/stories260K.gguf"),
 		"--data", testassets.Path(t, "data/tinystories_calib.txt"), "--seq-len", "64", "--calib-chunks", "8",
