@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/cskv/cskv/alloc"
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
@@ -36,6 +38,7 @@ type ShardManifest struct {
 	Boundaries []int       `json:"boundaries"`     // 0 = b_0 < b_1 < … < b_N = layers
 	Streams    []string    `json:"streams"`        // sha256 of stream-k.safetensors, per shard
 	Plan       string      `json:"plan,omitempty"` // the rank plan (--budget, allocated once here, or --plan), relative to DIR
+	Complete   bool        `json:"complete"`       // every stream written: shards may start
 }
 
 const manifestFile = "shards.json"
@@ -81,7 +84,9 @@ func checkBoundaries(b []int, layers int) error {
 // held-out sequences as Run does, walks the frozen model through layers
 // 0 … b_N−1 − 1 and writes the residual streams h (N·T, D) and hHeld
 // (H·T, D) at every b_k as dir/stream-k.safetensors (float32), then
-// dir/shards.json. Boundaries nil = EvenBoundaries(layers, shards).
+// dir/shards.json after each. Boundaries nil = EvenBoundaries(layers,
+// shards). A capture interrupted and run again with the same settings
+// continues from its last valid stream.
 func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int, dir string, env Env) (*ShardManifest, error) {
 	env = env.withDefaults()
 	if cfg.FirstLayer != 0 || cfg.LastLayer != 0 || cfg.Stream != "" {
@@ -135,14 +140,27 @@ func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int
 	man := &ShardManifest{Run: run.fp, Boundaries: boundaries, Plan: planFile}
 	man.Run.Config = cfg
 	man.Run.Config.Out = ""
-	h, hHeld, _, err := startStreams(Config{}, m, calib, held, 0)
+	n := len(boundaries) - 1
+	shard, err := resumeCapture(dir, man) // streams 0 … shard−1 are already written
 	if err != nil {
 		return nil, err
 	}
-	shard := 0
-	for l := 0; shard < len(boundaries)-1; l++ {
+	if shard == n {
+		env.Log.WithField("dir", dir).Info("capture: already complete")
+		return man, nil
+	}
+	from := Config{}
+	if shard > 0 { // continue from the last stream written
+		from.Stream = streamFile(dir, shard-1)
+		env.Log.WithFields(logrus.Fields{"dir": dir, "layer": boundaries[shard-1]}).Info("capture: resuming")
+	}
+	h, hHeld, start, err := startStreams(from, m, calib, held, boundaries[max(shard-1, 0)])
+	if err != nil {
+		return nil, err
+	}
+	for l := start; shard < n; l++ {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("capture: interrupted at layer %d: %w", l, err)
+			return nil, fmt.Errorf("capture: interrupted at layer %d (rerun it to continue): %w", l, err)
 		}
 		if l == boundaries[shard] {
 			env.OnPhase("capture", l)
@@ -152,7 +170,11 @@ func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int
 			}
 			man.Streams = append(man.Streams, sum)
 			shard++
-			if shard == len(boundaries)-1 {
+			man.Complete = shard == n
+			if err := writeManifest(dir, man); err != nil {
+				return nil, err
+			}
+			if man.Complete {
 				break
 			}
 		}
@@ -165,14 +187,49 @@ func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int
 			return nil, fmt.Errorf("capture: layer %d: advance: %w", l, err)
 		}
 	}
+	return man, nil
+}
+
+// writeManifest writes dir/shards.json atomically (after every stream, so
+// that an interrupted capture continues from the last one).
+func writeManifest(dir string, man *ShardManifest) error {
 	raw, err := json.MarshalIndent(man, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, manifestFile), append(raw, '\n')); err != nil {
-		return nil, err
+	return atomicfile.Write(filepath.Join(dir, manifestFile), append(raw, '\n'))
+}
+
+// resumeCapture returns how many of man's streams an earlier capture of the
+// same run left in dir, valid by their digests, taking their digests into
+// man; 0 for a fresh directory. A directory holding another capture is an
+// error.
+func resumeCapture(dir string, man *ShardManifest) (int, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
 	}
-	return man, nil
+	if err != nil {
+		return 0, err
+	}
+	var old ShardManifest
+	if err := json.Unmarshal(raw, &old); err != nil {
+		return 0, fmt.Errorf("--out %s: %s unreadable (%v): remove it or use another directory", dir, manifestFile, err)
+	}
+	was, _ := json.Marshal(ShardManifest{Run: old.Run, Boundaries: old.Boundaries, Plan: old.Plan})
+	now, _ := json.Marshal(ShardManifest{Run: man.Run, Boundaries: man.Boundaries, Plan: man.Plan})
+	if string(was) != string(now) {
+		return 0, fmt.Errorf("--out %s holds another capture (other model, data, settings or boundaries): use another directory", dir)
+	}
+	k := 0
+	for ; k < len(old.Streams) && k < len(man.Boundaries)-1; k++ {
+		if sum, err := fileDigest(streamFile(dir, k)); err != nil || sum != old.Streams[k] {
+			break // rewritten from here on
+		}
+	}
+	man.Streams = old.Streams[:k]
+	man.Complete = k == len(man.Boundaries)-1
+	return k, nil
 }
 
 // writeStream stores the streams at layer l (atomically) and returns the
@@ -212,6 +269,9 @@ func ReadManifest(dir string) (*ShardManifest, error) {
 	var man ShardManifest
 	if err := json.Unmarshal(raw, &man); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if !man.Complete {
+		return nil, fmt.Errorf("%s: the capture is unfinished (%d of %d streams): rerun cskv capture to complete it", path, len(man.Streams), len(man.Boundaries)-1)
 	}
 	if err := checkBoundaries(man.Boundaries, man.Run.Layers); err != nil || len(man.Streams) != len(man.Boundaries)-1 {
 		return nil, fmt.Errorf("%s: boundaries %v and %d streams do not describe %d layers", path, man.Boundaries, len(man.Streams), man.Run.Layers)

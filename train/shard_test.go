@@ -198,3 +198,46 @@ func TestShardsBudgetPlan(t *testing.T) {
 		t.Fatalf("merged projections under the budget differ from the single-process run (%d vs %d bytes)", len(got), len(want))
 	}
 }
+
+// A capture interrupted after its second stream refuses to serve shards,
+// and run again continues from that stream to the same files as an
+// uninterrupted capture; a directory of another capture is refused.
+func TestCaptureResumes(t *testing.T) {
+	ctx := context.Background()
+	tmp := t.TempDir()
+	whole, err := CaptureShards(ctx, shardConfig(t), 3, nil, filepath.Join(tmp, "whole"), Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(tmp, "split")
+	cctx, cancel := context.WithCancel(ctx)
+	_, err = CaptureShards(cctx, shardConfig(t), 3, nil, dir, Env{OnPhase: func(phase string, l int) {
+		if phase == "advance" && l == 2 { // stream 1 (layer 2) is written
+			cancel()
+		}
+	}})
+	if err == nil {
+		t.Fatal("interrupted capture: no error")
+	}
+	if _, err := ShardConfig(dir, 0); err == nil || !strings.Contains(err.Error(), "the capture is unfinished (2 of 3 streams)") {
+		t.Fatalf("shard of an unfinished capture: err = %v", err)
+	}
+	var phases []string
+	again, err := CaptureShards(ctx, shardConfig(t), 3, nil, dir, Env{OnPhase: func(phase string, l int) {
+		phases = append(phases, fmt.Sprint(phase, l))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(phases) != "[advance2 advance3 capture4]" {
+		t.Errorf("resumed capture's phases %v: want it to start from the stream at layer 2", phases)
+	}
+	if fmt.Sprint(again.Streams) != fmt.Sprint(whole.Streams) {
+		t.Fatalf("resumed capture's streams %v, uninterrupted %v", again.Streams, whole.Streams)
+	}
+	other := shardConfig(t)
+	other.CalibChunks = 9
+	if _, err := CaptureShards(ctx, other, 3, nil, dir, Env{}); err == nil || !strings.Contains(err.Error(), "holds another capture") {
+		t.Fatalf("capture over another one: err = %v", err)
+	}
+}
