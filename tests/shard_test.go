@@ -2,6 +2,8 @@ package tests
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,7 +50,8 @@ func TestCLIShardsMergeBitIdentical(t *testing.T) {
 			t.Fatalf("cskv %v (env %v): exit %d: %s", args, env, code, stderr)
 		}
 	}
-	run(nil, append([]string{"train", "--eval-chunks", "0", "--out", "single"}, settings...)...)
+	evalText := testassets.Path(t, "data/tinystories_eval.txt")
+	run(nil, append([]string{"train", "--eval-data", evalText, "--eval-chunks", "4", "--out", "single"}, settings...)...)
 	run(nil, append([]string{"capture", "--shards", "3", "--out", "shared"}, settings...)...)
 	run([]string{"JOB_COMPLETION_INDEX=0"}, "train", "--quiet", "--from", "shared")
 	run([]string{"SLURM_ARRAY_TASK_ID=1"}, "train", "--quiet", "--from", "shared")
@@ -62,7 +65,31 @@ func TestCLIShardsMergeBitIdentical(t *testing.T) {
 		t.Fatalf("shard with a problem flag: exit %d: %s", code, stderr)
 	}
 	run(nil, "train", "--quiet", "--from", "shared", "--shard", "2")
-	run(nil, "merge", "--quiet", "shared", "--out", "merged.safetensors")
+	run(nil, "merge", "--quiet", "shared", "--out", "merged.safetensors", "--eval-data", evalText, "--eval-chunks", "4")
+	// the report: the same evaluation and memory table, every layer's report
+	type report struct {
+		Eval, Memory json.RawMessage
+		Layers       []struct {
+			Layer        int     `json:"layer"`
+			KRank        int     `json:"k_rank"`
+			VRank        int     `json:"v_rank"`
+			CalibKVFinal float64 `json:"calib_kv_final"`
+		}
+	}
+	var reports [2]report
+	for i, path := range []string{"single/report.json", "shared/report.json"} {
+		raw, err := os.ReadFile(filepath.Join(dir, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &reports[i]); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	if len(reports[1].Eval) == 0 || string(reports[0].Eval) != string(reports[1].Eval) || string(reports[0].Memory) != string(reports[1].Memory) ||
+		fmt.Sprint(reports[0].Layers) != fmt.Sprint(reports[1].Layers) || len(reports[1].Layers) != 5 {
+		t.Errorf("merge's report differs from the single run's:\n%+v\n%+v", reports[0], reports[1])
+	}
 	want, err := os.ReadFile(filepath.Join(dir, "single", "projections.safetensors"))
 	if err != nil {
 		t.Fatal(err)

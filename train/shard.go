@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -351,18 +352,21 @@ func startStreams(cfg Config, m *model.Model, calib, held [][]int, first int) (h
 // Merge is stage 3 of a sharded run: it checks that the shards in dir cover
 // every layer exactly once, each finished, with the manifest's model digest,
 // data digest and settings, and writes the projections file out, as a
-// single-process Run would have.
-func Merge(dir, out string) error {
+// single-process Run would have. The Result holds the run's configuration,
+// every layer's report and the projections file (PeakRSS and Seconds are
+// the merge's own).
+func Merge(dir, out string) (*Result, error) {
+	start := time.Now()
 	man, err := ReadManifest(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	n := len(man.Boundaries) - 1
 	if extra, _ := filepath.Glob(filepath.Join(dir, "shard-*")); len(extra) > n {
 		for _, e := range extra {
 			var k int
 			if _, err := fmt.Sscanf(filepath.Base(e), "shard-%d", &k); err != nil || k < 0 || k >= n || filepath.Base(e) != filepath.Base(ShardDir(dir, k)) {
-				return fmt.Errorf("merge %s: %s is not one of the %d shards of the manifest (a duplicate or a stray run)", dir, e, n)
+				return nil, fmt.Errorf("merge %s: %s is not one of the %d shards of the manifest (a duplicate or a stray run)", dir, e, n)
 			}
 		}
 	}
@@ -371,7 +375,7 @@ func Merge(dir, out string) error {
 		sd := ShardDir(dir, k)
 		a, b := man.Boundaries[k], man.Boundaries[k+1]
 		if _, err := os.Stat(filepath.Join(sd, runFile)); err != nil {
-			return fmt.Errorf("merge %s: shard %d (layers [%d, %d)) is missing: no %s", dir, k, a, b, filepath.Join(sd, runFile))
+			return nil, fmt.Errorf("merge %s: shard %d (layers [%d, %d)) is missing: no %s", dir, k, a, b, filepath.Join(sd, runFile))
 		}
 		var s snapshot
 		path, _, err := checkpoints.LoadLatestValid(sd, func(path string, st *checkpoints.State) error {
@@ -380,7 +384,7 @@ func Merge(dir, out string) error {
 			return err
 		}, func(string, error) {})
 		if err != nil {
-			return fmt.Errorf("merge %s: shard %d (layers [%d, %d)) in %s: %w", dir, k, a, b, sd, err)
+			return nil, fmt.Errorf("merge %s: shard %d (layers [%d, %d)) in %s: %w", dir, k, a, b, sd, err)
 		}
 		want := man.Run
 		want.Config.FirstLayer, want.Config.LastLayer = a, b
@@ -389,30 +393,36 @@ func Merge(dir, out string) error {
 			want.Config.Budget = 0
 		}
 		if s.fp.ModelDigest != want.ModelDigest {
-			return fmt.Errorf("merge %s: shard %d (%s) is of another model: digest %s, the capture's %s", dir, k, path, s.fp.ModelDigest, want.ModelDigest)
+			return nil, fmt.Errorf("merge %s: shard %d (%s) is of another model: digest %s, the capture's %s", dir, k, path, s.fp.ModelDigest, want.ModelDigest)
 		}
 		got, _ := json.Marshal(s.fp)
 		exp, _ := json.Marshal(want)
 		if string(got) != string(exp) {
-			return fmt.Errorf("merge %s: shard %d (%s) was trained with other settings or data than the capture (layers [%d, %d)): %s, want %s", dir, k, path, s.fp.Config.FirstLayer, s.fp.Config.LastLayer, got, exp)
+			return nil, fmt.Errorf("merge %s: shard %d (%s) was trained with other settings or data than the capture (layers [%d, %d)): %s, want %s", dir, k, path, s.fp.Config.FirstLayer, s.fp.Config.LastLayer, got, exp)
 		}
 		if s.cur != nil || len(s.done) != b-a {
-			return fmt.Errorf("merge %s: shard %d (%s) is unfinished: %d of layers [%d, %d) done (resume it with cskv train --from %s --shard %d --resume)", dir, k, path, len(s.done), a, b, dir, k)
+			return nil, fmt.Errorf("merge %s: shard %d (%s) is unfinished: %d of layers [%d, %d) done (rerun cskv train --from %s --shard %d: it resumes)", dir, k, path, len(s.done), a, b, dir, k)
 		}
 		done = append(done, s.done...)
 	}
 	fp := man.Run
+	res := &Result{Config: fp.Config, Projections: out}
+	for _, d := range done {
+		res.Layers = append(res.Layers, d.Info)
+	}
 	p := &checkpoints.Projections{Hidden: fp.Hidden, KVDim: fp.KVDim, Layers: factorsOf(done)}
 	p.Meta = Metadata(fp.Config, fp.BaseName, fp.ModelDigest, fp.Arch, fp.KRanks, fp.VRanks)
 	if man.Plan != "" {
 		plan, err := alloc.ReadPlan(filepath.Join(dir, man.Plan))
 		if err != nil {
-			return fmt.Errorf("merge %s: %w", dir, err)
+			return nil, fmt.Errorf("merge %s: %w", dir, err)
 		}
 		addPlanMeta(p.Meta, plan)
+		res.Plan = plan
 	}
 	if err := checkpoints.WriteProjections(out, p, exportDTypes[fp.Config.DType]); err != nil {
-		return fmt.Errorf("merge: export %s: %w", out, err)
+		return nil, fmt.Errorf("merge: export %s: %w", out, err)
 	}
-	return nil
+	res.PeakRSS, res.Seconds = PeakRSS(), time.Since(start).Seconds()
+	return res, nil
 }

@@ -49,7 +49,7 @@ func TestShardsMergeBitIdentical(t *testing.T) {
 	out := filepath.Join(tmp, "merged.safetensors")
 	mergeErr := func(want string) {
 		t.Helper()
-		err := Merge(dir, out)
+		_, err := Merge(dir, out)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("merge: err = %v, want one containing %q", err, want)
 		}
@@ -89,7 +89,7 @@ func TestShardsMergeBitIdentical(t *testing.T) {
 	if _, err := Run(ctx, cfg, Env{}); err != nil {
 		t.Fatalf("resumed shard 2: %v", err)
 	}
-	if err := Merge(dir, out); err != nil {
+	if _, err := Merge(dir, out); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(out)
@@ -187,7 +187,7 @@ func TestShardsBudgetPlan(t *testing.T) {
 		}
 	}
 	out := filepath.Join(tmp, "merged.safetensors")
-	if err := Merge(dir, out); err != nil {
+	if _, err := Merge(dir, out); err != nil {
 		t.Fatal(err)
 	}
 	got, err := os.ReadFile(out)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/cskv/cskv/atomicfile"
+	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/train"
 )
 
@@ -125,6 +128,10 @@ func runMerge(ctx context.Context, args []string) error {
 	var lf logFlags
 	lf.register(fs)
 	out := fs.String("out", "", "projections file to write")
+	evalData := fs.String("eval-data", "", "evaluation data: also evaluate the merged projections and write DIR/report.json, as train does")
+	evalChunks := fs.Int("eval-chunks", 64, "evaluation chunks for the report")
+	evalWindow := fs.Int("window", 32, "bi-branch window W for the report's evaluation")
+	asJSON := fs.Bool("json", false, "with --eval-data: print the report as one JSON object on stdout")
 	var dir string
 	for { // DIR may stand before, between or after the flags
 		if err := fs.Parse(args); err != nil {
@@ -148,9 +155,39 @@ func runMerge(ctx context.Context, args []string) error {
 	if dir == "" || *out == "" {
 		return fmt.Errorf("%w: want cskv merge DIR --out projections.safetensors", errUsage)
 	}
-	if err := train.Merge(dir, *out); err != nil {
+	if *evalChunks < 0 {
+		return fmt.Errorf("%w: --eval-chunks %d: must be ≥ 0", errUsage, *evalChunks)
+	}
+	res, err := train.Merge(dir, *out)
+	if err != nil {
 		return err
 	}
 	log.WithField("projections", *out).Info("merged")
+	if *evalData == "" {
+		return nil
+	}
+	cfg := res.Config
+	if err := checkWindow(*evalWindow, cfg.KBits, cfg.KQuant.String(), cfg.QuantWindow); err != nil {
+		return err
+	}
+	evalSrc, err := (&dataFlags{path: *evalData, format: string(data.FormatAuto), seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
+	if err != nil {
+		return err
+	}
+	rep, err := evaluateResult(ctx, log, res, evalSrc, *evalChunks, *evalWindow)
+	if err != nil {
+		return err
+	}
+	raw, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, "report.json"), append(raw, '\n')); err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	printReport(rep)
 	return nil
 }

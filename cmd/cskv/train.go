@@ -181,11 +181,6 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if err != nil {
 		return err
 	}
-	m, err := openModel(res.Config.Model)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
 	if res.Plan != nil && cfg.Out != "" {
 		if err := res.Plan.Write(filepath.Join(cfg.Out, "plan.json")); err != nil {
 			return err
@@ -194,17 +189,10 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 			return err
 		}
 	}
-	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
-	cache, err := settingsFrom(m.Config, kRank, vRank, *evalWindow, cfg.Window.String(), cfg.KBits, cfg.VBits, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
+	rep, err := evaluateResult(ctx, log, res, evalSrc, *evalChunks, *evalWindow)
 	if err != nil {
 		return err
 	}
-	ev, err := eval.EvaluateRun(ctx, m, eval.Run{Projections: res.Projections, Cache: cache,
-		Data: evalSrc, Chunks: *evalChunks, Log: log})
-	if err != nil {
-		return err
-	}
-	rep := newTrainReport(m, res, ev)
 	if training {
 		if err := lossPlots(cfg.Out, res); err != nil {
 			return err
@@ -226,6 +214,29 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	}
 	printReport(rep)
 	return nil
+}
+
+// evaluateResult evaluates a finished run's projections for its report:
+// perplexity on evalSrc (chunks chunks) uncompressed, all-compressed and
+// bi-branch with window W, and the memory table.
+func evaluateResult(ctx context.Context, log *logrus.Logger, res *train.Result, evalSrc data.Source, chunks, window int) (*trainReport, error) {
+	m, err := openModel(res.Config.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	cfg := res.Config
+	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
+	cache, err := settingsFrom(m.Config, kRank, vRank, window, cfg.Window.String(), cfg.KBits, cfg.VBits, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
+	if err != nil {
+		return nil, err
+	}
+	ev, err := eval.EvaluateRun(ctx, m, eval.Run{Projections: res.Projections, Cache: cache,
+		Data: evalSrc, Chunks: chunks, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return newTrainReport(m, res, ev), nil
 }
 
 // lossPlots writes DIR/plots/layer-N-loss.png with both loss terms.
