@@ -170,3 +170,60 @@ func TestCLIShardKilledResumes(t *testing.T) {
 		t.Fatalf("merged projections after the kill differ from the single-process run (%d vs %d bytes)", len(got), len(want))
 	}
 }
+
+// The same with a non-uniform rank plan: --budget runs the allocation once
+// in capture, the three shard processes train its ranks, and merge writes
+// the bytes of cskv train --budget in one process.
+func TestCLIShardsMergeBudgetPlan(t *testing.T) {
+	dir := t.TempDir()
+	model := testassets.Path(t, "models/stories260K.gguf")
+	calib := testassets.Path(t, "data/tinystories_calib.txt")
+	settings := []string{"--quiet", "--model", model, "--data", calib, "--seq-len", "64", "--calib-chunks", "8",
+		"--holdout", "2", "--steps", "5", "--batch", "4", "--budget", "0.25"}
+	clean := []string{"JOB_COMPLETION_INDEX=", "SLURM_ARRAY_TASK_ID="}
+	run := func(env []string, args ...string) {
+		t.Helper()
+		env = append(append([]string{}, clean...), env...)
+		if code, stderr := cskvEnv(t, dir, env, args...); code != 0 {
+			t.Fatalf("cskv %v (env %v): exit %d: %s", args, env, code, stderr)
+		}
+	}
+	run(nil, append([]string{"train", "--out", "single"}, settings...)...)
+	run(nil, append([]string{"capture", "--shards", "3", "--out", "shared"}, settings...)...)
+	run([]string{"JOB_COMPLETION_INDEX=0"}, "train", "--quiet", "--from", "shared")
+	run([]string{"SLURM_ARRAY_TASK_ID=1"}, "train", "--quiet", "--from", "shared")
+	run(nil, "train", "--quiet", "--from", "shared", "--shard", "2")
+	run(nil, "merge", "--quiet", "shared", "--out", "merged.safetensors")
+
+	raw, err := os.ReadFile(filepath.Join(dir, "shared", "plan.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan struct {
+		Ranks []struct {
+			KRank int `json:"k_rank"`
+			VRank int `json:"v_rank"`
+		} `json:"ranks"`
+	}
+	if err := json.Unmarshal(raw, &plan); err != nil {
+		t.Fatalf("plan.json: %v", err)
+	}
+	uniform := true
+	for _, r := range plan.Ranks {
+		uniform = uniform && r == plan.Ranks[0]
+	}
+	if len(plan.Ranks) != 5 || uniform {
+		t.Fatalf("capture's plan is not a non-uniform plan of 5 layers: %s", raw)
+	}
+	want, err := os.ReadFile(filepath.Join(dir, "single", "projections.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "merged.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("merged projections differ from cskv train --budget in one process (%d vs %d bytes)", len(got), len(want))
+	}
+}
