@@ -1,7 +1,6 @@
 package kvcache_test
 
 import (
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -61,33 +60,7 @@ func TestFamilyRealCacheMatchesParallel(t *testing.T) {
 						t.Fatal(err)
 					}
 					s := kvcache.Settings{Window: 16, Mode: mode, K: k, V: v, FP16Cache: true}
-					cs, err := kvcache.NewCompressors(m, p, s)
-					if err != nil {
-						t.Fatal(err)
-					}
-					want, err := m.Forward([][]int{toks}, kvcache.Overrides(cs))
-					if err != nil {
-						t.Fatal(err)
-					}
-					caches, kls, err := kvcache.NewCaches(m, p, s)
-					if err != nil {
-						t.Fatal(err)
-					}
-					d, err := m.NewDecoder(len(toks), caches)
-					if err != nil {
-						t.Fatal(err)
-					}
-					V := m.Config.Vocab
-					var maxDiff float64
-					for pos, tok := range toks {
-						got, err := d.Step(tok)
-						if err != nil {
-							t.Fatal(err)
-						}
-						for i := range got {
-							maxDiff = math.Max(maxDiff, math.Abs(float64(got[i]-want[pos*V+i])))
-						}
-					}
+					maxDiff, kls := realVsParallel(t, m, p, s, toks)
 					if maxDiff != 0 {
 						t.Errorf("%s %d-bit: real cache vs parallel logits differ by %g", mode, bits, maxDiff)
 					}

@@ -1,7 +1,6 @@
 package kvcache_test
 
 import (
-	"math"
 	"testing"
 
 	"github.com/cskv/cskv/checkpoints"
@@ -52,33 +51,7 @@ func TestRealCacheNonUniformPlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := kvcache.Settings{Window: 32, Mode: kv.WindowBlock, K: k, V: v, FP16Cache: true}
-		cs, err := kvcache.NewCompressors(m, q, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := m.Forward([][]int{toks}, kvcache.Overrides(cs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		caches, kls, err := kvcache.NewCaches(m, q, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := m.NewDecoder(len(toks), caches)
-		if err != nil {
-			t.Fatal(err)
-		}
-		V := m.Config.Vocab
-		var maxDiff float64
-		for pos, tok := range toks {
-			got, err := d.Step(tok)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range got {
-				maxDiff = math.Max(maxDiff, math.Abs(float64(got[i]-want[pos*V+i])))
-			}
-		}
+		maxDiff, kls := realVsParallel(t, m, q, s, toks)
 		if maxDiff > 1e-4 {
 			t.Errorf("%d-bit: real cache vs parallel logits differ by %g > 1e-4", bits, maxDiff)
 		}

@@ -61,33 +61,7 @@ func TestRealCacheMatchesParallel(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := kvcache.Settings{Window: 32, Mode: mode, K: k, V: v, FP16Cache: true}
-			cs, err := kvcache.NewCompressors(m, p, s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := m.Forward([][]int{toks}, kvcache.Overrides(cs))
-			if err != nil {
-				t.Fatal(err)
-			}
-			caches, kls, err := kvcache.NewCaches(m, p, s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := m.NewDecoder(len(toks), caches)
-			if err != nil {
-				t.Fatal(err)
-			}
-			V := m.Config.Vocab
-			var maxDiff float64
-			for pos, tok := range toks {
-				got, err := d.Step(tok)
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i := range got {
-					maxDiff = math.Max(maxDiff, math.Abs(float64(got[i]-want[pos*V+i])))
-				}
-			}
+			maxDiff, kls := realVsParallel(t, m, p, s, toks)
 			if maxDiff > 1e-4 {
 				t.Errorf("%s %d-bit: real cache vs parallel logits differ by %g > 1e-4", mode, bits, maxDiff)
 			}
@@ -126,4 +100,39 @@ func TestWindowCoveringAllIsBaseline(t *testing.T) {
 			t.Fatalf("logit %d: %g with a full window, %g uncompressed", i, got[i], want[i])
 		}
 	}
+}
+
+// realVsParallel decodes toks token by token with the real cache of settings
+// s and returns the largest absolute logit difference to the parallel
+// evaluation with the simulated cache, and the real cache's layers.
+func realVsParallel(t *testing.T, m *model.Model, p *checkpoints.Projections, s kvcache.Settings, toks []int) (float64, []*kvcache.Layer) {
+	t.Helper()
+	cs, err := kvcache.NewCompressors(m, p, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := m.Forward([][]int{toks}, kvcache.Overrides(cs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caches, kls, err := kvcache.NewCaches(m, p, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := m.NewDecoder(len(toks), caches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := m.Config.Vocab
+	var maxDiff float64
+	for pos, tok := range toks {
+		got, err := d.Step(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range got {
+			maxDiff = math.Max(maxDiff, math.Abs(float64(got[i]-want[pos*V+i])))
+		}
+	}
+	return maxDiff, kls
 }
