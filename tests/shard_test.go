@@ -90,17 +90,7 @@ func TestCLIShardsMergeBitIdentical(t *testing.T) {
 		fmt.Sprint(reports[0].Layers) != fmt.Sprint(reports[1].Layers) || len(reports[1].Layers) != 5 {
 		t.Errorf("merge's report differs from the single run's:\n%+v\n%+v", reports[0], reports[1])
 	}
-	want, err := os.ReadFile(filepath.Join(dir, "single", "projections.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(dir, "merged.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("merged projections differ from the single-process run (%d vs %d bytes)", len(got), len(want))
-	}
+	sameMerged(t, dir, "differ from the single-process run")
 }
 
 // A shard process killed (SIGKILL) after a mid-layer checkpoint and started
@@ -158,17 +148,7 @@ func TestCLIShardKilledResumes(t *testing.T) {
 	run("train", "--quiet", "--from", "shared", "--shard", "0") // finds its run.json: resumes
 	run("train", "--quiet", "--from", "shared", "--shard", "1")
 	run("merge", "--quiet", "shared", "--out", "merged.safetensors")
-	want, err := os.ReadFile(filepath.Join(dir, "single", "projections.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.ReadFile(filepath.Join(dir, "merged.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("merged projections after the kill differ from the single-process run (%d vs %d bytes)", len(got), len(want))
-	}
+	sameMerged(t, dir, "after the kill differ from the single-process run")
 }
 
 // The same with a non-uniform rank plan: --budget runs the allocation once
@@ -215,6 +195,13 @@ func TestCLIShardsMergeBudgetPlan(t *testing.T) {
 	if len(plan.Ranks) != 5 || uniform {
 		t.Fatalf("capture's plan is not a non-uniform plan of 5 layers: %s", raw)
 	}
+	sameMerged(t, dir, "differ from cskv train --budget in one process")
+}
+
+// sameMerged fails unless dir/merged.safetensors holds the bytes of the
+// single-process run's dir/single/projections.safetensors.
+func sameMerged(t *testing.T, dir, what string) {
+	t.Helper()
 	want, err := os.ReadFile(filepath.Join(dir, "single", "projections.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -224,6 +211,6 @@ func TestCLIShardsMergeBudgetPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("merged projections differ from cskv train --budget in one process (%d vs %d bytes)", len(got), len(want))
+		t.Fatalf("merged projections %s (%d vs %d bytes)", what, len(got), len(want))
 	}
 }
