@@ -28,6 +28,20 @@ func gemm[T float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb
 	}
 }
 
+// gemmSerial is gemm on the calling thread alone (linalg.Gemm32Serial), for
+// products issued from several workers at once.
+func gemmSerial[T float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	switch cc := any(c).(type) {
+	case []float32:
+		linalg.Gemm32Serial(tA, tB, m, n, k, float32(alpha), any(a).([]float32), lda, any(b).([]float32), ldb, float32(beta), cc, ldc)
+	case []float64:
+		linalg.Gemm64(tA, tB, m, n, k, float64(alpha), any(a).([]float64), lda, any(b).([]float64), ldb, float64(beta), cc, ldc)
+	}
+}
+
 // freeze declares float32 operands unchanged until the returned thaw, so
 // that bf16 products round them once (linalg.Freeze).
 func freeze[T float](xs ...[]T) (thaw func()) {
@@ -280,26 +294,39 @@ func expShift32(x []float32, m float32) float32 { return linalg.ExpShift(x, m) }
 // ≥ lo = mode.OriginalFrom(t, window), the earlier ones the reconstructed
 // keys (already normed and rotated). Scores are soft-capped before the mask.
 //
-// Work is split into tiles of block query rows of one head; tasks are
-// (sequence, KV head) pairs, so that concurrent tasks write disjoint parts of
-// the key and value gradients.
+// Work is split into tiles of block query positions of one unit: stack
+// query heads of one KV group (1, or the whole group from stackWidth on).
+// A tile's rows are its (position, head) pairs, position-major: row r is
+// position t0 + r/stack of head unit·stack + r%stack, so that the stacked
+// heads share one product with their keys. Tasks are (sequence, KV head)
+// pairs, so that concurrent tasks write disjoint parts of the key and value
+// gradients.
 type attention[T float] struct {
 	seqs, tokens, heads, kvHeads, headDim int
 	softCap                               T   // 0 = off
 	slide                                 int // the layer's sliding window (0 = every earlier key)
 	window                                int
 	mode                                  kv.WindowMode
-	block                                 int   // query rows per tile
+	block                                 int   // query positions per tile
+	stack                                 int   // query heads per tile (divides heads/kvHeads)
 	keep                                  bool  // store the probabilities of forward for backward
 	scratch                               [][]T // per worker
-	store                                 []T   // kept probabilities, (N, H, per-head layout)
-	tileOff                               []int // offset of each tile inside one head's store
-	headSize                              int   // store elements per (sequence, head)
+	store                                 []T   // kept probabilities, (N, units, per-unit layout)
+	tileOff                               []int // offset of each tile inside one unit's store
+	unitSize                              int   // store elements per (sequence, unit)
 }
 
 // keepBudget is the largest probability store (elements) that forward keeps
 // for backward; above it backward recomputes the probabilities.
 const keepBudget = 1 << 27 // 512 MiB of float32: the 8B and 7B shapes at 2048 tokens keep theirs
+
+// stackWidth is the query width (heads·Dh) from which a tile stacks every
+// query head of its KV group and its products run one per worker (on the
+// worker's core, linalg.Gemm32Serial): products of block·group rows keep
+// the matrix units busy, and the cores are not oversubscribed. Narrower
+// layers (stories260K) keep one head per tile and the products and
+// rounding they always had.
+const stackWidth = 1024
 
 // attnBlock is the query rows per tile: 64, or 256 from 1024 tokens on,
 // where larger products keep the matrix units busy (fewer, larger calls).
@@ -313,8 +340,12 @@ func attnBlock(tokens int) int {
 // newAttention is the attention of seqs sequences of tokens under the layer's
 // rule r and the bi-branch window and mode.
 func newAttention[T float](seqs, tokens int, r model.Attention, window int, mode kv.WindowMode) *attention[T] {
+	stack := 1
+	if r.Heads*r.HeadDim >= stackWidth {
+		stack = r.Heads / r.KVHeads
+	}
 	return &attention[T]{seqs: seqs, tokens: tokens, heads: r.Heads, kvHeads: r.KVHeads, headDim: r.HeadDim,
-		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, block: attnBlock(tokens)}
+		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, block: attnBlock(tokens), stack: stack}
 }
 
 // keys returns the key ranges of query t: reconstructed [first, lo),
@@ -337,16 +368,25 @@ func (a *attention[T]) band(t0, t1 int) (b0, bw int) {
 	return b0, t1 - b0
 }
 
-// tile returns worker k's buffers: p (block, T), po (block, block+W), dp
-// (block, T) and, with the soft-cap, sc (block, T) for the raw scores.
-func (a *attention[T]) tile(k int) (p, po, dp, sc []T) {
-	nb, nt := a.block, a.tokens
-	bw := nb + max(a.window, 0)
-	ns := 0
+// tile returns worker k's buffers, R = block·stack rows: p (R, T), po (R,
+// block+W), dp (R, T), with the soft-cap sc (R, T) for the raw scores and,
+// when stack > 1, qb and db (R, Dh) for a tile's gathered query and output
+// gradient rows.
+func (a *attention[T]) tile(k int) (p, po, dp, sc, qb, db []T) {
+	nb, nt := a.block*a.stack, a.tokens
+	bw := a.block + max(a.window, 0)
+	ns, nq := 0, 0
 	if a.softCap > 0 {
 		ns = nb * nt
 	}
-	need := nb*nt*2 + nb*bw + ns
+	if a.stack > 1 {
+		nq = nb * a.headDim
+	}
+	sizes := []int{nb * nt, nb * bw, nb * nt, ns, nq, nq}
+	need := 0
+	for _, n := range sizes {
+		need += n
+	}
 	for len(a.scratch) <= k {
 		a.scratch = append(a.scratch, nil)
 	}
@@ -354,8 +394,11 @@ func (a *attention[T]) tile(k int) (p, po, dp, sc []T) {
 		a.scratch[k] = make([]T, need)
 	}
 	s := a.scratch[k]
-	o := nb*nt*2 + nb*bw
-	return s[:nb*nt], s[nb*nt : nb*nt+nb*bw], s[nb*nt+nb*bw : o], s[o:need]
+	var parts [6][]T
+	for i, n := range sizes {
+		parts[i], s = s[:n:n], s[n:]
+	}
+	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
 }
 
 // prepare allocates the per-worker tiles and, when keep is set and it fits
@@ -373,11 +416,11 @@ func (a *attention[T]) prepare() bool {
 			t1 := min(t0+a.block, a.tokens)
 			_, bw := a.band(t0, t1)
 			a.tileOff = append(a.tileOff, n)
-			n += (t1 - t0) * (t1 + bw)
+			n += (t1 - t0) * a.stack * (t1 + bw)
 		}
-		a.headSize = n
+		a.unitSize = n
 	}
-	total := a.seqs * a.heads * a.headSize
+	total := a.seqs * a.heads / a.stack * a.unitSize
 	if total > keepBudget {
 		return false
 	}
@@ -387,39 +430,88 @@ func (a *attention[T]) prepare() bool {
 	return true
 }
 
-// stored returns the kept probabilities of tile i of (sequence s, head h).
-func (a *attention[T]) stored(s, h, i, t0, t1 int) (p, po []T) {
+// stored returns the kept probabilities of tile i of (sequence s, unit u).
+func (a *attention[T]) stored(s, u, i, t0, t1 int) (p, po []T) {
 	_, bw := a.band(t0, t1)
-	off := (s*a.heads+h)*a.headSize + a.tileOff[i]
-	n := (t1 - t0) * t1
-	return a.store[off : off+n], a.store[off+n : off+n+(t1-t0)*bw]
+	off := (s*a.heads/a.stack+u)*a.unitSize + a.tileOff[i]
+	r := (t1 - t0) * a.stack
+	return a.store[off : off+r*t1], a.store[off+r*t1 : off+r*(t1+bw)]
 }
 
-// probs fills, for sequence s, query head h and query rows [t0, t1), the
-// probabilities of reconstructed keys p (t1−t0, end = t1) and of original
-// keys po (t1−t0, bw) over key band [b0, t1). Entries of the other branch
-// and future keys are zero.
-func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) {
-	Dh, KV, QD := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim
-	g := h / (a.heads / a.kvHeads)
-	nb, end := t1-t0, t1
-	qoff := (s*a.tokens+t0)*QD + h*Dh
+// product is a tile's matrix product: on the worker's core when tiles
+// stack heads and several workers run (gemmSerial), else gemm.
+func (a *attention[T]) product(tA, tB bool, m, n, k int, x []T, lda int, y []T, ldb int, beta T, c []T, ldc int) {
+	if a.stack > 1 && workers(a.seqs*a.kvHeads) > 1 {
+		gemmSerial(tA, tB, m, n, k, 1, x, lda, y, ldb, beta, c, ldc)
+		return
+	}
+	gemm(tA, tB, m, n, k, 1, x, lda, y, ldb, beta, c, ldc)
+}
+
+// rows returns the (R, Dh) rows of x (N·T, QD) of tile [t0, t1) of
+// (sequence s, unit u) with their leading dimension: x itself (QD) for one
+// head per tile, else gathered into buf (Dh).
+func (a *attention[T]) rows(buf, x []T, s, u, t0, t1 int) ([]T, int) {
+	Dh, QD := a.headDim, a.heads*a.headDim
+	off := (s*a.tokens+t0)*QD + u*a.stack*Dh
+	if a.stack == 1 {
+		return x[off:], QD
+	}
+	w := a.stack * Dh
+	for i := 0; i < t1-t0; i++ {
+		copy(buf[i*w:(i+1)*w], x[off+i*QD:off+i*QD+w])
+	}
+	return buf[:(t1-t0)*w], Dh
+}
+
+// dest is where a tile's output rows go: into x (N·T, QD) itself (QD) for
+// one head per tile, else into buf (Dh) for scatter.
+func (a *attention[T]) dest(buf, x []T, s, u, t0 int) ([]T, int) {
+	if a.stack > 1 {
+		return buf, a.headDim
+	}
+	QD := a.heads * a.headDim
+	return x[(s*a.tokens+t0)*QD+u*a.headDim:], QD
+}
+
+// scatter writes a tile's gathered rows buf (R, Dh) back into x (N·T, QD),
+// the inverse of rows (nothing for one head per tile).
+func (a *attention[T]) scatter(x, buf []T, s, u, t0, t1 int) {
+	if a.stack == 1 {
+		return
+	}
+	Dh, QD := a.headDim, a.heads*a.headDim
+	off := (s*a.tokens+t0)*QD + u*a.stack*Dh
+	w := a.stack * Dh
+	for i := 0; i < t1-t0; i++ {
+		copy(x[off+i*QD:off+i*QD+w], buf[i*w:(i+1)*w])
+	}
+}
+
+// probs fills, for sequence s, unit u and query positions [t0, t1) (its
+// rows qt with leading dimension ldq), the probabilities of reconstructed
+// keys p (R, end = t1) and of original keys po (R, bw) over key band [b0,
+// t1). Entries of the other branch and future keys are zero.
+func (a *attention[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) {
+	Dh, KV := a.headDim, a.kvHeads*a.headDim
+	g := u * a.stack / (a.heads / a.kvHeads)
+	rows, end := (t1-t0)*a.stack, t1
 	koff := s*a.tokens*KV + g*Dh
-	p = p[:nb*end]
-	gemm(false, true, nb, end, Dh, 1, q[qoff:], QD, kh[koff:], KV, 0, p, end)
+	p = p[:rows*end]
+	a.product(false, true, rows, end, Dh, qt, ldq, kh[koff:], KV, 0, p, end)
 	b0, bw := a.band(t0, t1)
 	if bw > 0 {
-		po = po[:nb*bw]
-		gemm(false, true, nb, bw, Dh, 1, q[qoff:], QD, ko[koff+b0*KV:], KV, 0, po, bw)
+		po = po[:rows*bw]
+		a.product(false, true, rows, bw, Dh, qt, ldq, ko[koff+b0*KV:], KV, 0, po, bw)
 	}
-	for i := 0; i < nb; i++ {
-		t := t0 + i
-		row := p[i*end : i*end+end]
+	for r := 0; r < rows; r++ {
+		t := t0 + r/a.stack
+		row := p[r*end : r*end+end]
 		first, lo := a.keys(t)
 		rec := row[first:lo]
 		var orow, orig []T
 		if bw > 0 {
-			orow = po[i*bw : i*bw+bw]
+			orow = po[r*bw : r*bw+bw]
 			orig = orow[lo-b0 : t+1-b0]
 		}
 		if c := a.softCap; c > 0 {
@@ -461,26 +553,31 @@ func (a *attention[T]) probs(p, po, q, kh, ko []T, s, h, t0, t1 int) {
 // keys kh and values vh (≥ N·T rows, KV), and the original ones ko, vo (used
 // only when window > 0).
 func (a *attention[T]) forward(o, q, kh, vh, ko, vo []T) {
-	Dh, KV, QD, G := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim, a.heads/a.kvHeads
-	defer freeze(kh, vh, ko, vo)() // read by every query head of a group
+	Dh, KV, G := a.headDim, a.kvHeads*a.headDim, a.heads/a.kvHeads
+	if a.stack == 1 {
+		defer freeze(kh, vh, ko, vo)() // read by every query head of a group
+	}
 	keep := a.prepare()
+	perGroup := G / a.stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, _, _ := a.tile(w)
+		p, po, _, _, qb, ob := a.tile(w)
 		koff := s*a.tokens*KV + g*Dh
-		for h := g * G; h < (g+1)*G; h++ {
+		for u := g * perGroup; u < (g+1)*perGroup; u++ {
 			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.block {
 				t1 := min(t0+a.block, a.tokens)
-				nb := t1 - t0
+				rows := (t1 - t0) * a.stack
 				if keep {
-					p, po = a.stored(s, h, i, t0, t1)
+					p, po = a.stored(s, u, i, t0, t1)
 				}
-				a.probs(p, po, q, kh, ko, s, h, t0, t1)
-				ooff := (s*a.tokens+t0)*QD + h*Dh
-				gemm(false, false, nb, Dh, t1, 1, p, t1, vh[koff:], KV, 0, o[ooff:], QD)
+				qt, ldq := a.rows(qb, q, s, u, t0, t1)
+				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1)
+				ot, ldo := a.dest(ob, o, s, u, t0)
+				a.product(false, false, rows, Dh, t1, p, t1, vh[koff:], KV, 0, ot, ldo)
 				if b0, bw := a.band(t0, t1); bw > 0 {
-					gemm(false, false, nb, Dh, bw, 1, po, bw, vo[koff+b0*KV:], KV, 1, o[ooff:], QD)
+					a.product(false, false, rows, Dh, bw, po, bw, vo[koff+b0*KV:], KV, 1, ot, ldo)
 				}
+				a.scatter(o, ot, s, u, t0, t1)
 			}
 		}
 	})
@@ -496,53 +593,59 @@ func (a *attention[T]) backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	n := a.seqs * a.tokens * KV
 	clear(dk[:n])
 	clear(dv[:n])
-	defer freeze(kh, vh, ko, vo)()
+	if a.stack == 1 {
+		defer freeze(kh, vh, ko, vo)()
+	}
 	keep := a.prepare()
+	perGroup := G / a.stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, dp, sc := a.tile(w)
+		p, po, dp, sc, qb, db := a.tile(w)
 		koff := s*a.tokens*KV + g*Dh
-		for h := g * G; h < (g+1)*G; h++ {
+		for u := g * perGroup; u < (g+1)*perGroup; u++ {
 			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.block {
 				t1 := min(t0+a.block, a.tokens)
-				nb, end := t1-t0, t1
+				rows, end := (t1-t0)*a.stack, t1
+				qt, ldq := a.rows(qb, q, s, u, t0, t1)
 				if keep {
-					p, _ = a.stored(s, h, i, t0, t1)
+					p, _ = a.stored(s, u, i, t0, t1)
 				} else {
-					a.probs(p, po, q, kh, ko, s, h, t0, t1)
+					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1)
 				}
-				ooff := (s*a.tokens+t0)*QD + h*Dh
-				dp := dp[:nb*end]
+				dt, ldd := a.rows(db, do, s, u, t0, t1)
+				dp := dp[:rows*end]
 				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O),
 				// times 1 − tanh²(S/c) under the soft-cap (S = Q·K̂ᵀ)
-				gemm(false, true, nb, end, Dh, 1, do[ooff:], QD, vh[koff:], KV, 0, dp, end)
+				a.product(false, true, rows, end, Dh, dt, ldd, vh[koff:], KV, 0, dp, end)
 				if a.softCap > 0 {
-					sc = sc[:nb*end]
-					gemm(false, true, nb, end, Dh, 1, q[ooff:], QD, kh[koff:], KV, 0, sc, end)
+					sc = sc[:rows*end]
+					a.product(false, true, rows, end, Dh, qt, ldq, kh[koff:], KV, 0, sc, end)
 				}
-				for i := 0; i < nb; i++ {
-					orow := o[ooff+i*QD : ooff+i*QD+Dh]
-					drow := do[ooff+i*QD : ooff+i*QD+Dh]
+				for r := 0; r < rows; r++ {
+					t, h := t0+r/a.stack, u*a.stack+r%a.stack
+					ooff := (s*a.tokens+t)*QD + h*Dh
+					orow := o[ooff : ooff+Dh]
+					drow := dt[r*ldd : r*ldd+Dh]
 					var dot T
 					for j, v := range orow {
 						dot += v * drow[j]
 					}
-					first, lo := a.keys(t0 + i)
-					prow := p[i*end : i*end+lo]
-					srow := dp[i*end : i*end+end]
+					first, lo := a.keys(t)
+					prow := p[r*end : r*end+lo]
+					srow := dp[r*end : r*end+end]
 					for j, pv := range prow {
 						srow[j] = pv * (srow[j] - dot)
 					}
 					if c := a.softCap; c > 0 {
-						for j, v := range sc[i*end+first : i*end+lo] {
+						for j, v := range sc[r*end+first : r*end+lo] {
 							srow[first+j] *= dSoftCap(v, c)
 						}
 					}
 					clear(srow[lo:])
 				}
 				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q
-				gemm(true, false, end, Dh, nb, 1, p, end, do[ooff:], QD, 1, dv[koff:], KV)
-				gemm(true, false, end, Dh, nb, 1, dp, end, q[ooff:], QD, 1, dk[koff:], KV)
+				a.product(true, false, end, Dh, rows, p, end, dt, ldd, 1, dv[koff:], KV)
+				a.product(true, false, end, Dh, rows, dp, end, qt, ldq, 1, dk[koff:], KV)
 			}
 		}
 	})

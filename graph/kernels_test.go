@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -140,6 +141,68 @@ func TestRopeInverse(t *testing.T) {
 	for i := range x {
 		if math.Abs(y[i]-x[i]) > 1e-12 {
 			t.Fatalf("inverse rope: %g, want %g", y[i], x[i])
+		}
+	}
+}
+
+// TestStackedAttention holds the stacked tiles (every query head of a KV
+// group in one tile, as layers from stackWidth on run) to the per-head tiles
+// (the kernel narrower layers run): outputs and key and value gradients, with
+// and without the bi-branch window, sliding window and soft-cap, kept and
+// recomputed probabilities, tiles that do not divide T. float64: relative
+// 1e-12 of the largest value; float32: 1e-5.
+func TestStackedAttention(t *testing.T) {
+	const seqs, T = 2, 11
+	rules := []struct {
+		name   string
+		window int
+		mode   kv.WindowMode
+		slide  int
+		cap    float32
+	}{
+		{"W 0", 0, kv.WindowBlock, 0, 0},
+		{"block W 4", 4, kv.WindowBlock, 0, 0},
+		{"sliding W 3, slide 5, soft-cap", 3, kv.WindowSliding, 5, 1.5},
+	}
+	for _, r := range rules {
+		for _, keep := range []bool{true, false} {
+			rule := model.Attention{Heads: 6, KVHeads: 2, HeadDim: 4, SoftCap: r.cap, Window: r.slide}
+			name := fmt.Sprintf("%s, keep %v", r.name, keep)
+			checkStacked[float64](t, name, rule, seqs, T, r.window, r.mode, keep, 1e-12)
+			checkStacked[float32](t, name, rule, seqs, T, r.window, r.mode, keep, 1e-5)
+		}
+	}
+}
+
+func checkStacked[T float](t *testing.T, name string, rule model.Attention, seqs, tokens, window int, mode kv.WindowMode, keep bool, tol float64) {
+	t.Helper()
+	rows, QD, KV := seqs*tokens, rule.Heads*rule.HeadDim, rule.KVHeads*rule.HeadDim
+	r := rand.New(rand.NewPCG(3, 4))
+	rnd := func(n int) []T {
+		v := make([]T, n)
+		for i := range v {
+			v[i] = T(r.NormFloat64())
+		}
+		return v
+	}
+	q, do := rnd(rows*QD), rnd(rows*QD)
+	kh, vh, ko, vo := rnd(rows*KV), rnd(rows*KV), rnd(rows*KV), rnd(rows*KV)
+	var outs [2][3][]T // per kernel: o, dk, dv
+	for i, stack := range []int{1, rule.Heads / rule.KVHeads} {
+		a := newAttention[T](seqs, tokens, rule, window, mode)
+		a.block, a.stack, a.keep = 4, stack, keep
+		o, dk, dv := make([]T, rows*QD), make([]T, rows*KV), make([]T, rows*KV)
+		a.forward(o, q, kh, vh, ko, vo)
+		a.backward(dk, dv, q, kh, vh, ko, vo, o, do)
+		outs[i] = [3][]T{o, dk, dv}
+	}
+	for j, what := range []string{"output", "dK", "dV"} {
+		want := make([]float64, len(outs[0][j]))
+		for i, v := range outs[0][j] {
+			want[i] = float64(v)
+		}
+		if e := vecErr(outs[1][j], want); e > tol {
+			t.Errorf("%s, %T: stacked %s differs from per-head by %.3g > %g", name, q[0], what, e, tol)
 		}
 	}
 }

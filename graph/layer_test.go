@@ -25,6 +25,7 @@ type lossCase struct {
 	bias      bool
 	tile      int                                   // query rows per attention tile (0 = default)
 	recompute bool                                  // backward recomputes the probabilities instead of keeping them
+	stack     bool                                  // tiles stack the query heads of a KV group (as from stackWidth on)
 	rule      func(a *model.Attention, seed uint64) // changes the layer's attention rule (nil: plain Llama)
 }
 
@@ -67,6 +68,10 @@ var lossCases = []lossCase{
 	{name: "gemma rule, sliding W 2, recompute", lkv: 1, lout: 1, outSeqs: 2, window: 2, mode: kv.WindowSliding, recompute: true, rule: gemmaRule},
 	{name: "qwen3 rule, biases, W 0", lkv: 1, lout: 1, outSeqs: 1, bias: true, rule: qwen3Rule},
 	{name: "qwen3 rule, biases, block W 3, tiles of 5", lkv: 1, lout: 2, outSeqs: 2, window: 3, bias: true, tile: 5, rule: qwen3Rule},
+	{name: "stacked heads, W 0, tiles of 3", lkv: 1, lout: 2, outSeqs: 2, tile: 3, stack: true},
+	{name: "stacked heads, block W 3, tiles of 5, recompute", lkv: 1, lout: 1, outSeqs: 2, window: 3, mode: kv.WindowBlock, tile: 5, recompute: true, stack: true},
+	{name: "stacked heads, gemma rule, sliding W 2, tiles of 3", lkv: 1, lout: 1, outSeqs: 2, window: 2, mode: kv.WindowSliding, tile: 3, rule: gemmaRule, stack: true},
+	{name: "stacked heads, qwen3 rule, biases, sliding W 4, recompute", lkv: 1, lout: 2, outSeqs: 1, window: 4, mode: kv.WindowSliding, bias: true, recompute: true, rule: qwen3Rule, stack: true},
 }
 
 // setTile shrinks the attention tiles of a layer so that several query tiles
@@ -74,8 +79,8 @@ var lossCases = []lossCase{
 // makes backward recompute the probabilities.
 func setTile[T float](co *core[T], c lossCase) {
 	if co.att != nil {
-		co.att.set(c.tile, c.recompute)
-		co.orig.set(c.tile, false)
+		co.att.set(c.tile, c.recompute, c.stack)
+		co.orig.set(c.tile, false, c.stack)
 	}
 }
 
@@ -90,9 +95,12 @@ func newCore64(t *testing.T, s LayerSpec, f kv.Factors) *core[float64] {
 	return c
 }
 
-func (a *attention[T]) set(tile int, recompute bool) {
+func (a *attention[T]) set(tile int, recompute, stack bool) {
 	if tile > 0 {
 		a.block = tile
+	}
+	if stack {
+		a.stack = a.heads / a.kvHeads
 	}
 	if recompute {
 		a.keep = false

@@ -53,7 +53,22 @@ func Gemm32(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []f
 	if m == 0 || n == 0 {
 		return
 	}
-	if bf16, ok := route(m, n, k); ok && dnnlGemm(bf16, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+	if bf16, ok := route(m, n, k); ok && dnnlGemm(bf16, false, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+		return
+	}
+	impl.Sgemm(trans(tA), trans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// Gemm32Serial is Gemm32 computed on the calling thread alone, for callers
+// that already run one product per core (the tiles of attention): a thread
+// team per call would oversubscribe the cores. With oneDNN every float32
+// product of it runs there (BLAS's thread count is global).
+func Gemm32Serial(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	bf16 := CurrentPrecision() == BF16 && m >= minBF16Rows
+	if hasDNNL && k > 0 && dnnlGemm(bf16, true, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
 		return
 	}
 	impl.Sgemm(trans(tA), trans(tB), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)

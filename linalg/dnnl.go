@@ -111,18 +111,19 @@ func ptr(b *[]byte) unsafe.Pointer {
 const serialMACs = 1 << 25
 
 // dnnlThreads is the thread count oneDNN runs an (m, n, k) product with:
-// the BLAS setting, or 1 below serialMACs.
-func dnnlThreads(m, n, k int) int {
-	if m*n*k < serialMACs {
+// the BLAS setting, or 1 below serialMACs or when serial.
+func dnnlThreads(serial bool, m, n, k int) int {
+	if serial || m*n*k < serialMACs {
 		return 1
 	}
 	return max(1, Threads())
 }
 
-// dnnlGemm computes C = alpha·op(A)·op(B) + beta·C through oneDNN and
-// reports false when oneDNN has no kernel for it (nothing is written then).
-func dnnlGemm(bf16, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
-	key := gemmKey{bf16: bf16, tA: tA, tB: tB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta, threads: dnnlThreads(m, n, k)}
+// dnnlGemm computes C = alpha·op(A)·op(B) + beta·C through oneDNN (on the
+// calling thread alone when serial) and reports false when oneDNN has no
+// kernel for it (nothing is written then).
+func dnnlGemm(bf16, serial, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
+	key := gemmKey{bf16: bf16, tA: tA, tB: tB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta, threads: dnnlThreads(serial, m, n, k)}
 	p := prim(key)
 	if p == nil || !p.ok {
 		return false
@@ -156,7 +157,7 @@ func dnnlGemm(bf16, tA, tB bool, m, n, k int, alpha float32, a []float32, lda in
 // are rounded once, before timing). It returns GFLOP/s (2·m·n·k per product)
 // and the kernel oneDNN chose.
 func dnnlPeak(bf16 bool, m, n, k int, seconds float64) (float64, string, error) {
-	key := gemmKey{bf16: bf16, m: m, n: n, k: k, lda: k, ldb: n, ldc: n, alpha: 1, threads: dnnlThreads(m, n, k)}
+	key := gemmKey{bf16: bf16, m: m, n: n, k: k, lda: k, ldb: n, ldc: n, alpha: 1, threads: dnnlThreads(false, m, n, k)}
 	p := prim(key)
 	if p == nil || !p.ok {
 		return 0, "", fmt.Errorf("oneDNN has no %s kernel for %d×%d×%d", map[bool]string{false: "f32", true: "bf16"}[bf16], m, k, n)

@@ -5,7 +5,7 @@ package linalg
 const hasDNNL = false
 
 // dnnlGemm is the oneDNN product; this build has none.
-func dnnlGemm(bool, bool, bool, int, int, int, float32, []float32, int, []float32, int, float32, []float32, int) bool {
+func dnnlGemm(bool, bool, bool, bool, int, int, int, float32, []float32, int, []float32, int, float32, []float32, int) bool {
 	return false
 }
 

@@ -77,17 +77,23 @@ func TestProducts(t *testing.T) {
 		Gemm32(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return true
 	}
+	viaSerial := func(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
+		Gemm32Serial(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return true
+	}
 	dnnlAt := func(bf16 bool) gemmFunc {
 		return func(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
-			return dnnlGemm(bf16, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+			return dnnlGemm(bf16, false, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		}
 	}
-	paths := []path{{"blas-f32", F32, blasGemm, exact32, 1e-5, 1e-5}, {"Gemm32-f32", F32, viaGemm32, exact32, 1e-5, 1e-5}}
+	paths := []path{{"blas-f32", F32, blasGemm, exact32, 1e-5, 1e-5}, {"Gemm32-f32", F32, viaGemm32, exact32, 1e-5, 1e-5},
+		{"Gemm32Serial-f32", F32, viaSerial, exact32, 1e-5, 1e-5}}
 	if HasBF16() {
 		paths = append(paths,
 			path{"dnnl-f32", F32, dnnlAt(false), exact32, 1e-5, 1e-5},
 			path{"dnnl-bf16", F32, dnnlAt(true), toBF16, 1e-5, 1.0 / 128},
-			path{"Gemm32-bf16", BF16, viaGemm32, toBF16, 1e-5, 1.0 / 128})
+			path{"Gemm32-bf16", BF16, viaGemm32, toBF16, 1e-5, 1.0 / 128},
+			path{"Gemm32Serial-bf16", BF16, viaSerial, toBF16, 1e-5, 1.0 / 128})
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	shapes := [][3]int{{1, 7, 5}, {9, 13, 17}, {130, 40, 300}, {64, 257, 129}}
