@@ -152,7 +152,7 @@ func Save(dir string, st *State) (path string, err error) {
 	if err := writeFile(tensorsPath, func(w io.Writer) error { return safetensors.Encode(w, ts, md) }); err != nil {
 		return "", err
 	}
-	sum, err := fileSHA256(tensorsPath)
+	sum, err := FileSHA256(tensorsPath)
 	if err != nil {
 		return "", err
 	}
@@ -247,8 +247,9 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// fileSHA256 returns the hex SHA-256 of a file's contents.
-func fileSHA256(path string) (string, error) {
+// FileSHA256 returns the hex SHA-256 of a file's contents (the digests of
+// checkpoints' tensor files and of sharded runs' streams).
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
@@ -256,7 +257,7 @@ func fileSHA256(path string) (string, error) {
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
@@ -313,7 +314,7 @@ func load(path string) (*State, error) {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	defer f.Close()
-	sum, err := fileSHA256(tensorsPath)
+	sum, err := FileSHA256(tensorsPath)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}

@@ -332,7 +332,7 @@ func TestLoadNonFinite(t *testing.T) {
 	// The last tensor in name order is "layer.0.A"; its last element ends the file.
 	copy(b[len(b)-4:], []byte{0x00, 0x00, 0xc0, 0x7f}) // quiet NaN
 	os.WriteFile(fp, b, 0o644)
-	sum, _ := fileSHA256(fp)
+	sum, _ := FileSHA256(fp)
 	editState(t, path, "tensors_sha256", sum)
 	_, err = Load(path)
 	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), `tensor "layer.0.A": element 5 is NaN`) {

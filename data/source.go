@@ -13,6 +13,18 @@ var formats = map[Format]bool{FormatAuto: true, FormatText: true, FormatIDs: tru
 // bin.
 func (f Format) Valid() bool { return formats[f] }
 
+// String is the format's name, as --data-format spells it.
+func (f Format) String() string { return string(f) }
+
+// Set implements flag.Value for --data-format: one of the named formats.
+func (f *Format) Set(s string) error {
+	if !Format(s).Valid() {
+		return fmt.Errorf("want auto, text, ids or bin")
+	}
+	*f = Format(s)
+	return nil
+}
+
 // Model is what a Source needs of the model it feeds: its tokenizer (for
 // text), its vocabulary (to check ids against) and, for the embedded
 // synthetic model, samples of its own.

@@ -9,7 +9,6 @@ import (
 
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
-	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -25,10 +24,9 @@ type Comparison struct {
 	Dir    string       // the runs go to Dir/fp and Dir/qatB
 	Data   data.Source  // evaluation data
 	Chunks int          // evaluation chunks (0 = all of the file, or Data.Samples)
-	// Cache returns the evaluation cache at bits b for ranks kRank, vRank.
-	Cache func(mc model.Config, kRank, vRank, b int) (kvcache.Settings, error)
-	Env   train.Env // passed to every train.Run
-	Log   logrus.FieldLogger
+	Window int          // bi-branch window W of the evaluation cache (Train's rule and quantisation groups)
+	Env    train.Env    // passed to every train.Run
+	Log    logrus.FieldLogger
 }
 
 // CompareRow is one measurement of a Comparison.
@@ -73,7 +71,9 @@ func Compare(ctx context.Context, m *model.Model, c Comparison) ([]CompareRow, e
 		if err != nil {
 			return 0, err
 		}
-		s, err := c.Cache(m.Config, p.Layers[0].KRank, p.Layers[0].VRank, b)
+		cache := c.Train.Cache(c.Window)
+		cache.KBits, cache.VBits = b, b
+		s, err := cache.Settings(m.Config, p.Layers[0].KRank, p.Layers[0].VRank)
 		if err != nil {
 			return 0, err
 		}
@@ -84,11 +84,7 @@ func Compare(ctx context.Context, m *model.Model, c Comparison) ([]CompareRow, e
 	if err != nil {
 		return nil, err
 	}
-	chunks, err := c.Data.Chunks(m, c.Chunks)
-	if err != nil {
-		return nil, err
-	}
-	base, err := Perplexity(ctx, m, chunks, nil, 4, nil)
+	chunks, base, err := uncompressed(ctx, m, c.Data, c.Chunks)
 	if err != nil {
 		return nil, err
 	}

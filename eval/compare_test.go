@@ -28,7 +28,7 @@ func TestCompare(t *testing.T) {
 		return kvcache.Settings{Window: 32, Mode: kv.WindowBlock, K: k, V: v}, err
 	}
 	dir := t.TempDir()
-	c := Comparison{Train: cfg, Bits: []int{4, 2}, Dir: dir, Chunks: 4, Cache: cache,
+	c := Comparison{Train: cfg, Bits: []int{4, 2}, Dir: dir, Chunks: 4, Window: 32,
 		Data: data.Source{SeqLen: 32, Seed: data.SyntheticEvalSeed, Samples: data.SyntheticEvalChunks}}
 	rows, err := Compare(context.Background(), m, c)
 	if err != nil {

@@ -2,14 +2,17 @@ package eval
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/train"
 )
 
 // Run describes the evaluation of a finished training run: its
@@ -55,11 +58,7 @@ func EvaluateRun(ctx context.Context, m *model.Model, r Run) (*RunReport, error)
 	if r.Data.Path == "" && !m.Synthetic() {
 		return rep, nil
 	}
-	chunks, err := r.Data.Chunks(m, r.Chunks)
-	if err != nil {
-		return nil, err
-	}
-	base, err := Perplexity(ctx, m, chunks, nil, 4, nil)
+	chunks, base, err := uncompressed(ctx, m, r.Data, r.Chunks)
 	if err != nil {
 		return nil, err
 	}
@@ -82,6 +81,72 @@ func EvaluateRun(ctx context.Context, m *model.Model, r Run) (*RunReport, error)
 		}
 	}
 	return rep, nil
+}
+
+// uncompressed cuts n chunks of src for m and measures m's own perplexity
+// on them: the baseline every compressed evaluation of a run is read against.
+func uncompressed(ctx context.Context, m *model.Model, src data.Source, n int) ([][]int, Result, error) {
+	chunks, err := src.Chunks(m, n)
+	if err != nil {
+		return nil, Result{}, err
+	}
+	base, err := Perplexity(ctx, m, chunks, nil, 4, nil)
+	return chunks, base, err
+}
+
+// Report is the report of a finished run (cskv train, init and merge;
+// DIR/report.json): the run, then its evaluation (EvaluateRun).
+type Report struct {
+	Model       string            `json:"model"`
+	Synthetic   bool              `json:"synthetic"`
+	Projections string            `json:"projections"`
+	Seconds     float64           `json:"seconds"`
+	PeakRSS     int64             `json:"peak_rss_bytes"`
+	Layers      []train.LayerInfo `json:"layers"`
+	RunReport
+}
+
+// EvaluateResult evaluates a finished run for its report: it reopens the
+// run's base model and measures the run's projections (EvaluateRun) on
+// chunks chunks of src with the run's cache rule and quantisation at
+// window W.
+func EvaluateResult(ctx context.Context, res *train.Result, src data.Source, chunks, window int, log logrus.FieldLogger) (*Report, error) {
+	m, err := train.OpenModel(res.Config.Model)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
+	cache, err := res.Config.Cache(window).Settings(m.Config, kRank, vRank)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := EvaluateRun(ctx, m, Run{Projections: res.Projections, Cache: cache, Data: src, Chunks: chunks, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	return &Report{Model: m.Path, Synthetic: m.Synthetic(), Projections: res.Projections, Seconds: res.Seconds,
+		PeakRSS: res.PeakRSS, Layers: res.Layers, RunReport: *ev}, nil
+}
+
+// Write writes the report as indented JSON to path (DIR/report.json).
+func (r *Report) Write(path string) error {
+	raw, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, append(raw, '\n'))
+}
+
+// WarnQuantMismatch warns when projections trained with QAT settings (their
+// metadata meta) are evaluated with other quantisation settings s.
+func WarnQuantMismatch(meta map[string]string, s kvcache.Settings, log logrus.FieldLogger) {
+	want := map[string]string{"k_bits": fmt.Sprint(s.K.Bits), "v_bits": fmt.Sprint(s.V.Bits)}
+	for k, v := range want {
+		if got, ok := meta[k]; ok && got != "16" && got != v {
+			log.WithFields(logrus.Fields{"setting": k, "file": got, "requested": v}).Warn("projections were trained with other quantisation settings than requested for evaluation")
+		}
+	}
 }
 
 // CompressedReport is the compressed cache measured against the

@@ -39,6 +39,37 @@ func ParsePrecision(s string) (Precision, error) {
 	return 0, fmt.Errorf("unknown precision %q (want %s)", s, strings.Join(precisionNames[:], ", "))
 }
 
+// Set implements flag.Value (--precision): "f32", "bf16" or "auto".
+func (p *Precision) Set(s string) error {
+	v, err := ParsePrecision(s)
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler: the precision's name, as
+// --precision spells it.
+func (p Precision) MarshalText() ([]byte, error) {
+	if int(p) >= len(precisionNames) {
+		return nil, fmt.Errorf("--precision: value %d, want %s", p, strings.Join(precisionNames[:], ", "))
+	}
+	return []byte(precisionNames[p]), nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler; "" reads as F32.
+func (p *Precision) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*p = F32
+		return nil
+	}
+	if err := p.Set(string(b)); err != nil {
+		return fmt.Errorf("--precision %q: %w", b, err)
+	}
+	return nil
+}
+
 // NativeBF16 reports whether the CPU computes bf16 products in hardware
 // (AVX512-BF16 or AMX-BF16).
 func NativeBF16() bool { return cpu.X86.HasAVX512BF16 || cpu.X86.HasAMXBF16 }

@@ -114,7 +114,7 @@ func TestResumeMismatch(t *testing.T) {
 		t.Fatalf("density mismatch: err = %v", err)
 	}
 	bad = cfg
-	bad.Resume, bad.Precision = true, "bf16"
+	bad.Resume, bad.Precision = true, linalg.BF16
 	_, err = train.Run(context.Background(), bad, train.Env{})
 	want := "precision was f32, now bf16" // a resume computes in the run's precision
 	if !linalg.HasBF16() {

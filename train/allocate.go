@@ -18,16 +18,6 @@ import (
 	"github.com/cskv/cskv/quant"
 )
 
-// Allocation objectives: what the knapsack sums over layers and sides.
-const (
-	ObjectiveKV          = "kv"           // closed-form relative KV error of the whitened init
-	ObjectiveOut         = "out"          // relative output-term error on held-out sequences
-	ObjectiveOutResidual = "out-residual" // output-term error relative to the residual stream's mean square
-	ObjectiveOutMixed    = "out-mixed"    // out plus the same error with the bi-branch window AllocWindow
-)
-
-var objectives = map[string]bool{ObjectiveKV: true, ObjectiveOut: true, ObjectiveOutResidual: true, ObjectiveOutMixed: true}
-
 // Allocate measures (cfg.Budget, cfg.Objective, cfg.MaxPoints, cfg.AllocWindow;
 // the data, bits, quantisation groups, init and output window as for
 // training), for every layer and side, the error of every candidate
@@ -67,7 +57,7 @@ func Allocate(ctx context.Context, cfg Config, env Env) (*alloc.Plan, error) {
 
 	plan := &alloc.Plan{Version: alloc.PlanVersion, Model: filepath.Base(m.Path), ModelDigest: m.Digest, Layers: mc.Layers,
 		KVDim: kvDim, Budget: cfg.Budget, KBits: cfg.KBits, VBits: cfg.VBits, KQuant: cfg.KQuant.String(), QuantWindow: cfg.QuantWindow,
-		Objective: cfg.Objective}
+		Objective: cfg.Objective.String()}
 	grids, specs, err := allocGrids(cfg, mc, cfg.MaxPoints)
 	if err != nil {
 		return nil, err

@@ -20,7 +20,7 @@ func TestAllocateSynthetic(t *testing.T) {
 	cfg := Defaults()
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Export = 32, 8, 2, "unused"
 	cfg.Init = WhitenInit
-	for _, obj := range []string{ObjectiveKV, ObjectiveOut, ObjectiveOutMixed} {
+	for _, obj := range []Objective{ObjectiveKV, ObjectiveOut, ObjectiveOutMixed} {
 		cfg.Budget, cfg.Objective = 0.25, obj
 		p, err := Allocate(context.Background(), cfg, Env{})
 		if err != nil {
@@ -99,11 +99,11 @@ func TestAllocateErrors(t *testing.T) {
 	cfg.Holdout = 1
 	for _, c := range []struct {
 		budget    float64
-		objective string
-	}{{0, ObjectiveKV}, {1.5, ObjectiveKV}, {0.25, "ppl"}, {1e-4, ObjectiveKV}, {math.NaN(), ObjectiveKV}} {
+		objective Objective
+	}{{0, ObjectiveKV}, {1.5, ObjectiveKV}, {0.25, Objective(9)}, {1e-4, ObjectiveKV}, {math.NaN(), ObjectiveKV}} {
 		cfg.Budget, cfg.Objective = c.budget, c.objective
 		if _, err := Allocate(context.Background(), cfg, Env{}); err == nil {
-			t.Errorf("budget %v objective %q accepted", c.budget, c.objective)
+			t.Errorf("budget %v objective %v accepted", c.budget, c.objective)
 		}
 	}
 }

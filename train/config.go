@@ -7,30 +7,31 @@ import (
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/model"
 )
 
 // Config is one run's settings, with the defaults of the reference recipe.
 // Fields marked "problem" define the result and must match on resume;
 // "steering" fields may change on resume (with a logged warning).
 type Config struct {
-	Model       string // problem: GGUF file or HF directory; "" = the embedded synthetic model
-	Data        string // problem: calibration data (text, .ids or llm.c .bin); "" = sampled from the synthetic model
-	DataFormat  string // problem: auto, text, ids or bin
-	SeqLen      int    // problem: T, tokens per calibration sequence (512)
-	CalibChunks int    // problem: N, calibration sequences (128)
-	RandomPick  bool   // problem: pick the N chunks at random (seeded) instead of the first N
-	Holdout     int    // problem: held-out chunks after the calibration ones for before/after errors (8; 0 = none)
+	Model       string      // problem: GGUF file or HF directory; "" = the embedded synthetic model
+	Data        string      // problem: calibration data (text, .ids or llm.c .bin); "" = sampled from the synthetic model
+	DataFormat  data.Format // problem: auto, text, ids or bin
+	SeqLen      int         // problem: T, tokens per calibration sequence (512)
+	CalibChunks int         // problem: N, calibration sequences (128)
+	RandomPick  bool        // problem: pick the N chunks at random (seeded) instead of the first N
+	Holdout     int         // problem: held-out chunks after the calibration ones for before/after errors (8; 0 = none)
 
-	KDensity, VDensity float64 // problem: densities in (0, 1) (0.5); ranks per docs/METHOD.md §1
-	KRank, VRank       int     // problem: explicit ranks overriding the densities (0 = from density)
-	Budget             float64 // problem: cache bytes as a fraction of the fp16 cache; > 0 = ranks per layer and side from Allocate (docs/METHOD.md §7)
-	Plan               string  // problem: plan file with the ranks per layer (from cskv allocate); overrides densities and ranks
-	Objective          string  // problem: what the allocation minimises: out (default), out-mixed, out-residual or kv
-	MaxPoints          int     // problem: most candidate ranks per side in the allocation (32; 0 = all)
-	AllocWindow        int     // problem: bi-branch window of the out-mixed objective's second term (32, the evaluation's W)
-	Init               Init    // problem: svd, asvd or whiten (whiten; the reference: asvd)
-	Alpha              float64 // problem: ASVD exponent α (0.5)
-	Ridge              float64 // problem: whitening ridge; 0 = automatic (1e-6 · mean diagonal, raised ×10 until positive definite)
+	KDensity, VDensity float64   // problem: densities in (0, 1) (0.5); ranks per docs/METHOD.md §1
+	KRank, VRank       int       // problem: explicit ranks overriding the densities (0 = from density)
+	Budget             float64   // problem: cache bytes as a fraction of the fp16 cache; > 0 = ranks per layer and side from Allocate (docs/METHOD.md §7)
+	Plan               string    // problem: plan file with the ranks per layer (from cskv allocate); overrides densities and ranks
+	Objective          Objective // problem: what the allocation minimises: out (default), out-mixed, out-residual or kv
+	MaxPoints          int       // problem: most candidate ranks per side in the allocation (32; 0 = all)
+	AllocWindow        int       // problem: bi-branch window of the out-mixed objective's second term (32, the evaluation's W)
+	Init               Init      // problem: svd, asvd or whiten (whiten; the reference: asvd)
+	Alpha              float64   // problem: ASVD exponent α (0.5)
+	Ridge              float64   // problem: whitening ridge; 0 = automatic (1e-6 · mean diagonal, raised ×10 until positive definite)
 
 	Steps     int           // steering: Adam steps per layer (300); 0 = initialisation only
 	LR        float64       // steering: peak learning rate (1e-3)
@@ -49,11 +50,11 @@ type Config struct {
 	QuantWindow  int       // problem: tokens per per-channel key group (32)
 	QuantZero    ZeroPoint // problem: free (default) or clamp
 
-	// Precision is the arithmetic of the matrix products (linalg.Precision:
-	// f32, bf16 or auto; "" = f32). Run records it resolved (f32 or bf16),
-	// so that a resume computes as the run did. Factors, Adam moments and
-	// checkpoints are float32 in every precision.
-	Precision string
+	// Precision is the arithmetic of the matrix products: f32, bf16 or auto.
+	// Run records it resolved (f32 or bf16), so that a resume computes as
+	// the run did. Factors, Adam moments and checkpoints are float32 in
+	// every precision.
+	Precision linalg.Precision
 
 	// FirstLayer, LastLayer: train only layers [FirstLayer, LastLayer), one
 	// shard of a run (problem; 0, 0 = every layer). Stream is the residual
@@ -87,21 +88,26 @@ func Defaults() Config {
 // reference results the tests reproduce.
 func Reference() Config {
 	return Config{
-		DataFormat: "auto", SeqLen: 512, CalibChunks: 128, Holdout: 8,
+		DataFormat: data.FormatAuto, SeqLen: 512, CalibChunks: 128, Holdout: 8,
 		KDensity: 0.5, VDensity: 0.5, Init: ASVDInit, Alpha: 0.5,
 		Objective: ObjectiveOut, MaxPoints: 32, AllocWindow: 32,
 		Steps: 300, LR: 1e-3, Schedule: ScheduleConstant, Batch: 8,
 		LambdaKV: 1, LambdaOut: 1, OutSeqs: 2, Window: kv.WindowBlock,
 		KBits: 16, VBits: 16, KQuant: KeyPerChannel, QuantWindow: 32, QuantZero: ZeroFree,
-		DType: DTypeF32, SaveEvery: 100, Keep: 3, Precision: "f32",
+		DType: DTypeF32, SaveEvery: 100, Keep: 3, Precision: linalg.F32,
 	}
 }
 
 // Validate checks every field, naming the flag and value at fault.
 func (c Config) Validate() error {
+	for _, e := range []interface{ Check() error }{c.Init, c.Schedule, c.KQuant, c.QuantZero, c.DType, c.Objective} {
+		if err := e.Check(); err != nil {
+			return err
+		}
+	}
 	bad := func(flag string, v any, why string) error { return fmt.Errorf("--%s %v: %s", flag, v, why) }
 	switch {
-	case !data.Format(c.DataFormat).Valid():
+	case !c.DataFormat.Valid():
 		return bad("data-format", c.DataFormat, "want auto, text, ids or bin")
 	case c.SeqLen < 2:
 		return bad("seq-len", c.SeqLen, "must be at least 2")
@@ -121,14 +127,10 @@ func (c Config) Validate() error {
 		return bad("budget", c.Budget, "must be in (0, 1]")
 	case c.Budget > 0 && c.Plan != "":
 		return bad("plan", c.Plan, "and --budget both given: the plan already holds the ranks")
-	case !objectives[c.Objective]:
-		return bad("objective", c.Objective, "want out, out-mixed, out-residual or kv")
 	case c.MaxPoints < 0:
 		return bad("max-points", c.MaxPoints, "must be ≥ 0")
 	case c.AllocWindow < 1:
 		return bad("alloc-window", c.AllocWindow, "must be ≥ 1")
-	case !initNames.valid(int(c.Init)):
-		return bad("init", int(c.Init), initNames.want())
 	case !(c.Alpha >= 0) || math.IsInf(c.Alpha, 0):
 		return bad("alpha", c.Alpha, "must be ≥ 0")
 	case c.Ridge < 0:
@@ -137,8 +139,6 @@ func (c Config) Validate() error {
 		return bad("steps", c.Steps, "must be ≥ 0")
 	case !(c.LR > 0) || math.IsInf(c.LR, 0):
 		return bad("lr", c.LR, "must be positive")
-	case !scheduleNames.valid(int(c.Schedule)):
-		return bad("schedule", int(c.Schedule), scheduleNames.want())
 	case c.Warmup < 0:
 		return bad("warmup", c.Warmup, "must be ≥ 0")
 	case c.Batch < 1:
@@ -159,18 +159,12 @@ func (c Config) Validate() error {
 		return bad("k-bits", c.KBits, "want 2, 3, 4, 8 or 16")
 	case !validBits[c.VBits]:
 		return bad("v-bits", c.VBits, "want 2, 3, 4, 8 or 16")
-	case !keyQuantNames.valid(int(c.KQuant)):
-		return bad("k-quant", int(c.KQuant), keyQuantNames.want())
 	case c.QuantWindow < 1:
 		return bad("quant-window", c.QuantWindow, "must be a positive integer")
 	case c.KBits != 16 && c.KQuant == KeyPerChannel && c.SeqLen%c.QuantWindow != 0:
 		return bad("quant-window", c.QuantWindow, fmt.Sprintf("does not divide --seq-len %d", c.SeqLen))
-	case !zeroPointNames.valid(int(c.QuantZero)):
-		return bad("quant-zero", int(c.QuantZero), zeroPointNames.want())
-	case !dtypeNames.valid(int(c.DType)):
-		return bad("dtype", int(c.DType), dtypeNames.want())
-	case c.precision() == badPrecision:
-		return bad("precision", c.Precision, "want f32, bf16 or auto")
+	case c.Precision > linalg.Auto:
+		return bad("precision", int(c.Precision), "want f32, bf16 or auto")
 	case c.SaveEvery < 0:
 		return bad("save-every", c.SaveEvery, "must be ≥ 0")
 	case c.Keep < 1:
@@ -200,24 +194,28 @@ func (c Config) layerRange(layers int) (first, last int, err error) {
 
 var validBits = map[int]bool{2: true, 3: true, 4: true, 8: true, 16: true}
 
-// precision is Precision parsed ("" = f32), or badPrecision.
-func (c Config) precision() linalg.Precision {
-	if c.Precision == "" {
-		return linalg.F32
+// open selects c.Precision for the matrix products of the whole program
+// (recording it resolved, f32 or bf16, in c) and opens c's model with the
+// BLAS threads its width wants; closeModel restores the threads, closes the
+// model and restores the precision.
+func (c *Config) open() (m *model.Model, closeModel func(), err error) {
+	prev := linalg.CurrentPrecision()
+	if err := linalg.SetPrecision(c.Precision); err != nil {
+		return nil, nil, fmt.Errorf("--precision %s: %w", c.Precision, err)
 	}
-	p, err := linalg.ParsePrecision(c.Precision)
-	if err != nil {
-		return badPrecision
+	c.Precision = linalg.CurrentPrecision()
+	if m, err = OpenModel(c.Model); err != nil {
+		linalg.SetPrecision(prev)
+		return nil, nil, err
 	}
-	return p
+	threads := linalg.ThreadsFor(m.Config.Hidden)
+	return m, func() {
+		threads()
+		m.Close()
+		linalg.SetPrecision(prev)
+	}, nil
 }
-
-// badPrecision is no linalg.Precision.
-const badPrecision = linalg.Precision(255)
 
 // quant is the quantisation of the compressed features that the QAT settings
 // describe.
-func (c Config) quant() kv.Quant {
-	return kv.Quant{KBits: c.KBits, VBits: c.VBits, KPerChannel: c.KQuant == KeyPerChannel,
-		QuantWindow: c.QuantWindow, ClampZero: c.QuantZero == ZeroClamp}
-}
+func (c Config) quant() kv.Quant { return c.Cache(0).quant() }

@@ -80,7 +80,7 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRanks, vRanks []in
 	}
 	if cfg.Budget > 0 {
 		meta["budget"] = f(cfg.Budget)
-		meta["objective"] = cfg.Objective
+		meta["objective"] = cfg.Objective.String()
 		meta["max_points"] = i(cfg.MaxPoints)
 	}
 	if cfg.Plan != "" {
@@ -116,8 +116,8 @@ func density(rank int, d float64) string {
 // every layer is finished (the one written at the end of the last layer);
 // given a run directory it takes the run's latest checkpoint.
 func ExportCheckpoint(ckpt, out string, dtype DType) error {
-	if !dtypeNames.valid(int(dtype)) {
-		return fmt.Errorf("--dtype %d: %s", int(dtype), dtypeNames.want())
+	if err := dtype.Check(); err != nil {
+		return err
 	}
 	if _, err := os.Stat(filepath.Join(ckpt, runFile)); err == nil {
 		latest, err := checkpoints.Latest(ckpt)

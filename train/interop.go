@@ -3,9 +3,12 @@ package train
 import (
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/sirupsen/logrus"
 
 	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/checkpoints/cskvref"
@@ -194,4 +197,76 @@ func ExportReference(p *checkpoints.Projections, headDim, kvHeads int, dir strin
 		return "", "", fmt.Errorf("export --format %s: %w", cskvref.Format, err)
 	}
 	return cskvref.Write(dir, n, p)
+}
+
+// ExportReferenceFrom writes the reference code's .ckpt pair into dir from
+// the projections file projPath, or, when projPath is "", from the run
+// checkpoint ckpt (a checkpoint or run directory, as ExportCheckpoint takes).
+// The base model modelPath ("" = the one a run directory records, if any)
+// supplies head_dim and kv_heads for the pair's name, and must be the
+// projections' base model.
+func ExportReferenceFrom(ckpt, projPath, modelPath, dir string) (kPath, vPath string, err error) {
+	if projPath == "" {
+		tmp, err := os.MkdirTemp("", "cskv-export-*")
+		if err != nil {
+			return "", "", err
+		}
+		defer os.RemoveAll(tmp)
+		projPath = filepath.Join(tmp, "projections.safetensors")
+		if err := ExportCheckpoint(ckpt, projPath, DTypeF32); err != nil {
+			return "", "", err
+		}
+	}
+	p, err := checkpoints.ReadProjections(projPath)
+	if err != nil {
+		return "", "", err
+	}
+	var headDim, kvHeads int
+	openIt := modelPath != ""
+	if !openIt && ckpt != "" { // a run directory records its model
+		if rec, err := RecordedConfig(ckpt); err == nil {
+			modelPath, openIt = rec.Model, true
+		}
+	}
+	if openIt {
+		m, err := OpenModel(modelPath)
+		if err != nil {
+			return "", "", err
+		}
+		headDim, kvHeads = m.Config.HeadDim, m.Config.KVHeads
+		m.Close()
+		if d := p.Meta["base_digest"]; d != "" && d != m.Digest {
+			return "", "", fmt.Errorf("--model %s is not the base model of %s (%q, digest %.12s…)", modelPath, projPath, p.Meta["base_model"], d)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	return ExportReference(p, headDim, kvHeads, dir)
+}
+
+// ProjectionsFor reads a projections file and checks that it was made for
+// m: a file made for another base model is refused unless force (then a
+// warning is logged). With a row layout, or for a reference .ckpt pair
+// ("….ckpt" or "K.ckpt,V.ckpt"), the file is imported instead (Import):
+// checked against m's shapes, rows put in cskv's order.
+func ProjectionsFor(m *model.Model, path, layout string, force bool, log logrus.FieldLogger) (*checkpoints.Projections, error) {
+	if layout != "" || strings.HasSuffix(path, ".ckpt") || strings.Contains(path, ",") {
+		return Import(m, path, layout)
+	}
+	proj, err := checkpoints.ReadProjections(path)
+	if err != nil {
+		return nil, err
+	}
+	if d := proj.Meta["base_digest"]; d != "" && d != m.Digest {
+		msg := fmt.Sprintf("projections %s were made for base model %q (digest %.12s…), not this model (digest %.12s…)", path, proj.Meta["base_model"], d, m.Digest)
+		if !force {
+			return nil, fmt.Errorf("%s; use --force to use them anyway", msg)
+		}
+		log.Warn(msg)
+	}
+	if len(proj.Layers) == 0 {
+		return nil, fmt.Errorf("projections %s hold no layers", path)
+	}
+	return proj, nil
 }

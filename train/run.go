@@ -73,23 +73,16 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	prevPrecision := linalg.CurrentPrecision()
-	if err := linalg.SetPrecision(cfg.precision()); err != nil {
-		return nil, fmt.Errorf("--precision %s: %w", cfg.Precision, err)
-	}
-	defer linalg.SetPrecision(prevPrecision)
-	cfg.Precision = linalg.CurrentPrecision().String()
 	unlock, err := lockRun(cfg) // held until Run returns
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	m, err := OpenModel(cfg.Model)
+	m, closeModel, err := cfg.open()
 	if err != nil {
 		return nil, err
 	}
-	defer m.Close()
-	defer linalg.ThreadsFor(m.Config.Hidden)()
+	defer closeModel()
 	if w := linalg.SlowBackend(m.Config.Hidden); w != "" {
 		env.Log.Warn(w)
 	}
@@ -230,7 +223,7 @@ const SyntheticSeed = 1
 
 // calibration returns the N calibration sequences and the held-out ones.
 func calibration(m *model.Model, cfg Config) (calib, held [][]int, err error) {
-	src := data.Source{Path: cfg.Data, Format: data.Format(cfg.DataFormat), SeqLen: cfg.SeqLen,
+	src := data.Source{Path: cfg.Data, Format: cfg.DataFormat, SeqLen: cfg.SeqLen,
 		Seed: data.SyntheticCalibSeed, Samples: cfg.CalibChunks + cfg.Holdout}
 	all, err := src.Chunks(m, 0)
 	if err != nil {

@@ -77,7 +77,7 @@ var settings = []setting{
 	{"k-quant", true, func(f fingerprint) any { return f.Config.KQuant }},
 	{"quant-window", true, func(f fingerprint) any { return f.Config.QuantWindow }},
 	{"quant-zero", true, func(f fingerprint) any { return f.Config.QuantZero }},
-	{"precision", true, func(f fingerprint) any { return f.Config.precision() }},
+	{"precision", true, func(f fingerprint) any { return f.Config.Precision }},
 	{"steps", false, func(f fingerprint) any { return f.Config.Steps }},
 	{"lr", false, func(f fingerprint) any { return f.Config.LR }},
 	{"schedule", false, func(f fingerprint) any { return f.Config.Schedule }},

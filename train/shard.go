@@ -2,12 +2,9 @@ package train
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,7 +15,6 @@ import (
 	"github.com/cskv/cskv/alloc"
 	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/checkpoints"
-	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/model/safetensors"
 )
@@ -97,18 +93,11 @@ func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	prev := linalg.CurrentPrecision()
-	if err := linalg.SetPrecision(cfg.precision()); err != nil {
-		return nil, fmt.Errorf("--precision %s: %w", cfg.Precision, err)
-	}
-	defer linalg.SetPrecision(prev)
-	cfg.Precision = linalg.CurrentPrecision().String()
-	m, err := OpenModel(cfg.Model)
+	m, closeModel, err := cfg.open()
 	if err != nil {
 		return nil, err
 	}
-	defer m.Close()
-	defer linalg.ThreadsFor(m.Config.Hidden)()
+	defer closeModel()
 	if boundaries == nil {
 		if boundaries, err = EvenBoundaries(m.Config.Layers, shards); err != nil {
 			return nil, err
@@ -224,7 +213,7 @@ func resumeCapture(dir string, man *ShardManifest) (int, error) {
 	}
 	k := 0
 	for ; k < len(old.Streams) && k < len(man.Boundaries)-1; k++ {
-		if sum, err := fileDigest(streamFile(dir, k)); err != nil || sum != old.Streams[k] {
+		if sum, err := checkpoints.FileSHA256(streamFile(dir, k)); err != nil || sum != old.Streams[k] {
 			break // rewritten from here on
 		}
 	}
@@ -244,20 +233,7 @@ func writeStream(path string, h, hHeld *stream, l int, fp fingerprint) (string, 
 	if err := safetensors.Write(path, ts, meta); err != nil {
 		return "", err
 	}
-	return fileDigest(path)
-}
-
-func fileDigest(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	d := sha256.New()
-	if _, err := io.Copy(d, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return hex.EncodeToString(d.Sum(nil)), nil
+	return checkpoints.FileSHA256(path)
 }
 
 // ReadManifest reads dir/shards.json.
@@ -292,7 +268,7 @@ func ShardConfig(dir string, k int) (Config, error) {
 		return Config{}, fmt.Errorf("shard %d: %s has shards 0 … %d", k, dir, n-1)
 	}
 	path := streamFile(dir, k)
-	sum, err := fileDigest(path)
+	sum, err := checkpoints.FileSHA256(path)
 	if err != nil {
 		return Config{}, fmt.Errorf("shard %d: %w", k, err)
 	}

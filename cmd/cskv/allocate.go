@@ -20,15 +20,13 @@ import (
 func runAllocate(ctx context.Context, args []string) error {
 	cfg := train.Defaults()
 	cfg.Budget = 0.25
-	fs := newFlagSet("allocate", "--model M --data T --budget B --out plan.json [flags]")
-	var lf logFlags
-	lf.register(fs)
-	registerProblem(fs, &cfg)
-	out := fs.String("out", "plan.json", "the plan file (JSON); the figure goes next to it (.png)")
-	registerAllocation(fs, &cfg)
-	fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
-	configPath := configFlag(fs)
-	log, err := startConfigured(fs, args, &lf, configPath, &cfg)
+	c := newCLI("allocate", "--model M --data T --budget B --out plan.json [flags]")
+	registerProblem(c.FlagSet, &cfg)
+	out := c.String("out", "plan.json", "the plan file (JSON); the figure goes next to it (.png)")
+	registerAllocation(c.FlagSet, &cfg)
+	c.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
+	c.configFlag()
+	log, err := c.startRun(args, &cfg)
 	if err != nil {
 		return err
 	}
@@ -58,7 +56,7 @@ func runAllocate(ctx context.Context, args []string) error {
 // registerAllocation adds the allocation flags shared by allocate and train.
 func registerAllocation(fs *flag.FlagSet, c *train.Config) {
 	fs.Float64Var(&c.Budget, "budget", c.Budget, "cache bytes per token (all layers, compressed branch, with scales and zeros at the chosen bits) as a fraction of the fp16 cache; ranks per layer and side are allocated")
-	fs.StringVar(&c.Objective, "objective", c.Objective, "what the allocation minimises: out (output term on the held-out chunks), out-mixed (out plus the same at --alloc-window), out-residual, or kv (closed form)")
+	fs.Var(&c.Objective, "objective", "what the allocation minimises: out (output term on the held-out chunks), out-mixed (out plus the same at --alloc-window), out-residual, or kv (closed form)")
 	fs.IntVar(&c.AllocWindow, "alloc-window", c.AllocWindow, "bi-branch window of the out-mixed objective's second term")
 	fs.IntVar(&c.MaxPoints, "max-points", c.MaxPoints, "most candidate ranks per side in the allocation (0 = every rank the groups allow)")
 }

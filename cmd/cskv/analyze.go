@@ -23,18 +23,13 @@ import (
 const analyzeChunks = 16
 
 func runAnalyze(ctx context.Context, args []string) error {
-	fs := newFlagSet("analyze", "[--model M --data T] --out DIR [flags]")
-	var lf logFlags
-	lf.register(fs)
+	c := newCLI("analyze", "[--model M --data T] --out DIR [flags]")
 	var d dataFlags
-	modelPath := modelFlag(fs)
-	d.register(fs, "calibration", "calib-chunks", analyzeChunks, "calibration sequences: the first consecutive chunks of the data (0 = all)")
-	out := fs.String("out", "", "output directory for spectra.csv, energy.csv and layer-N-spectrum.png (required)")
-	densList := fs.String("densities", "0.5,0.25,0.125", "comma-separated densities in (0, 1) at which to report the energy kept; rank = int(density·head_dim)·kv_heads")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	modelPath := modelFlag(c.FlagSet)
+	d.register(c.FlagSet, "calibration", "calib-chunks", analyzeChunks, "calibration sequences: the first consecutive chunks of the data (0 = all)")
+	out := c.String("out", "", "output directory for spectra.csv, energy.csv and layer-N-spectrum.png (required)")
+	densList := c.String("densities", "0.5,0.25,0.125", "comma-separated densities in (0, 1) at which to report the energy kept; rank = int(density·head_dim)·kv_heads")
+	log, err := c.start(args)
 	if err != nil {
 		return err
 	}
@@ -48,7 +43,7 @@ func runAnalyze(ctx context.Context, args []string) error {
 	if d.chunks < 0 {
 		return fmt.Errorf("%w: --calib-chunks %d: must be ≥ 0", errUsage, d.chunks)
 	}
-	m, err := openModel(*modelPath)
+	m, chunks, err := d.open(c.FlagSet, log, *modelPath, data.SyntheticCalibSeed, analyzeChunks)
 	if err != nil {
 		return err
 	}
@@ -60,18 +55,12 @@ func runAnalyze(ctx context.Context, args []string) error {
 			return fmt.Errorf("%w: --densities: %v", errUsage, err)
 		}
 	}
-	syntheticDefaults(fs, *modelPath, &d.seqLen, nil)
-	log.WithField("model", describe(m)).Info("model loaded")
-	chunks, err := loadChunks(m, d, data.SyntheticCalibSeed, analyzeChunks)
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return fmt.Errorf("output directory: %w", err)
 	}
 	log.WithFields(logrus.Fields{"chunks": len(chunks), "seq_len": d.seqLen, "layers": mc.Layers}).Info("capturing")
 
-	bar := lf.bar(mc.Layers, "layers")
+	bar := c.lf.bar(mc.Layers, "layers")
 	layers, err := spectra.Analyze(ctx, m, chunks, func(l int) {
 		log.WithField("layer", l).Debug("layer analysed")
 		if bar != nil {
@@ -92,7 +81,7 @@ func runAnalyze(ctx context.Context, args []string) error {
 		return err
 	}
 	name := filepath.Base(m.Path)
-	if isSynthetic(m) {
+	if m.Synthetic() {
 		name = "synthetic model"
 	}
 	for _, ls := range layers {

@@ -15,9 +15,7 @@ import (
 )
 
 func runBench(ctx context.Context, args []string) error {
-	fs := newFlagSet("bench", "[--shapes a,b] [--loss kv,kv+out] [--steps N] [--precision P] [--json]")
-	var lf logFlags
-	lf.register(fs)
+	c := newCLI("bench", "[--shapes a,b] [--loss kv,kv+out] [--steps N] [--precision P] [--json]")
 	var names []string
 	for _, s := range graph.BenchShapes() {
 		names = append(names, s.Name)
@@ -29,28 +27,21 @@ func runBench(ctx context.Context, args []string) error {
 	if slow {
 		defShapes, peakShapes, defForward = graph.ShapeStories260K.Name, [][3]int{{512, 512, 512}}, false
 	}
-	shapes := fs.String("shapes", defShapes, "layer shapes to time: "+strings.Join(names, ", "))
-	losses := fs.String("loss", "kv,kv+out", "losses to time: kv (the KV term) and/or kv+out (both terms, output term on min(2, seqs) sequences)")
-	steps := fs.Int("steps", 3, "timed steps per configuration (the median is reported)")
-	warm := fs.Int("warmup", 1, "untimed steps first")
-	threads := fs.Int("threads", 0, "BLAS threads (0 = 1 for hidden < 1024, else the library default)")
-	peakSec := fs.Float64("peak-seconds", 0.5, "seconds per shape and kernel measuring the matrix-product peak")
-	forward := fs.Bool("forward", defForward, "also time the frozen forward of a "+bench.ForwardShape.Name+" layer")
-	asJSON := fs.Bool("json", false, "print one JSON object per row on stdout")
-	var pf precisionFlag
-	pf.register(fs, "auto")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	shapes := c.String("shapes", defShapes, "layer shapes to time: "+strings.Join(names, ", "))
+	losses := c.String("loss", "kv,kv+out", "losses to time: kv (the KV term) and/or kv+out (both terms, output term on min(2, seqs) sequences)")
+	steps := c.Int("steps", 3, "timed steps per configuration (the median is reported)")
+	warm := c.Int("warmup", 1, "untimed steps first")
+	threads := c.Int("threads", 0, "BLAS threads (0 = 1 for hidden < 1024, else the library default)")
+	peakSec := c.Float64("peak-seconds", 0.5, "seconds per shape and kernel measuring the matrix-product peak")
+	forward := c.Bool("forward", defForward, "also time the frozen forward of a "+bench.ForwardShape.Name+" layer")
+	asJSON := c.Bool("json", false, "print one JSON object per row on stdout")
+	c.precisionFlag(linalg.Auto)
+	log, err := c.start(args)
 	if err != nil {
 		return err
 	}
 	if *steps < 1 || *warm < 0 || *threads < 0 || *peakSec <= 0 {
 		return fmt.Errorf("%w: --steps must be ≥ 1, --warmup and --threads ≥ 0, --peak-seconds > 0", errUsage)
-	}
-	if _, err := pf.apply(); err != nil {
-		return err
 	}
 	var todo []graph.BenchShape
 	for _, name := range strings.Split(*shapes, ",") {
@@ -67,7 +58,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if slow {
 		warnSlow(log, 4096)
-		if flagSet(fs, "shapes") {
+		if flagSet(c.FlagSet, "shapes") {
 			peakShapes = linalg.PeakShapes
 		}
 	}

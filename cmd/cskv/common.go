@@ -1,11 +1,18 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
@@ -13,9 +20,6 @@ import (
 
 // openModel opens the model at path, or the embedded synthetic model for "".
 func openModel(path string) (*model.Model, error) { return train.OpenModel(path) }
-
-// isSynthetic reports whether m is the embedded default.
-func isSynthetic(m *model.Model) bool { return m.Synthetic() }
 
 // modelFlag registers --model.
 func modelFlag(fs *flag.FlagSet) *string {
@@ -25,7 +29,7 @@ func modelFlag(fs *flag.FlagSet) *string {
 // dataFlags select a data source and its chunking.
 type dataFlags struct {
 	path   string
-	format string
+	format data.Format
 	seqLen int
 	chunks int
 }
@@ -33,65 +37,50 @@ type dataFlags struct {
 // register adds --data, --data-format, --seq-len and the chunk-count flag
 // (named chunksFlag, e.g. "chunks" or "calib-chunks").
 func (d *dataFlags) register(fs *flag.FlagSet, what, chunksFlag string, chunks int, chunksUsage string) {
+	d.format = data.FormatAuto
 	fs.StringVar(&d.path, "data", "", what+" data: text, .ids (whitespace-separated ids) or llm.c .bin (default with the synthetic model: sampled from it)")
-	fs.StringVar(&d.format, "data-format", "auto", "data format: auto, text, ids or bin")
+	fs.Var(&d.format, "data-format", "data format: auto, text, ids or bin")
 	fs.IntVar(&d.seqLen, "seq-len", 512, "tokens per sequence (the synthetic default uses 128 unless set)")
 	fs.IntVar(&d.chunks, chunksFlag, chunks, chunksUsage)
-}
-
-// cacheFlags choose the compressed cache's window and quantisation.
-type cacheFlags struct {
-	window      int
-	windowMode  string
-	kBits       int
-	vBits       int
-	kQuant      string
-	quantWindow int
-	quantZero   string
-}
-
-func (c *cacheFlags) register(fs *flag.FlagSet, window int) {
-	fs.IntVar(&c.window, "window", window, "with --projections: bi-branch window W, tokens kept at full precision")
-	fs.StringVar(&c.windowMode, "window-mode", "block", "with --projections: block (reference rule) or sliding (last W tokens)")
-	fs.IntVar(&c.kBits, "k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = off)")
-	fs.IntVar(&c.vBits, "v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = off)")
-	fs.StringVar(&c.kQuant, "k-quant", "channel", "key quantisation groups: channel (per channel over --quant-window tokens) or token")
-	fs.IntVar(&c.quantWindow, "quant-window", 32, "tokens per per-channel key group")
-	fs.StringVar(&c.quantZero, "quant-zero", "free", "zero point: free or clamp")
-}
-
-// settings builds the evaluation settings for ranks kRank, vRank.
-func (c *cacheFlags) settings(mc model.Config, kRank, vRank int) (kvcache.Settings, error) {
-	return settingsFrom(mc, kRank, vRank, c.window, c.windowMode, c.kBits, c.vBits, c.kQuant, c.quantWindow, c.quantZero)
 }
 
 // source checks the flags and returns the data source they name; seed and
 // samples are those of the synthetic model's sampled data (package data).
 func (d *dataFlags) source(seed uint64, samples int) (data.Source, error) {
-	if !data.Format(d.format).Valid() {
-		return data.Source{}, fmt.Errorf("%w: --data-format %q: want auto, text, ids or bin", errUsage, d.format)
-	}
 	if d.seqLen < 2 {
 		return data.Source{}, fmt.Errorf("%w: --seq-len %d: must be at least 2", errUsage, d.seqLen)
 	}
 	if d.chunks < 0 {
 		return data.Source{}, fmt.Errorf("%w: --chunks %d: must be ≥ 0", errUsage, d.chunks)
 	}
-	return data.Source{Path: d.path, Format: data.Format(d.format), SeqLen: d.seqLen, Seed: seed, Samples: samples}, nil
+	return data.Source{Path: d.path, Format: d.format, SeqLen: d.seqLen, Seed: seed, Samples: samples}, nil
 }
 
-// loadChunks reads the data (or samples the synthetic model's own data) and
-// cuts it into chunks per the evaluation protocol.
-func loadChunks(m *model.Model, d dataFlags, sampleSeed uint64, sampleN int) ([][]int, error) {
-	src, err := d.source(sampleSeed, sampleN)
+// open opens --model (m; warning when it runs slowly on this build), fills
+// in the synthetic model's sequence length when --seq-len is unset, and
+// cuts the data into chunks per the evaluation protocol (or samples the
+// synthetic model's own: seed, samples).
+func (d *dataFlags) open(fs *flag.FlagSet, log *logrus.Logger, modelPath string, seed uint64, samples int) (*model.Model, [][]int, error) {
+	m, err := openWarn(log, modelPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	syntheticDefaults(fs, modelPath, &d.seqLen, nil)
+	log.WithField("model", describe(m)).Info("model loaded")
+	src, err := d.source(seed, samples)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
 	}
 	chunks, err := src.Chunks(m, d.chunks)
 	if errors.Is(err, data.ErrNeedFile) {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+		err = fmt.Errorf("%w: %v", errUsage, err)
 	}
-	return chunks, err
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	return m, chunks, nil
 }
 
 // syntheticDefaults gives the flags the user left unset the synthetic
@@ -109,10 +98,84 @@ func syntheticDefaults(fs *flag.FlagSet, modelPath string, seqLen, calibChunks *
 	}
 }
 
-// describe names the model for output, flagging the synthetic default.
-func describe(m *model.Model) string {
-	if isSynthetic(m) {
-		return fmt.Sprintf("%s — SYNTHETIC embedded default (random weights, not a trained model)", m.Path)
+// cacheFlags choose the compressed cache's window and quantisation.
+type cacheFlags struct{ train.Cache }
+
+func (c *cacheFlags) register(fs *flag.FlagSet, window int) {
+	c.Mode, c.KQuant, c.QuantZero = kv.WindowBlock, train.KeyPerChannel, train.ZeroFree
+	fs.IntVar(&c.Window, "window", window, "with --projections: bi-branch window W, tokens kept at full precision")
+	fs.Var(&c.Mode, "window-mode", "with --projections: block (reference rule) or sliding (last W tokens)")
+	fs.IntVar(&c.KBits, "k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = off)")
+	fs.IntVar(&c.VBits, "v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = off)")
+	fs.Var(&c.KQuant, "k-quant", "key quantisation groups: channel (per channel over --quant-window tokens) or token")
+	fs.IntVar(&c.QuantWindow, "quant-window", 32, "tokens per per-channel key group")
+	fs.Var(&c.QuantZero, "quant-zero", "zero point: free or clamp")
+}
+
+// projections reads --projections for m (train.ProjectionsFor) and returns
+// them with the cache settings at their ranks, warning when they were
+// trained with other quantisation settings.
+func (c *cacheFlags) projections(m *model.Model, path, layout string, force bool, log *logrus.Logger) (*checkpoints.Projections, kvcache.Settings, error) {
+	proj, err := train.ProjectionsFor(m, path, layout, force, log)
+	if err != nil {
+		return nil, kvcache.Settings{}, err
 	}
-	return m.Path
+	s, err := c.Settings(m.Config, proj.Layers[0].KRank, proj.Layers[0].VRank)
+	if err != nil {
+		return nil, kvcache.Settings{}, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	eval.WarnQuantMismatch(proj.Meta, s, log)
+	return proj, s, nil
+}
+
+// reportFlags choose the evaluation of a finished run's report (train,
+// init, merge) or of compare's runs.
+type reportFlags struct {
+	data   string
+	chunks int
+	window int
+	json   bool
+}
+
+func (r *reportFlags) register(fs *flag.FlagSet, dataUsage, jsonUsage string) {
+	fs.StringVar(&r.data, "eval-data", "", dataUsage)
+	fs.IntVar(&r.chunks, "eval-chunks", 64, "evaluation chunks")
+	fs.IntVar(&r.window, "window", 32, "bi-branch window W of the evaluation")
+	fs.BoolVar(&r.json, "json", false, jsonUsage)
+}
+
+// source checks the flags against the run's configuration cfg and returns
+// the evaluation data (the synthetic model's samples by default).
+func (r *reportFlags) source(cfg train.Config) (data.Source, error) {
+	if err := cfg.Cache(r.window).Check(); err != nil {
+		return data.Source{}, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	src, err := (&dataFlags{path: r.data, format: data.FormatAuto, seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
+	if err != nil {
+		return data.Source{}, err
+	}
+	if r.chunks < 0 {
+		return data.Source{}, fmt.Errorf("%w: --eval-chunks %d: must be ≥ 0", errUsage, r.chunks)
+	}
+	return src, nil
+}
+
+// print prints the report of a finished run: one JSON object with --json,
+// else the tables.
+func (r *reportFlags) print(rep *eval.Report) error {
+	if r.json {
+		return json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	printReport(rep)
+	return nil
+}
+
+// describe names the model for output, flagging the synthetic default.
+func describe(m *model.Model) string { return describeModel(m.Path, m.Synthetic()) }
+
+func describeModel(path string, synthetic bool) string {
+	if synthetic {
+		return fmt.Sprintf("%s — SYNTHETIC embedded default (random weights, not a trained model)", path)
+	}
+	return path
 }

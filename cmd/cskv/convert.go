@@ -6,15 +6,10 @@ import (
 )
 
 func runConvert(ctx context.Context, args []string) error {
-	fs := newFlagSet("convert", "--model M.gguf --out DIR")
-	var lf logFlags
-	lf.register(fs)
-	modelPath := fs.String("model", "", "GGUF model to convert (required)")
-	out := fs.String("out", "", "output Hugging Face directory; must not exist (required)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	log, err := lf.logger()
+	c := newCLI("convert", "--model M.gguf --out DIR")
+	modelPath := c.String("model", "", "GGUF model to convert (required)")
+	out := c.String("out", "", "output Hugging Face directory; must not exist (required)")
+	log, err := c.start(args)
 	if err != nil {
 		return err
 	}

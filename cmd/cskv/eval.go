@@ -9,51 +9,44 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/kvcache"
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
 
 func runEval(ctx context.Context, args []string) error {
-	fs := newFlagSet("eval", "[--model M] [--data T] [flags]")
-	var lf logFlags
-	lf.register(fs)
+	c := newCLI("eval", "[--model M] [--data T] [flags]")
 	var d dataFlags
-	modelPath := modelFlag(fs)
-	d.register(fs, "evaluation", "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")
-	batch := fs.Int("batch", 4, "chunks evaluated together")
-	projPath := fs.String("projections", "", "CSKV projections file (from init, train, export or import): evaluate the compressed cache; also a reference .ckpt pair or a plain safetensors file with --rope-layout")
-	ropeLayout := fs.String("rope-layout", "", "with --projections of a file without cskv metadata: key-row order hf (Hugging Face rotate-half) or meta (adjacent pairs)")
+	modelPath := modelFlag(c.FlagSet)
+	d.register(c.FlagSet, "evaluation", "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")
+	batch := c.Int("batch", 4, "chunks evaluated together")
+	projPath := c.String("projections", "", "CSKV projections file (from init, train, export or import): evaluate the compressed cache; also a reference .ckpt pair or a plain safetensors file with --rope-layout")
+	ropeLayout := c.String("rope-layout", "", "with --projections of a file without cskv metadata: key-row order hf (Hugging Face rotate-half) or meta (adjacent pairs)")
 	var cf cacheFlags
-	cf.register(fs, 32)
-	force := fs.Bool("force", false, "evaluate projections made for a different base model (digest mismatch)")
-	asJSON := fs.Bool("json", false, "print one JSON object on stdout instead of text")
-	var pf precisionFlag
-	pf.register(fs, "f32")
-	log, err := start(fs, args, &lf, &pf)
+	cf.register(c.FlagSet, 32)
+	force := c.Bool("force", false, "evaluate projections made for a different base model (digest mismatch)")
+	asJSON := c.Bool("json", false, "print one JSON object on stdout instead of text")
+	c.precisionFlag(linalg.F32)
+	log, err := c.start(args)
 	if err != nil {
 		return err
 	}
 	if *batch < 1 {
 		return fmt.Errorf("%w: --batch %d: must be ≥ 1", errUsage, *batch)
 	}
-	m, err := openWarn(log, *modelPath)
+	m, chunks, err := d.open(c.FlagSet, log, *modelPath, data.SyntheticEvalSeed, data.SyntheticEvalChunks)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	syntheticDefaults(fs, *modelPath, &d.seqLen, nil)
-	log.WithField("model", describe(m)).Info("model loaded")
-	chunks, err := loadChunks(m, d, data.SyntheticEvalSeed, data.SyntheticEvalChunks)
-	if err != nil {
-		return err
-	}
 	if d.seqLen > m.Config.ContextLength {
 		log.WithFields(logrus.Fields{"seq_len": d.seqLen, "context_length": m.Config.ContextLength}).Warn("chunks are longer than the model's trained context")
 	}
 	progress := func(desc string) (eval.Progress, func()) {
-		bar := lf.bar(len(chunks), desc)
+		bar := c.lf.bar(len(chunks), desc)
 		return func(done, total int) {
 				if bar != nil {
 					bar.Set(done)
@@ -65,9 +58,11 @@ func runEval(ctx context.Context, args []string) error {
 			}
 	}
 	if *projPath != "" {
-		return evalCompressed(ctx, m, chunks, *projPath, *ropeLayout, *force, *batch, *asJSON, progress, log, func(kRank, vRank int) (kvcache.Settings, error) {
-			return cf.settings(m.Config, kRank, vRank)
-		})
+		proj, s, err := cf.projections(m, *projPath, *ropeLayout, *force, log)
+		if err != nil {
+			return err
+		}
+		return evalCompressed(ctx, m, chunks, *projPath, proj, s, *batch, *asJSON, progress)
 	}
 	p, done := progress("eval chunks")
 	res, err := eval.Perplexity(ctx, m, chunks, nil, *batch, p)
@@ -79,7 +74,7 @@ func runEval(ctx context.Context, args []string) error {
 		Model     string `json:"model"`
 		Synthetic bool   `json:"synthetic"`
 		eval.Result
-	}{m.Path, isSynthetic(m), res}
+	}{m.Path, m.Synthetic(), res}
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(out)
 	}
@@ -93,17 +88,8 @@ func runEval(ctx context.Context, args []string) error {
 
 // evalCompressed evaluates the compressed cache from a projections file:
 // perplexity, per-layer reconstruction errors and the memory table.
-func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path, ropeLayout string, force bool, batch int, asJSON bool,
-	progress func(string) (eval.Progress, func()), log *logrus.Logger, settings func(kRank, vRank int) (kvcache.Settings, error)) error {
-	proj, err := readProjectionsFor(m, path, ropeLayout, force, log)
-	if err != nil {
-		return err
-	}
-	s, err := settings(proj.Layers[0].KRank, proj.Layers[0].VRank)
-	if err != nil {
-		return err
-	}
-	warnQuantMismatch(proj.Meta, s, log)
+func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path string, proj *checkpoints.Projections, s kvcache.Settings, batch int, asJSON bool,
+	progress func(string) (eval.Progress, func())) error {
 	rep, err := eval.EvaluateCompressed(ctx, m, chunks, proj, s, batch, progress)
 	if err != nil {
 		return err
@@ -127,7 +113,7 @@ func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path, r
 		VRelComp    float64           `json:"v_rel_err_chain"`
 		Layers      []eval.LayerError `json:"layers"`
 		Memory      []eval.MemRow     `json:"memory"`
-	}{m.Path, isSynthetic(m), path, s.Window, s.Mode.String(), s.K.String(), s.V.String(), base.Perplexity, res, k, v, ck, cv, errs, mem}
+	}{m.Path, m.Synthetic(), path, s.Window, s.Mode.String(), s.K.String(), s.V.String(), base.Perplexity, res, k, v, ck, cv, errs, mem}
 	if asJSON {
 		return json.NewEncoder(os.Stdout).Encode(out)
 	}
@@ -146,15 +132,4 @@ func evalCompressed(ctx context.Context, m *model.Model, chunks [][]int, path, r
 	fmt.Println()
 	printMemory(mem)
 	return nil
-}
-
-// warnQuantMismatch warns when projections trained with QAT settings are
-// evaluated with other quantisation settings.
-func warnQuantMismatch(meta map[string]string, s kvcache.Settings, log *logrus.Logger) {
-	want := map[string]string{"k_bits": fmt.Sprint(s.K.Bits), "v_bits": fmt.Sprint(s.V.Bits)}
-	for k, v := range want {
-		if got, ok := meta[k]; ok && got != "16" && got != v {
-			log.WithFields(logrus.Fields{"setting": k, "file": got, "requested": v}).Warn("projections were trained with other quantisation settings than requested for evaluation")
-		}
-	}
 }

@@ -4,34 +4,28 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/cskv/cskv/checkpoints"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
-	"github.com/cskv/cskv/train"
 )
 
 func runGenerate(ctx context.Context, args []string) error {
-	fs := newFlagSet("generate", "[--model M] [--prompt P] [-n N]")
-	var lf logFlags
-	lf.register(fs)
-	modelPath := modelFlag(fs)
-	prompt := fs.String("prompt", "Once upon a time", "prompt text (needs a tokenizer)")
-	ids := fs.String("prompt-ids", "", "prompt as whitespace-separated token ids (instead of --prompt; BOS is not added)")
-	n := fs.Int("n", 64, "tokens to generate")
-	projPath := fs.String("projections", "", "CSKV projections: decode with the real bi-branch compressed cache")
+	c := newCLI("generate", "[--model M] [--prompt P] [-n N]")
+	modelPath := modelFlag(c.FlagSet)
+	prompt := c.String("prompt", "Once upon a time", "prompt text (needs a tokenizer)")
+	ids := c.String("prompt-ids", "", "prompt as whitespace-separated token ids (instead of --prompt; BOS is not added)")
+	n := c.Int("n", 64, "tokens to generate")
+	projPath := c.String("projections", "", "CSKV projections: decode with the real bi-branch compressed cache")
 	var cf cacheFlags
-	cf.register(fs, 32)
-	force := fs.Bool("force", false, "use projections made for a different base model")
-	verify := fs.Bool("verify", false, "with --projections: use row-exact products and check that the real cache's logits equal the parallel fake-quantised evaluation's")
-	var pf precisionFlag
-	pf.register(fs, "f32")
-	log, err := start(fs, args, &lf, &pf)
+	cf.register(c.FlagSet, 32)
+	force := c.Bool("force", false, "use projections made for a different base model")
+	verify := c.Bool("verify", false, "with --projections: use row-exact products and check that the real cache's logits equal the parallel fake-quantised evaluation's")
+	c.precisionFlag(linalg.F32)
+	log, err := c.start(args)
 	if err != nil {
 		return err
 	}
@@ -71,15 +65,10 @@ func runGenerate(ctx context.Context, args []string) error {
 		linalg.SetExact(true)
 	}
 	if *projPath != "" {
-		proj, err := readProjectionsFor(m, *projPath, "", *force, log)
+		proj, s, err := cf.projections(m, *projPath, "", *force, log)
 		if err != nil {
 			return err
 		}
-		s, err := cf.settings(m.Config, proj.Layers[0].KRank, proj.Layers[0].VRank)
-		if err != nil {
-			return err
-		}
-		warnQuantMismatch(proj.Meta, s, log)
 		if caches, kls, err = kvcache.NewCaches(m, proj, s); err != nil {
 			return err
 		}
@@ -104,7 +93,7 @@ func runGenerate(ctx context.Context, args []string) error {
 	if kls != nil {
 		defer reportCache(kls, len(toks)+*n-1, m.Config.KVDim())
 	}
-	if isSynthetic(m) {
+	if m.Synthetic() {
 		fmt.Printf("(synthetic model: random weights; token ids)\n%v\n", out)
 		return nil
 	}
@@ -148,28 +137,4 @@ func reportCache(kls []*kvcache.Layer, n, kvDim int) {
 	}
 	fmt.Fprintf(os.Stderr, "cache total: %d bytes for %d tokens × %d layers (fp16 cache: %d bytes)\n",
 		total, n, len(kls), int64(n)*int64(len(kls))*kvcache.PerTokenBaseline(kvDim))
-}
-
-// readProjectionsFor reads a projections file and checks it was made for m.
-// With a row layout, or for a reference .ckpt pair, the file is imported
-// (train.Import) instead: checked against m's shapes, rows put in cskv's order.
-func readProjectionsFor(m *model.Model, path, ropeLayout string, force bool, log *logrus.Logger) (*checkpoints.Projections, error) {
-	if ropeLayout != "" || strings.HasSuffix(path, ".ckpt") || strings.Contains(path, ",") {
-		return train.Import(m, path, ropeLayout)
-	}
-	proj, err := checkpoints.ReadProjections(path)
-	if err != nil {
-		return nil, err
-	}
-	if d := proj.Meta["base_digest"]; d != "" && d != m.Digest {
-		msg := fmt.Sprintf("projections %s were made for base model %q (digest %.12s…), not this model (digest %.12s…)", path, proj.Meta["base_model"], d, m.Digest)
-		if !force {
-			return nil, fmt.Errorf("%s; use --force to use them anyway", msg)
-		}
-		log.Warn(msg)
-	}
-	if len(proj.Layers) == 0 {
-		return nil, fmt.Errorf("projections %s hold no layers", path)
-	}
-	return proj, nil
 }

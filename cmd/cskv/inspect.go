@@ -12,16 +12,11 @@ import (
 )
 
 func runInspect(ctx context.Context, args []string) error {
-	fs := newFlagSet("inspect", "[--model M]")
-	var lf logFlags
-	lf.register(fs)
-	modelPath := modelFlag(fs)
-	tensors := fs.Bool("tensors", true, "list the tensor table")
-	projPath := fs.String("projections", "", "inspect a projections file instead: metadata and per-layer shapes")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if _, err := lf.logger(); err != nil {
+	c := newCLI("inspect", "[--model M]")
+	modelPath := modelFlag(c.FlagSet)
+	tensors := c.Bool("tensors", true, "list the tensor table")
+	projPath := c.String("projections", "", "inspect a projections file instead: metadata and per-layer shapes")
+	if _, err := c.start(args); err != nil {
 		return err
 	}
 	if *projPath != "" {
@@ -32,22 +27,22 @@ func runInspect(ctx context.Context, args []string) error {
 		return err
 	}
 	defer m.Close()
-	c := m.Config
+	mc := m.Config
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintf(w, "model\t%s\n", describe(m))
 	fmt.Fprintf(w, "format\t%s\n", m.Format)
 	fmt.Fprintf(w, "digest\t%s\n", m.Digest)
-	fmt.Fprintf(w, "architecture\t%s\n", c.Arch)
-	fmt.Fprintf(w, "hidden\t%d\n", c.Hidden)
-	fmt.Fprintf(w, "layers\t%d\n", c.Layers)
-	fmt.Fprintf(w, "heads\t%d (kv heads %d, head dim %d, kv dim %d)\n", c.Heads, c.KVHeads, c.HeadDim, c.KVDim())
-	fmt.Fprintf(w, "ffn\t%d\n", c.FFN)
-	fmt.Fprintf(w, "vocab\t%d\n", c.Vocab)
-	fmt.Fprintf(w, "context length\t%d\n", c.ContextLength)
-	fmt.Fprintf(w, "rope\tbase %g; file layout: %s\n", c.RopeBase, m.RopeLayoutName())
-	fmt.Fprintf(w, "rms eps\t%g\n", c.RMSEps)
-	fmt.Fprintf(w, "tied output\t%v\n", c.TiedOutput)
-	fmt.Fprintf(w, "qkv bias\t%v\n", c.QKVBias)
+	fmt.Fprintf(w, "architecture\t%s\n", mc.Arch)
+	fmt.Fprintf(w, "hidden\t%d\n", mc.Hidden)
+	fmt.Fprintf(w, "layers\t%d\n", mc.Layers)
+	fmt.Fprintf(w, "heads\t%d (kv heads %d, head dim %d, kv dim %d)\n", mc.Heads, mc.KVHeads, mc.HeadDim, mc.KVDim())
+	fmt.Fprintf(w, "ffn\t%d\n", mc.FFN)
+	fmt.Fprintf(w, "vocab\t%d\n", mc.Vocab)
+	fmt.Fprintf(w, "context length\t%d\n", mc.ContextLength)
+	fmt.Fprintf(w, "rope\tbase %g; file layout: %s\n", mc.RopeBase, m.RopeLayoutName())
+	fmt.Fprintf(w, "rms eps\t%g\n", mc.RMSEps)
+	fmt.Fprintf(w, "tied output\t%v\n", mc.TiedOutput)
+	fmt.Fprintf(w, "qkv bias\t%v\n", mc.QKVBias)
 	for _, f := range m.Features() {
 		fmt.Fprintf(w, "%s\t%s\n", f[0], f[1])
 	}

@@ -21,6 +21,9 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/term"
+
+	"github.com/cskv/cskv/linalg"
+	"github.com/cskv/cskv/train"
 )
 
 // command is one subcommand.
@@ -170,6 +173,75 @@ func newFlagSet(name, synopsis string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// cli is one command's flags: its flag set with the logging flags every
+// command shares, and the optional --precision and --config.
+type cli struct {
+	*flag.FlagSet
+	lf        logFlags
+	precision *linalg.Precision // --precision, selected for the whole program by start; nil: none
+	config    *string           // --config, applied by start under the command line; nil: none
+}
+
+// newCLI returns the flags of command name with the logging flags
+// registered.
+func newCLI(name, synopsis string) *cli {
+	c := &cli{FlagSet: newFlagSet(name, synopsis)}
+	c.lf.register(c.FlagSet)
+	return c
+}
+
+// precisionFlag registers --precision with default def.
+func (c *cli) precisionFlag(def linalg.Precision) {
+	c.precision = &def
+	c.Var(c.precision, "precision", precisionUsage)
+}
+
+// configFlag registers --config.
+func (c *cli) configFlag() {
+	c.config = c.String("config", "", "YAML file of flag values (keys: the flag names, e.g. k-density: 0.25); flags on the command line override it")
+}
+
+// start parses the command line (rejecting stray arguments) and the --config
+// file under it, configures the logger and selects --precision.
+func (c *cli) start(args []string) (*logrus.Logger, error) {
+	if err := parse(c.FlagSet, args); err != nil {
+		return nil, err
+	}
+	if c.config != nil {
+		if err := applyConfigFile(c.FlagSet, *c.config); err != nil {
+			return nil, err
+		}
+	}
+	return c.ready()
+}
+
+// ready configures the logger and selects --precision, once the flags are
+// parsed.
+func (c *cli) ready() (*logrus.Logger, error) {
+	log, err := c.lf.logger()
+	if err != nil {
+		return nil, err
+	}
+	if c.precision != nil {
+		if err := linalg.SetPrecision(*c.precision); err != nil {
+			return nil, fmt.Errorf("%w: --precision: %v", errUsage, err)
+		}
+	}
+	return log, nil
+}
+
+// startRun is start for the commands that build a train.Config (train, init,
+// capture, allocate, compare): the synthetic model's data defaults fill the
+// flags left unset.
+func (c *cli) startRun(args []string, cfg *train.Config) (*logrus.Logger, error) {
+	log, err := c.start(args)
+	if err != nil {
+		return nil, err
+	}
+	syntheticDefaults(c.FlagSet, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
+	return log, nil
 }
 
 // parse parses flags and rejects stray arguments.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cskv/cskv/alloc"
 	"github.com/cskv/cskv/eval"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
@@ -33,23 +34,19 @@ type memoryEntry struct {
 }
 
 func runMemory(ctx context.Context, args []string) error {
-	fs := newFlagSet("memory", "[--model M | --shape llama2-7b] [--context 4096] [--densities ...] [--bits ...]")
-	var lf logFlags
-	lf.register(fs)
-	modelPath := fs.String("model", "", "model whose cache to account for (default: the embedded synthetic model)")
-	shape := fs.String("shape", "", "account for a known architecture without its file: llama2-7b or llama3-8b")
-	context := fs.Int("context", 4096, "context length (tokens)")
-	densities := fs.String("densities", "0.5,0.25,0.2", "densities (K and V alike)")
-	bitsFlag := fs.String("bits", "16,4,2", "feature bits (16 = fp16 features)")
-	window := fs.Int("window", 32, "bi-branch window W (tokens kept original)")
-	windowMode := fs.String("window-mode", "block", "block or sliding")
-	quantWindow := fs.Int("quant-window", 32, "tokens per per-channel key group")
-	planPath := fs.String("plan", "", "account for a plan's ranks per layer (from cskv allocate) instead of --densities")
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if _, err := lf.logger(); err != nil {
+	c := newCLI("memory", "[--model M | --shape llama2-7b] [--context 4096] [--densities ...] [--bits ...]")
+	modelPath := c.String("model", "", "model whose cache to account for (default: the embedded synthetic model)")
+	shape := c.String("shape", "", "account for a known architecture without its file: llama2-7b or llama3-8b")
+	context := c.Int("context", 4096, "context length (tokens)")
+	densities := c.String("densities", "0.5,0.25,0.2", "densities (K and V alike)")
+	bitsFlag := c.String("bits", "16,4,2", "feature bits (16 = fp16 features)")
+	cache := train.Cache{Mode: kv.WindowBlock, KQuant: train.KeyPerChannel, QuantZero: train.ZeroFree}
+	c.IntVar(&cache.Window, "window", 32, "bi-branch window W (tokens kept original)")
+	c.Var(&cache.Mode, "window-mode", "block or sliding")
+	c.IntVar(&cache.QuantWindow, "quant-window", 32, "tokens per per-channel key group")
+	planPath := c.String("plan", "", "account for a plan's ranks per layer (from cskv allocate) instead of --densities")
+	asJSON := c.Bool("json", false, "print JSON")
+	if _, err := c.start(args); err != nil {
 		return err
 	}
 	if *context < 1 {
@@ -82,7 +79,10 @@ func runMemory(ctx context.Context, args []string) error {
 		}
 		k, v := plan.KRanks(), plan.VRanks()
 		bits := [][2]int{{plan.KBits, plan.VBits}} // the plan's own bits unless --bits is given
-		if flagSet(fs, "bits") {
+		if err := cache.KQuant.Set(plan.KQuant); err != nil {
+			return fmt.Errorf("--plan %s: k_quant %q: %v", *planPath, plan.KQuant, err)
+		}
+		if flagSet(c.FlagSet, "bits") {
 			bits = nil
 			for _, bs := range strings.Split(*bitsFlag, ",") {
 				b, err := strconv.Atoi(strings.TrimSpace(bs))
@@ -94,9 +94,10 @@ func runMemory(ctx context.Context, args []string) error {
 		}
 		for _, kb := range bits {
 			b := kb[1]
-			s, err := settingsFrom(mc, k[0], v[0], *window, *windowMode, kb[0], kb[1], plan.KQuant, *quantWindow, "free")
+			cache.KBits, cache.VBits = kb[0], kb[1]
+			s, err := cache.Settings(mc, k[0], v[0])
 			if err != nil {
-				return err
+				return fmt.Errorf("%w: %v", errUsage, err)
 			}
 			mr, err := eval.MemoryTable(mc, k, v, s, *context)
 			if err != nil {
@@ -122,9 +123,10 @@ func runMemory(ctx context.Context, args []string) error {
 			if err != nil {
 				return fmt.Errorf("%w: --bits: %q is not an integer", errUsage, bs)
 			}
-			s, err := settingsFrom(mc, r, r, *window, *windowMode, b, b, "channel", *quantWindow, "free")
+			cache.KBits, cache.VBits = b, b
+			s, err := cache.Settings(mc, r, r)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w: %v", errUsage, err)
 			}
 			mr, err := eval.MemoryTable(mc, eval.Uniform(r, mc.Layers), eval.Uniform(r, mc.Layers), s, *context)
 			if err != nil {
@@ -138,7 +140,7 @@ func runMemory(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("model    %s (kv dim %d = %d kv heads × %d)\n", name, mc.KVDim(), mc.KVHeads, mc.HeadDim)
 	fmt.Printf("setting  %d tokens, bi-branch %s W=%d (float32 originals), keys per channel over %d tokens, values per token (one group per head), fp16 scale+zero per group\n\n",
-		*context, *windowMode, *window, *quantWindow)
+		*context, cache.Mode, cache.Window, cache.QuantWindow)
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(w, "density\trank\tbits\tfp16 B/token/layer\tcache B/token/layer\tratio\tKV memory removed")
 	for _, r := range rows {

@@ -6,21 +6,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/cskv/cskv/eval"
-	"github.com/cskv/cskv/kv"
-	"github.com/cskv/cskv/kvcache"
-	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
-
-// checkWindow refuses a window that per-channel (KIVI) key groups do not
-// tile: the real cache compresses a key group only when all of it has left
-// the window, so the group size must divide W.
-func checkWindow(window, kBits int, kQuant string, quantWindow int) error {
-	if kBits != 16 && kQuant == "channel" && window > 0 && window%quantWindow != 0 {
-		return fmt.Errorf("%w: --window %d is not a multiple of --quant-window %d (per-channel key groups must tile the window)", errUsage, window, quantWindow)
-	}
-	return nil
-}
 
 func printMemory(rows []eval.MemRow) {
 	if rows == nil {
@@ -36,26 +23,10 @@ func printMemory(rows []eval.MemRow) {
 	w.Flush()
 }
 
-// trainReport is what `cskv train` and `cskv init` print (and write as
-// report.json): the run, then its evaluation (eval.EvaluateRun).
-type trainReport struct {
-	Model       string            `json:"model"`
-	Synthetic   bool              `json:"synthetic"`
-	Projections string            `json:"projections"`
-	Seconds     float64           `json:"seconds"`
-	PeakRSS     int64             `json:"peak_rss_bytes"`
-	Layers      []train.LayerInfo `json:"layers"`
-	eval.RunReport
-	describe string // the model for the text output
-}
-
-func newTrainReport(m *model.Model, res *train.Result, ev *eval.RunReport) *trainReport {
-	return &trainReport{Model: m.Path, Synthetic: isSynthetic(m), Projections: res.Projections, Seconds: res.Seconds,
-		PeakRSS: res.PeakRSS, Layers: res.Layers, RunReport: *ev, describe: describe(m)}
-}
-
-func printReport(rep *trainReport) {
-	fmt.Printf("model        %s\n", rep.describe)
+// printReport prints the report of a finished run (cskv train, init and
+// merge).
+func printReport(rep *eval.Report) {
+	fmt.Printf("model        %s\n", describeModel(rep.Model, rep.Synthetic))
 	fmt.Printf("projections  %s\n", rep.Projections)
 	fmt.Printf("time         %.1f s, peak RSS %.1f MiB\n\n", rep.Seconds, float64(rep.PeakRSS)/(1<<20))
 	w := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
@@ -95,36 +66,4 @@ func printLayers(w *tabwriter.Writer, layers []train.LayerInfo) {
 		}
 		fmt.Fprintf(w, "%d\t%d/%d\t%.5g\t%s\t%s\t%s\t%s\t%.1f\n", l.Layer, l.KRank, l.VRank, l.CalibKVInit, final, k, v, o, l.Seconds)
 	}
-}
-
-// settingsFrom builds evaluation settings from flag values.
-func settingsFrom(mc model.Config, kRank, vRank, window int, mode string, kBits, vBits int, kQuant string, quantWindow int, quantZero string) (kvcache.Settings, error) {
-	wm, err := kv.ParseWindowMode(mode)
-	if err != nil {
-		return kvcache.Settings{}, fmt.Errorf("%w: --window-mode %q: want block or sliding", errUsage, mode)
-	}
-	if window < 0 {
-		return kvcache.Settings{}, fmt.Errorf("%w: --window %d: must be ≥ 0", errUsage, window)
-	}
-	if kQuant != "channel" && kQuant != "token" {
-		return kvcache.Settings{}, fmt.Errorf("%w: --k-quant %q: want channel or token", errUsage, kQuant)
-	}
-	if quantZero != "free" && quantZero != "clamp" {
-		return kvcache.Settings{}, fmt.Errorf("%w: --quant-zero %q: want free or clamp", errUsage, quantZero)
-	}
-	if quantWindow < 1 {
-		return kvcache.Settings{}, fmt.Errorf("%w: --quant-window %d: must be a positive integer", errUsage, quantWindow)
-	}
-	if err := checkWindow(window, kBits, kQuant, quantWindow); err != nil {
-		return kvcache.Settings{}, err
-	}
-	if kBits == 0 || vBits == 0 { // kv.Quant reads 0 as off; the flags spell off 16
-		return kvcache.Settings{}, fmt.Errorf("%w: --k-bits %d, --v-bits %d: want 2, 3, 4, 8 or 16", errUsage, kBits, vBits)
-	}
-	q := kv.Quant{KBits: kBits, VBits: vBits, KPerChannel: kQuant == "channel", QuantWindow: quantWindow, ClampZero: quantZero == "clamp"}
-	k, v, err := q.Specs(kRank, vRank, mc.KVHeads)
-	if err != nil {
-		return kvcache.Settings{}, fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return kvcache.Settings{Window: window, Mode: wm, K: k, V: v}, nil
 }

@@ -4,8 +4,6 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/cskv/cskv/flagfile"
 	"github.com/cskv/cskv/train"
 )
@@ -14,11 +12,6 @@ import (
 // command, not what to compute: a config file may not set them and the
 // written DIR/config.yaml leaves them out.
 var notInConfig = []string{"config", "out", "resume", "force", "json", "quiet", "log-level", "log-format", "from", "shard"}
-
-// configFlag registers --config.
-func configFlag(fs *flag.FlagSet) *string {
-	return fs.String("config", "", "YAML file of flag values (keys: the flag names, e.g. k-density: 0.25); flags on the command line override it")
-}
 
 // applyConfigFile sets, under the flags given on the command line, the
 // values of the --config file.
@@ -30,24 +23,6 @@ func applyConfigFile(fs *flag.FlagSet, path string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil
-}
-
-// startConfigured parses the flags of a command that reads a --config file
-// (the command line wins over the file), configures its logger and fills in
-// the synthetic model's data defaults for the flags left unset.
-func startConfigured(fs *flag.FlagSet, args []string, lf *logFlags, configPath *string, cfg *train.Config) (*logrus.Logger, error) {
-	if err := parse(fs, args); err != nil {
-		return nil, err
-	}
-	if err := applyConfigFile(fs, *configPath); err != nil {
-		return nil, err
-	}
-	log, err := lf.logger()
-	if err != nil {
-		return nil, err
-	}
-	syntheticDefaults(fs, cfg.Model, &cfg.SeqLen, &cfg.CalibChunks)
-	return log, nil
 }
 
 // applyRecorded makes cfg the configuration recorded in the run directory

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,8 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/cskv/cskv/atomicfile"
-	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/train"
 )
 
@@ -28,22 +26,20 @@ var shardIndexVars = []string{
 // runCapture is stage 1 of a sharded run (train.CaptureShards).
 func runCapture(ctx context.Context, args []string) error {
 	cfg := train.Defaults()
-	fs := newFlagSet("capture", "--model M --data T (--shards N | --boundaries 0,a,b,…,L) --out DIR [flags]")
-	var lf logFlags
-	lf.register(fs)
-	registerProblem(fs, &cfg)
-	registerTraining(fs, &cfg)
-	registerAllocation(fs, &cfg)
-	fs.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); copied to DIR/plan.json for the shards")
-	shards := fs.Int("shards", 0, "number of shards, of as equal a number of layers as possible")
-	bounds := fs.String("boundaries", "", "explicit shard boundaries, comma-separated, from 0 to the number of layers (e.g. 0,2,4,5)")
-	out := fs.String("out", "", "shared directory every shard reads (streams, shards.json) and writes (shard-k)")
-	configPath := configFlag(fs)
-	log, err := startConfigured(fs, args, &lf, configPath, &cfg)
+	c := newCLI("capture", "--model M --data T (--shards N | --boundaries 0,a,b,…,L) --out DIR [flags]")
+	registerProblem(c.FlagSet, &cfg)
+	registerTraining(c.FlagSet, &cfg)
+	registerAllocation(c.FlagSet, &cfg)
+	c.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); copied to DIR/plan.json for the shards")
+	shards := c.Int("shards", 0, "number of shards, of as equal a number of layers as possible")
+	bounds := c.String("boundaries", "", "explicit shard boundaries, comma-separated, from 0 to the number of layers (e.g. 0,2,4,5)")
+	out := c.String("out", "", "shared directory every shard reads (streams, shards.json) and writes (shard-k)")
+	c.configFlag()
+	log, err := c.startRun(args, &cfg)
 	if err != nil {
 		return err
 	}
-	if !flagSet(fs, "out-seqs") {
+	if !flagSet(c.FlagSet, "out-seqs") {
 		cfg.OutSeqs = min(cfg.OutSeqs, cfg.Batch) // as train: the whole batch
 	}
 	if *out == "" {
@@ -74,13 +70,13 @@ func runCapture(ctx context.Context, args []string) error {
 
 // trainShard is stage 2: train shard k of the sharded run in dir. A shard
 // directory that already holds the shard's run is resumed.
-func trainShard(ctx context.Context, fs *flag.FlagSet, lf *logFlags, log *logrus.Logger, dir string, k int, resume bool) error {
+func trainShard(ctx context.Context, c *cli, log *logrus.Logger, dir string, k int, resume bool) error {
 	allowed := map[string]bool{"from": true, "shard": true, "resume": true}
 	probe := flag.NewFlagSet("", flag.ContinueOnError)
 	(&logFlags{}).register(probe)
 	probe.VisitAll(func(f *flag.Flag) { allowed[f.Name] = true })
 	var bad error
-	fs.Visit(func(f *flag.Flag) {
+	c.Visit(func(f *flag.Flag) {
 		if !allowed[f.Name] && bad == nil {
 			bad = fmt.Errorf("%w: --%s with --from: a shard takes its settings from %s", errUsage, f.Name, filepath.Join(dir, "shards.json"))
 		}
@@ -114,7 +110,7 @@ func trainShard(ctx context.Context, fs *flag.FlagSet, lf *logFlags, log *logrus
 	}
 	cfg.Resume = resume
 	log.WithFields(logrus.Fields{"shard": k, "layers": fmt.Sprintf("[%d, %d)", cfg.FirstLayer, cfg.LastLayer), "dir": cfg.Out}).Info("training shard")
-	res, err := train.Run(ctx, cfg, trainEnv(lf, log, cfg.Steps))
+	res, err := train.Run(ctx, cfg, trainEnv(&c.lf, log, cfg.Steps))
 	if err != nil {
 		return fmt.Errorf("shard %d: %w", k, err)
 	}
@@ -124,70 +120,55 @@ func trainShard(ctx context.Context, fs *flag.FlagSet, lf *logFlags, log *logrus
 
 // runMerge is stage 3 (train.Merge).
 func runMerge(ctx context.Context, args []string) error {
-	fs := newFlagSet("merge", "DIR --out projections.safetensors")
-	var lf logFlags
-	lf.register(fs)
-	out := fs.String("out", "", "projections file to write")
-	evalData := fs.String("eval-data", "", "evaluation data: also evaluate the merged projections and write DIR/report.json, as train does")
-	evalChunks := fs.Int("eval-chunks", 64, "evaluation chunks for the report")
-	evalWindow := fs.Int("window", 32, "bi-branch window W for the report's evaluation")
-	asJSON := fs.Bool("json", false, "with --eval-data: print the report as one JSON object on stdout")
+	c := newCLI("merge", "DIR --out projections.safetensors")
+	out := c.String("out", "", "projections file to write")
+	var rf reportFlags
+	rf.register(c.FlagSet, "evaluation data: also evaluate the merged projections and write DIR/report.json, as train does",
+		"with --eval-data: print the report as one JSON object on stdout")
 	var dir string
 	for { // DIR may stand before, between or after the flags
-		if err := fs.Parse(args); err != nil {
+		if err := c.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				return err
 			}
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		if fs.NArg() == 0 {
+		if c.NArg() == 0 {
 			break
 		}
 		if dir != "" {
-			return fmt.Errorf("%w: more than one directory: %q and %q", errUsage, dir, fs.Arg(0))
+			return fmt.Errorf("%w: more than one directory: %q and %q", errUsage, dir, c.Arg(0))
 		}
-		dir, args = fs.Arg(0), fs.Args()[1:]
+		dir, args = c.Arg(0), c.Args()[1:]
 	}
-	log, err := lf.logger()
+	log, err := c.ready()
 	if err != nil {
 		return err
 	}
 	if dir == "" || *out == "" {
 		return fmt.Errorf("%w: want cskv merge DIR --out projections.safetensors", errUsage)
 	}
-	if *evalChunks < 0 {
-		return fmt.Errorf("%w: --eval-chunks %d: must be ≥ 0", errUsage, *evalChunks)
+	if rf.chunks < 0 {
+		return fmt.Errorf("%w: --eval-chunks %d: must be ≥ 0", errUsage, rf.chunks)
 	}
 	res, err := train.Merge(dir, *out)
 	if err != nil {
 		return err
 	}
 	log.WithField("projections", *out).Info("merged")
-	if *evalData == "" {
+	if rf.data == "" {
 		return nil
 	}
-	cfg := res.Config
-	if err := checkWindow(*evalWindow, cfg.KBits, cfg.KQuant.String(), cfg.QuantWindow); err != nil {
-		return err
-	}
-	evalSrc, err := (&dataFlags{path: *evalData, format: string(data.FormatAuto), seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
+	evalSrc, err := rf.source(res.Config)
 	if err != nil {
 		return err
 	}
-	rep, err := evaluateResult(ctx, log, res, evalSrc, *evalChunks, *evalWindow)
+	rep, err := eval.EvaluateResult(ctx, res, evalSrc, rf.chunks, rf.window, log)
 	if err != nil {
 		return err
 	}
-	raw, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
+	if err := rep.Write(filepath.Join(dir, "report.json")); err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, "report.json"), append(raw, '\n')); err != nil {
-		return err
-	}
-	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(rep)
-	}
-	printReport(rep)
-	return nil
+	return rf.print(rep)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -11,8 +10,6 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/sirupsen/logrus"
 
-	"github.com/cskv/cskv/atomicfile"
-	"github.com/cskv/cskv/data"
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/flagfile"
 	"github.com/cskv/cskv/internal/plot"
@@ -39,7 +36,7 @@ func registerTraining(fs *flag.FlagSet, cfg *train.Config) {
 func registerProblem(fs *flag.FlagSet, c *train.Config) {
 	fs.StringVar(&c.Model, "model", c.Model, "model: GGUF file or Hugging Face directory (default: the embedded synthetic model)")
 	fs.StringVar(&c.Data, "data", c.Data, "calibration data: text, .ids or llm.c .bin (default with the synthetic model: sampled from it)")
-	fs.StringVar(&c.DataFormat, "data-format", c.DataFormat, "data format: auto, text, ids or bin")
+	fs.Var(&c.DataFormat, "data-format", "data format: auto, text, ids or bin")
 	fs.IntVar(&c.SeqLen, "seq-len", c.SeqLen, "tokens per calibration sequence (the synthetic default uses 128 unless set)")
 	fs.IntVar(&c.CalibChunks, "calib-chunks", c.CalibChunks, "calibration sequences: consecutive chunks of the data, as the evaluation protocol cuts them")
 	fs.BoolVar(&c.RandomPick, "random-chunks", c.RandomPick, "pick the calibration chunks at random (seeded by --seed) instead of the first ones")
@@ -58,7 +55,7 @@ func registerProblem(fs *flag.FlagSet, c *train.Config) {
 	fs.Var(&c.QuantZero, "quant-zero", "zero point: free (default) or clamp (the reference code's rule)")
 	fs.Var(&c.Window, "window-mode", "bi-branch rule: block (default, the reference code's) or sliding")
 	fs.Var(&c.DType, "dtype", "exported factor dtype: f32 (default), f16 or bf16")
-	fs.StringVar(&c.Precision, "precision", c.Precision, precisionUsage+"; recorded, a resume keeps it")
+	fs.Var(&c.Precision, "precision", precisionUsage+"; recorded, a resume keeps it")
 }
 
 // trainEnv wires logging and a progress bar to train.Run.
@@ -108,35 +105,31 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if training {
 		name, synopsis = "train", "[--model M --data T] [--out DIR] [flags]"
 	}
-	fs := newFlagSet(name, synopsis)
-	var lf logFlags
-	lf.register(fs)
-	registerProblem(fs, &cfg)
-	registerAllocation(fs, &cfg)
-	fs.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); overrides densities and ranks")
-	out := fs.String("out", "", "output: the projections file (init) or the run directory (train; default cskv-run)")
-	evalData := fs.String("eval-data", "", "evaluation data for the final report's perplexity (train)")
-	evalChunks := fs.Int("eval-chunks", 64, "evaluation chunks for the report")
-	evalWindow := fs.Int("window", 32, "bi-branch window W for the report's evaluation")
-	asJSON := fs.Bool("json", false, "print the report as one JSON object on stdout")
+	c := newCLI(name, synopsis)
+	registerProblem(c.FlagSet, &cfg)
+	registerAllocation(c.FlagSet, &cfg)
+	c.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); overrides densities and ranks")
+	out := c.String("out", "", "output: the projections file (init) or the run directory (train; default cskv-run)")
+	var rf reportFlags
+	rf.register(c.FlagSet, "evaluation data for the final report's perplexity", "print the report as one JSON object on stdout")
 	var from *string
 	var shard *int
 	if training {
-		registerTraining(fs, &cfg)
-		from = fs.String("from", "", "train one shard of a captured sharded run (cskv capture --out DIR): its settings come from DIR/shards.json")
-		shard = fs.Int("shard", -1, "with --from: the shard to train (default: $JOB_COMPLETION_INDEX, else $SLURM_ARRAY_TASK_ID)")
-		fs.BoolVar(&cfg.Resume, "resume", false, "continue the run in --out from its latest checkpoint")
-		fs.BoolVar(&cfg.Force, "force", false, "replace a run directory that holds another run")
+		registerTraining(c.FlagSet, &cfg)
+		from = c.String("from", "", "train one shard of a captured sharded run (cskv capture --out DIR): its settings come from DIR/shards.json")
+		shard = c.Int("shard", -1, "with --from: the shard to train (default: $JOB_COMPLETION_INDEX, else $SLURM_ARRAY_TASK_ID)")
+		c.BoolVar(&cfg.Resume, "resume", false, "continue the run in --out from its latest checkpoint")
+		c.BoolVar(&cfg.Force, "force", false, "replace a run directory that holds another run")
 	}
-	configPath := configFlag(fs)
-	log, err := startConfigured(fs, args, &lf, configPath, &cfg)
+	c.configFlag()
+	log, err := c.startRun(args, &cfg)
 	if err != nil {
 		return err
 	}
 	if training && *from != "" {
-		return trainShard(ctx, fs, &lf, log, *from, *shard, cfg.Resume)
+		return trainShard(ctx, c, log, *from, *shard, cfg.Resume)
 	}
-	if training && !flagSet(fs, "out-seqs") {
+	if training && !flagSet(c.FlagSet, "out-seqs") {
 		cfg.OutSeqs = min(cfg.OutSeqs, cfg.Batch) // the default: the whole batch
 	}
 	if training && cfg.Resume { // the run directory records the rest
@@ -144,7 +137,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		if dir == "" {
 			dir = "cskv-run"
 		}
-		if err := applyRecorded(fs, &cfg, dir); err != nil {
+		if err := applyRecorded(c.FlagSet, &cfg, dir); err != nil {
 			return err
 		}
 	}
@@ -167,17 +160,11 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if err := checkWindow(*evalWindow, cfg.KBits, cfg.KQuant.String(), cfg.QuantWindow); err != nil {
-		return err
-	}
-	evalSrc, err := (&dataFlags{path: *evalData, format: string(data.FormatAuto), seqLen: cfg.SeqLen}).source(data.SyntheticEvalSeed, data.SyntheticEvalChunks)
+	evalSrc, err := rf.source(cfg)
 	if err != nil {
 		return err
 	}
-	if *evalChunks < 0 {
-		return fmt.Errorf("%w: --eval-chunks %d: must be ≥ 0", errUsage, *evalChunks)
-	}
-	res, err := train.Run(ctx, cfg, trainEnv(&lf, log, cfg.Steps))
+	res, err := train.Run(ctx, cfg, trainEnv(&c.lf, log, cfg.Steps))
 	if err != nil {
 		return err
 	}
@@ -189,7 +176,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 			return err
 		}
 	}
-	rep, err := evaluateResult(ctx, log, res, evalSrc, *evalChunks, *evalWindow)
+	rep, err := eval.EvaluateResult(ctx, res, evalSrc, rf.chunks, rf.window, log)
 	if err != nil {
 		return err
 	}
@@ -197,46 +184,15 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		if err := lossPlots(cfg.Out, res); err != nil {
 			return err
 		}
-		raw, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := atomicfile.Write(filepath.Join(cfg.Out, "report.json"), append(raw, '\n')); err != nil {
+		if err := rep.Write(filepath.Join(cfg.Out, "report.json")); err != nil {
 			return err
 		}
 		header := "cskv train: the effective configuration of the run in this directory.\nRerun it with: cskv train --config " + filepath.Join(cfg.Out, "config.yaml") + " --out NEWDIR"
-		if err := flagfile.Write(filepath.Join(cfg.Out, "config.yaml"), fs, configNames(fs), header); err != nil {
+		if err := flagfile.Write(filepath.Join(cfg.Out, "config.yaml"), c.FlagSet, configNames(c.FlagSet), header); err != nil {
 			return err
 		}
 	}
-	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(rep)
-	}
-	printReport(rep)
-	return nil
-}
-
-// evaluateResult evaluates a finished run's projections for its report:
-// perplexity on evalSrc (chunks chunks) uncompressed, all-compressed and
-// bi-branch with window W, and the memory table.
-func evaluateResult(ctx context.Context, log *logrus.Logger, res *train.Result, evalSrc data.Source, chunks, window int) (*trainReport, error) {
-	m, err := openModel(res.Config.Model)
-	if err != nil {
-		return nil, err
-	}
-	defer m.Close()
-	cfg := res.Config
-	kRank, vRank := res.Layers[0].KRank, res.Layers[0].VRank
-	cache, err := settingsFrom(m.Config, kRank, vRank, window, cfg.Window.String(), cfg.KBits, cfg.VBits, cfg.KQuant.String(), cfg.QuantWindow, cfg.QuantZero.String())
-	if err != nil {
-		return nil, err
-	}
-	ev, err := eval.EvaluateRun(ctx, m, eval.Run{Projections: res.Projections, Cache: cache,
-		Data: evalSrc, Chunks: chunks, Log: log})
-	if err != nil {
-		return nil, err
-	}
-	return newTrainReport(m, res, ev), nil
+	return rf.print(rep)
 }
 
 // lossPlots writes DIR/plots/layer-N-loss.png with both loss terms.
@@ -262,20 +218,15 @@ func lossPlots(dir string, res *train.Result) error {
 }
 
 func runExport(ctx context.Context, args []string) error {
-	fs := newFlagSet("export", "--checkpoint DIR/ckpt-… --out P.safetensors | --format cskv-ref (--checkpoint C | --projections P) --out DIR")
-	var lf logFlags
-	lf.register(fs)
-	ckpt := fs.String("checkpoint", "", "checkpoint directory (a run's last one, e.g. cskv-run/ckpt-L05-S000000), or a run directory for its latest")
-	out := fs.String("out", "", "projections file to write (--format cskv-ref: the directory for the .ckpt pair)")
+	c := newCLI("export", "--checkpoint DIR/ckpt-… --out P.safetensors | --format cskv-ref (--checkpoint C | --projections P) --out DIR")
+	ckpt := c.String("checkpoint", "", "checkpoint directory (a run's last one, e.g. cskv-run/ckpt-L05-S000000), or a run directory for its latest")
+	out := c.String("out", "", "projections file to write (--format cskv-ref: the directory for the .ckpt pair)")
 	dtype := train.DTypeF32
-	fs.Var(&dtype, "dtype", "factor dtype: f32 (default), f16 or bf16")
-	format := fs.String("format", "cskv", "cskv (a projections file) or cskv-ref (the CSKV reference code's pair of torch .ckpt files, float32)")
-	projPath := fs.String("projections", "", "with --format cskv-ref: convert this projections file instead of a checkpoint")
-	modelPath := fs.String("model", "", "with --format cskv-ref: the base model, for head_dim and kv_heads (default: the one a run directory records)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if _, err := lf.logger(); err != nil {
+	c.Var(&dtype, "dtype", "factor dtype: f32 (default), f16 or bf16")
+	format := c.String("format", "cskv", "cskv (a projections file) or cskv-ref (the CSKV reference code's pair of torch .ckpt files, float32)")
+	projPath := c.String("projections", "", "with --format cskv-ref: convert this projections file instead of a checkpoint")
+	modelPath := c.String("model", "", "with --format cskv-ref: the base model, for head_dim and kv_heads (default: the one a run directory records)")
+	if _, err := c.start(args); err != nil {
 		return err
 	}
 	switch *format {
@@ -287,7 +238,13 @@ func runExport(ctx context.Context, args []string) error {
 		if dtype != train.DTypeF32 {
 			return fmt.Errorf("%w: --format cskv-ref writes float32 (the reference code trains in float32); --dtype %s is not supported", errUsage, dtype)
 		}
-		return exportReference(*ckpt, *projPath, *modelPath, *out)
+		kPath, vPath, err := train.ExportReferenceFrom(*ckpt, *projPath, *modelPath, *out)
+		if err != nil {
+			return err
+		}
+		fmt.Println(kPath)
+		fmt.Println(vPath)
+		return nil
 	default:
 		return fmt.Errorf("%w: --format %q: want cskv or cskv-ref", errUsage, *format)
 	}
