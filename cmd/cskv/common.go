@@ -139,8 +139,8 @@ type reportFlags struct {
 
 func (r *reportFlags) register(fs *flag.FlagSet, dataUsage, jsonUsage string) {
 	fs.StringVar(&r.data, "eval-data", "", dataUsage)
-	fs.IntVar(&r.chunks, "eval-chunks", 64, "evaluation chunks")
-	fs.IntVar(&r.window, "window", 32, "bi-branch window W of the evaluation")
+	fs.IntVar(&r.chunks, "eval-chunks", 64, "evaluation chunks for the report")
+	fs.IntVar(&r.window, "window", 32, "bi-branch window W for the report's evaluation")
 	fs.BoolVar(&r.json, "json", false, jsonUsage)
 }
 

@@ -111,7 +111,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	c.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); overrides densities and ranks")
 	out := c.String("out", "", "output: the projections file (init) or the run directory (train; default cskv-run)")
 	var rf reportFlags
-	rf.register(c.FlagSet, "evaluation data for the final report's perplexity", "print the report as one JSON object on stdout")
+	rf.register(c.FlagSet, "evaluation data for the final report's perplexity (train)", "print the report as one JSON object on stdout")
 	var from *string
 	var shard *int
 	if training {
