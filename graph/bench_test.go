@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cskv/cskv/attn"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 )
@@ -78,8 +79,8 @@ func BenchmarkStepLlama2_7BKV(b *testing.B) {
 // forward, then backward on the kept probabilities.
 func BenchmarkAttentionStories(b *testing.B) {
 	sh := ShapeStories260K
-	a := newAttention[float32](2, sh.Tokens, NewRandomSpec(sh, 1).Attn, 0, kv.WindowBlock)
-	a.keep = true
+	a := attn.New[float32](2, sh.Tokens, NewRandomSpec(sh, 1).Attn.KernelRule(), 0, kv.WindowBlock)
+	a.Keep = true
 	rows := 2 * sh.Tokens
 	q := RandomInput(LayerSpec{Seqs: 1, Tokens: rows, Hidden: sh.NHeads * sh.HeadDim}, 1)
 	k := RandomInput(LayerSpec{Seqs: 1, Tokens: rows, Hidden: sh.KVDim()}, 2)
@@ -88,8 +89,8 @@ func BenchmarkAttentionStories(b *testing.B) {
 	dk, dv := make([]float32, len(k)), make([]float32, len(k))
 	start, cpu0 := time.Now(), cpuTime()
 	for b.Loop() {
-		a.forward(o, q, k, v, nil, nil)
-		a.backward(dk, dv, q, k, v, nil, nil, o, q)
+		a.Forward(o, q, k, v, nil, nil)
+		a.Backward(dk, dv, q, k, v, nil, nil, o, q)
 	}
 	b.ReportMetric(float64(time.Since(start).Microseconds())/1000/float64(b.N), "ms/op")
 	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/1000/float64(b.N), "cpu-ms/op")

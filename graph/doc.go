@@ -41,7 +41,8 @@
 // builds the graph once (build in layer.go: the nodes above, over buffers the
 // ops own); each Run copies the batch into X and computes the
 // factor-independent quantities (core.loadTargets), then the tape machine
-// runs the forward and backward of the graph (ops.go, fakequant.go, kernels.go)
+// runs the forward and backward of the graph (ops.go, fakequant.go, kernels.go;
+// the attention kernel is package attn, shared with the frozen forward)
 // and the Loss is read from the MSE ops (core.step). Eval walks the same
 // forward in plain Go. A Layer computes in float32; the code is generic in
 // the element type only so that this package's tests can build the same

@@ -7,6 +7,7 @@ import (
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 
+	"github.com/cskv/cskv/attn"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 )
@@ -130,9 +131,9 @@ type core[T float] struct {
 	ms                      [3]float64 // mean squares of K, V, out targets
 	vals, grads             [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
 	rope                    *ropeTable[T]
-	qNorm, kNorm            *headNorm[T]  // the layer's query and key norms (nil when it has none)
-	att                     *attention[T] // bi-branch attention of the output term
-	orig                    *attention[T] // all-original attention for the target
+	qNorm, kNorm            *headNorm[T]    // the layer's query and key norms (nil when it has none)
+	att                     *attn.Kernel[T] // bi-branch attention of the output term
+	orig                    *attn.Kernel[T] // all-original attention for the target
 	fqK, fqV                *fakeQuant[T]
 	mseK, mseV, mseO        *mseOp[T]
 	g                       *gorgonia.ExprGraph
@@ -186,9 +187,9 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		c.rope = newRope[T](s.Tokens, s.Attn.Rope)
 		c.qNorm = newHeadNorm[T](s.Attn.QNorm, s.Attn.NormEps)
 		c.kNorm = newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps)
-		c.att = newAttention[T](s.OutSeqs, s.Tokens, s.Attn, s.OutWindow, s.WindowMode)
-		c.att.keep = s.hasOut()
-		c.orig = newAttention[T](s.OutSeqs, s.Tokens, s.Attn, 0, kv.WindowBlock)
+		c.att = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), s.OutWindow, s.WindowMode)
+		c.att.Keep = s.hasOut()
+		c.orig = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), 0, kv.WindowBlock)
 	}
 	kq, vq, _ := s.Quant.Specs(s.KRank, s.VRank, s.Attn.KVHeads) // checked by validate
 	if kq.Enabled() {
@@ -333,7 +334,7 @@ func (c *core[T]) loadTargets(x, k, v []float32, out bool) error {
 		c.qs[i] *= scale
 	}
 	c.attnKeys(c.kr, c.kt)
-	c.orig.forward(c.ot, c.qs, c.kr, c.vo, nil, nil)
+	c.orig.Forward(c.ot, c.qs, c.kr, c.vo, nil, nil)
 	linear(c.outT, c.ot, c.wo, nil, c.mo, c.d, c.qd)
 	c.ms[2] = sumSq(c.outT) / float64(len(c.outT))
 	return nil
@@ -419,7 +420,7 @@ func (c *core[T]) eval(x []float32) (Loss, error) {
 	if hasOut {
 		khr, ob, oh := grow(&c.khr, c.mo*c.kv), grow(&c.ob, c.mo*c.qd), grow(&c.oh, c.mo*c.d)
 		c.attnKeys(khr, kh)
-		c.att.forward(ob, c.qs, khr, vh, c.kr, c.vo)
+		c.att.Forward(ob, c.qs, khr, vh, c.kr, c.vo)
 		linear(oh, ob, c.wo, nil, c.mo, c.d, c.qd)
 		out = sqDiffSum(oh, c.outT) / float64(len(oh))
 	}

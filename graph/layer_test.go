@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cskv/cskv/attn"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/model"
 )
@@ -79,8 +80,8 @@ var lossCases = []lossCase{
 // makes backward recompute the probabilities.
 func setTile[T float](co *core[T], c lossCase) {
 	if co.att != nil {
-		co.att.set(c.tile, c.recompute, c.stack)
-		co.orig.set(c.tile, false, c.stack)
+		setKernel(co.att, c.tile, c.recompute, c.stack)
+		setKernel(co.orig, c.tile, false, c.stack)
 	}
 }
 
@@ -95,15 +96,15 @@ func newCore64(t *testing.T, s LayerSpec, f kv.Factors) *core[float64] {
 	return c
 }
 
-func (a *attention[T]) set(tile int, recompute, stack bool) {
+func setKernel[T float](a *attn.Kernel[T], tile int, recompute, stack bool) {
 	if tile > 0 {
-		a.block = tile
+		a.Block = tile
 	}
 	if stack {
-		a.stack = a.heads / a.kvHeads
+		a.Stack = a.Group()
 	}
 	if recompute {
-		a.keep = false
+		a.Keep = false
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"github.com/chewxy/hm"
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/cskv/cskv/attn"
 )
 
 // The custom gorgonia ops of the layer objective. Each op instance belongs to
@@ -224,7 +226,7 @@ func (o *gemmOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	}
 	m, k, n := o.shape(in[0].Shape(), in[1].Shape())
 	t, c := o.out.get(m, n)
-	gemm(o.tA, o.tB, m, n, k, 1, a, in[0].Shape()[1], b, in[1].Shape()[1], 0, c, n)
+	attn.Gemm(o.tA, o.tB, m, n, k, 1, a, in[0].Shape()[1], b, in[1].Shape()[1], 0, c, n)
 	return t, nil
 }
 
@@ -314,7 +316,7 @@ func (o *mseGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 
 type attnOp[T float] struct {
 	opBase
-	att    *attention[T]
+	att    *attn.Kernel[T]
 	rope   *ropeTable[T]
 	norm   *headNorm[T] // the key norm (nil when the layer has none)
 	mo, kv int
@@ -323,7 +325,7 @@ type attnOp[T float] struct {
 }
 
 func (o *attnOp[T]) Arity() int {
-	if o.att.window > 0 {
+	if o.att.Window() > 0 {
 		return 5
 	}
 	return 3
@@ -365,7 +367,7 @@ func (o *attnOp[T]) forward(out, q, kh, vh, ko, vo []T) {
 		src = o.khr
 	}
 	o.rope.apply(o.khr, src, o.mo, o.kv, false)
-	o.att.forward(out, q, o.khr, vh, ko, vo)
+	o.att.Forward(out, q, o.khr, vh, ko, vo)
 }
 
 func (o *attnOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
@@ -432,7 +434,7 @@ func (o *attnGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	rows := in[1].Shape()[0]
 	tk, dk := o.dk.get(rows, f.kv)
 	_, dv := o.dv.get(rows, f.kv)
-	f.att.backward(dk, dv, q, f.khr, vh, ko, vo, out, dout)
+	f.att.Backward(dk, dv, q, f.khr, vh, ko, vo, out, dout)
 	clear(dk[f.mo*f.kv:])
 	clear(dv[f.mo*f.kv:])
 	f.rope.apply(dk, dk, f.mo, f.kv, true)

@@ -231,3 +231,11 @@ func refFakeQuant(s LayerSpec) func(side int, c []float64, tokens, cols int) {
 		}
 	}
 }
+
+func f32s(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
+}

@@ -1,6 +1,10 @@
 package model
 
-import "math"
+import (
+	"math"
+
+	"github.com/cskv/cskv/attn"
+)
 
 // Attention is one layer's attention as every implementation in cskv must
 // compute it: the frozen forward and the decoder here, the training graph's
@@ -35,6 +39,11 @@ func (a *Attention) FirstKey(i int) int {
 		return max(0, i-a.Window+1)
 	}
 	return 0
+}
+
+// KernelRule is what the tiled attention kernel (package attn) needs of a.
+func (a Attention) KernelRule() attn.Rule {
+	return attn.Rule{Heads: a.Heads, KVHeads: a.KVHeads, HeadDim: a.HeadDim, SoftCap: a.SoftCap, Window: a.Window}
 }
 
 // NormQ applies QNorm to every head of q (n, H·Dh) in place (nothing when

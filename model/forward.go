@@ -8,6 +8,7 @@ import (
 
 	"gonum.org/v1/gonum/blas/gonum"
 
+	"github.com/cskv/cskv/attn"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 )
@@ -146,12 +147,18 @@ func (b *Block) residual(c Config, h, y, w, postNorm []float32, n, in int) {
 	}
 }
 
+// tiledWidth is the query width (heads·Dh) from which the forward's
+// attention runs as tiled matrix products (package attn) rather than row by
+// row: narrower models (stories260K) keep the row kernel and its sums.
+const tiledWidth = 1024
+
 // attention computes causal grouped-query attention under the layer's rule a
-// for every (sequence, head) pair, in parallel over pairs. q (n, QD) and k, v
-// (n, KV) are post-RoPE (v has no RoPE); kr, vr are replacements (or nil)
-// used for the keys before the override's window; out (n, QD). Each query
-// row is done in one pass by attendRow, the kernel token-by-token decoding
-// uses too.
+// for every (sequence, head) pair. q (n, QD) and k, v (n, KV) are post-RoPE
+// (v has no RoPE); kr, vr are replacements (or nil) used for the keys before
+// the override's window; out (n, QD). Wide layers run the tiled kernel of
+// package attn (q is scaled in place); narrower ones, and every layer in
+// exact mode (linalg.SetExact), do each query row in one pass by attendRow,
+// the kernel token-by-token decoding uses too, in parallel over pairs.
 func attention(a *Attention, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride) {
 	dh := a.HeadDim
 	QD, KV := a.Heads*dh, a.KVHeads*dh
@@ -159,6 +166,17 @@ func attention(a *Attention, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVO
 	w, mode := 0, kv.WindowBlock
 	if ov != nil {
 		w, mode = ov.Window()
+	}
+	if QD >= tiledWidth && !linalg.Exact() {
+		for i := range q[:nSeq*T*QD] {
+			q[i] *= a.Scale
+		}
+		kh, vh, ko, vo := k, v, []float32(nil), []float32(nil)
+		if ov != nil { // replacements before the window, originals in it
+			kh, vh, ko, vo = kr, vr, k, v
+		}
+		attn.New[float32](nSeq, T, a.KernelRule(), w, mode).Forward(out, q, kh, vh, ko, vo)
+		return
 	}
 	jobs := make(chan [2]int)
 	var wg sync.WaitGroup

@@ -1,0 +1,522 @@
+// Package attn is causal grouped-query attention as tiled matrix products,
+// shared by the training graph's output term (package graph: forward and
+// backward) and the frozen forward of package model (capture, advance,
+// eval): blocks of query positions × keys with full-row tiles, GQA, the
+// layer's soft-cap and sliding window, and the bi-branch rule of a
+// compressed cache (docs/METHOD.md §3). It is generic over float32 (the
+// program) and float64 (package graph's gradient checks).
+package attn
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/linalg"
+)
+
+// Float is the element type of a kernel: float32, or float64 for gradient
+// checks.
+type Float interface{ ~float32 | ~float64 }
+
+// Gemm is C = alpha·op(A)·op(B) + beta·C, row-major, through package linalg.
+func Gemm[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	switch cc := any(c).(type) {
+	case []float32:
+		linalg.Gemm32(tA, tB, m, n, k, float32(alpha), any(a).([]float32), lda, any(b).([]float32), ldb, float32(beta), cc, ldc)
+	case []float64:
+		linalg.Gemm64(tA, tB, m, n, k, float64(alpha), any(a).([]float64), lda, any(b).([]float64), ldb, float64(beta), cc, ldc)
+	}
+}
+
+// gemmSerial is Gemm on the calling thread alone (linalg.Gemm32Serial), for
+// products issued from several workers at once.
+func gemmSerial[T Float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	switch cc := any(c).(type) {
+	case []float32:
+		linalg.Gemm32Serial(tA, tB, m, n, k, float32(alpha), any(a).([]float32), lda, any(b).([]float32), ldb, float32(beta), cc, ldc)
+	case []float64:
+		linalg.Gemm64(tA, tB, m, n, k, float64(alpha), any(a).([]float64), lda, any(b).([]float64), ldb, float64(beta), cc, ldc)
+	}
+}
+
+// freeze declares float32 operands unchanged until the returned thaw, so
+// that bf16 products round them once (linalg.Freeze).
+func freeze[T Float](xs ...[]T) (thaw func()) {
+	var done [][]float32
+	for _, x := range xs {
+		if x32, ok := any(x).([]float32); ok && len(x32) > 0 {
+			linalg.Freeze(x32)
+			done = append(done, x32)
+		}
+	}
+	return func() {
+		for _, x := range done {
+			linalg.Thaw(x)
+		}
+	}
+}
+
+// parallel runs fn(worker, i) for i in [0, n) on up to GOMAXPROCS workers and
+// returns when all are done. worker < workers(n).
+func parallel(n int, fn func(worker, i int)) {
+	w := workers(n)
+	if w <= 1 {
+		for i := 0; i < n; i++ {
+			fn(0, i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for k := 0; k < w; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				fn(k, i)
+			}
+		}(k)
+	}
+	wg.Wait()
+}
+
+func workers(n int) int { return max(1, min(runtime.GOMAXPROCS(0), n)) }
+
+// softCap is c·tanh(s/c) (model.Attention.Cap); dSoftCap its derivative
+// 1 − tanh²(s/c).
+func softCap[T Float](s, c T) T { return c * T(math.Tanh(float64(s/c))) }
+
+func dSoftCap[T Float](s, c T) T {
+	th := math.Tanh(float64(s / c))
+	return T(1 - th*th)
+}
+
+// expShift replaces x by exp(x − m) and returns the sum.
+func expShift[T Float](x []T, m T) T {
+	switch xs := any(x).(type) {
+	case []float32:
+		return T(expShift32(xs, float32(m)))
+	case []float64:
+		m64 := float64(m)
+		var s float64
+		for i, v := range xs {
+			e := math.Exp(v - m64)
+			xs[i] = e
+			s += e
+		}
+		return T(s)
+	}
+	return 0
+}
+
+// exp32 is exp for float32, about 1 ulp; inputs below expLo give the
+// smallest normal float32 (≈ 1.2e-38) rather than 0 (see linalg.ExpShift).
+func exp32(x float32) float32 {
+	var one [1]float32
+	one[0] = x
+	expShift32(one[:], 0)
+	return one[0]
+}
+
+// expShift32 replaces x by exp(x − m) and returns the sum (float32, about 1
+// ulp): linalg.ExpShift.
+func expShift32(x []float32, m float32) float32 { return linalg.ExpShift(x, m) }
+
+// Kernel is causal grouped-query attention with the layer's rule (soft-cap
+// and sliding window, Rule), the bi-branch rule and a fused,
+// numerically safe softmax. Q is already normed, rotated and scaled by the
+// rule's Scale. Query t sees keys j in [first(t), t] (first from the
+// layer's sliding window); of those, the original keys and values are the j
+// ≥ lo = mode.OriginalFrom(t, window), the earlier ones the reconstructed
+// keys (already normed and rotated). Scores are soft-capped before the mask.
+//
+// Work is split into tiles of block query positions of one unit: stack
+// query heads of one KV group (1, or the whole group from stackWidth on).
+// A tile's rows are its (position, head) pairs, position-major: row r is
+// position t0 + r/stack of head unit·stack + r%stack, so that the stacked
+// heads share one product with their keys. Tasks are (sequence, KV head)
+// pairs, so that concurrent tasks write disjoint parts of the key and value
+// gradients.
+type Kernel[T Float] struct {
+	seqs, tokens, heads, kvHeads, headDim int
+	softCap                               T   // 0 = off
+	slide                                 int // the layer's sliding window (0 = every earlier key)
+	window                                int
+	mode                                  kv.WindowMode
+	Block                                 int   // query positions per tile
+	Stack                                 int   // query heads per tile (divides heads/kvHeads)
+	Keep                                  bool  // store the probabilities of Forward for Backward
+	serial                                bool  // a wide layer: products on the worker's core (see stackWidth)
+	scratch                               [][]T // per worker
+	store                                 []T   // kept probabilities, (N, units, per-unit layout)
+	tileOff                               []int // offset of each tile inside one unit's store
+	unitSize                              int   // store elements per (sequence, unit)
+}
+
+// keepBudget is the largest probability store (elements) that forward keeps
+// for backward; above it backward recomputes the probabilities.
+const keepBudget = 1 << 27 // 512 MiB of float32: the 8B and 7B shapes at 2048 tokens keep theirs
+
+// stackWidth is the query width (heads·Dh) from which a tile stacks every
+// query head of its KV group and its products run one per worker (on the
+// worker's core, linalg.Gemm32Serial): products of block·group rows keep
+// the matrix units busy, and the cores are not oversubscribed. Narrower
+// layers (stories260K) keep one head per tile and the products and
+// rounding they always had.
+const stackWidth = 1024
+
+// attnBlock is the query positions per tile: 64 (128 for wide layers), or
+// 256 from 1024 tokens on, where larger products keep the matrix units busy
+// (fewer, larger calls); the diagonal tiles compute their future half too.
+func attnBlock(tokens int, wide bool) int {
+	switch {
+	case tokens >= 1024:
+		return 256
+	case wide:
+		return min(128, tokens)
+	}
+	return min(64, tokens)
+}
+
+// Rule is what the kernel needs of a layer's attention rule
+// (model.Attention): head counts, the soft-cap (0 = off) and the sliding
+// window (0 = every earlier key).
+type Rule struct {
+	Heads, KVHeads, HeadDim int
+	SoftCap                 float32
+	Window                  int
+}
+
+// New is the attention of seqs sequences of tokens under the layer's rule r
+// and the bi-branch window and mode (window 0: every key is a replacement
+// key).
+func New[T Float](seqs, tokens int, r Rule, window int, mode kv.WindowMode) *Kernel[T] {
+	wide, stack := r.Heads*r.HeadDim >= stackWidth, 1
+	if wide {
+		stack = r.Heads / r.KVHeads
+	}
+	return &Kernel[T]{seqs: seqs, tokens: tokens, heads: r.Heads, kvHeads: r.KVHeads, headDim: r.HeadDim,
+		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide), Stack: stack, serial: wide}
+}
+
+// Window is the bi-branch window the kernel was made with.
+func (a *Kernel[T]) Window() int { return a.window }
+
+// Group is the query heads per KV head, the largest Stack.
+func (a *Kernel[T]) Group() int { return a.heads / a.kvHeads }
+
+// keys returns the key ranges of query t: reconstructed [first, lo),
+// original [lo, t+1).
+func (a *Kernel[T]) keys(t int) (first, lo int) {
+	if a.slide > 0 {
+		first = max(0, t-a.slide+1)
+	}
+	lo = max(min(a.mode.OriginalFrom(t, a.window), t+1), first)
+	return first, lo
+}
+
+// band is the key range [b0, t1) of the original branch for the query tile
+// [t0, t1); bw = t1 − b0 (0 when the window is off).
+func (a *Kernel[T]) band(t0, t1 int) (b0, bw int) {
+	if a.window <= 0 {
+		return t1, 0
+	}
+	b0 = a.mode.OriginalFrom(t0, a.window)
+	return b0, t1 - b0
+}
+
+// tile returns worker k's buffers, R = block·stack rows: p (R, T), po (R,
+// block+W), dp (R, T), with the soft-cap sc (R, T) for the raw scores and,
+// when stack > 1, qb and db (R, Dh) for a tile's gathered query and output
+// gradient rows.
+func (a *Kernel[T]) tile(k int) (p, po, dp, sc, qb, db []T) {
+	nb, nt := a.Block*a.Stack, a.tokens
+	bw := a.Block + max(a.window, 0)
+	ns, nq := 0, 0
+	if a.softCap > 0 {
+		ns = nb * nt
+	}
+	if a.Stack > 1 {
+		nq = nb * a.headDim
+	}
+	sizes := []int{nb * nt, nb * bw, nb * nt, ns, nq, nq}
+	need := 0
+	for _, n := range sizes {
+		need += n
+	}
+	for len(a.scratch) <= k {
+		a.scratch = append(a.scratch, nil)
+	}
+	if len(a.scratch[k]) < need {
+		a.scratch[k] = make([]T, need)
+	}
+	s := a.scratch[k]
+	var parts [6][]T
+	for i, n := range sizes {
+		parts[i], s = s[:n:n], s[n:]
+	}
+	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+}
+
+// prepare allocates the per-worker tiles and, when keep is set and it fits
+// keepBudget, the probability store. It reports whether the store is used.
+func (a *Kernel[T]) prepare() bool {
+	for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
+		a.tile(k - 1)
+	}
+	if !a.Keep {
+		return false
+	}
+	if a.tileOff == nil {
+		n := 0
+		for t0 := 0; t0 < a.tokens; t0 += a.Block {
+			t1 := min(t0+a.Block, a.tokens)
+			_, bw := a.band(t0, t1)
+			a.tileOff = append(a.tileOff, n)
+			n += (t1 - t0) * a.Stack * (t1 + bw)
+		}
+		a.unitSize = n
+	}
+	total := a.seqs * a.heads / a.Stack * a.unitSize
+	if total > keepBudget {
+		return false
+	}
+	if len(a.store) != total {
+		a.store = make([]T, total)
+	}
+	return true
+}
+
+// stored returns the kept probabilities of tile i of (sequence s, unit u).
+func (a *Kernel[T]) stored(s, u, i, t0, t1 int) (p, po []T) {
+	_, bw := a.band(t0, t1)
+	off := (s*a.heads/a.Stack+u)*a.unitSize + a.tileOff[i]
+	r := (t1 - t0) * a.Stack
+	return a.store[off : off+r*t1], a.store[off+r*t1 : off+r*(t1+bw)]
+}
+
+// product is a tile's matrix product: on the worker's core for wide layers
+// when several workers run (gemmSerial), else Gemm.
+func (a *Kernel[T]) product(tA, tB bool, m, n, k int, x []T, lda int, y []T, ldb int, beta T, c []T, ldc int) {
+	if a.serial && workers(a.seqs*a.kvHeads) > 1 {
+		gemmSerial(tA, tB, m, n, k, 1, x, lda, y, ldb, beta, c, ldc)
+		return
+	}
+	Gemm(tA, tB, m, n, k, 1, x, lda, y, ldb, beta, c, ldc)
+}
+
+// rows returns the (R, Dh) rows of x (N·T, QD) of tile [t0, t1) of
+// (sequence s, unit u) with their leading dimension: x itself (QD) for one
+// head per tile, else gathered into buf (Dh).
+func (a *Kernel[T]) rows(buf, x []T, s, u, t0, t1 int) ([]T, int) {
+	Dh, QD := a.headDim, a.heads*a.headDim
+	off := (s*a.tokens+t0)*QD + u*a.Stack*Dh
+	if a.Stack == 1 {
+		return x[off:], QD
+	}
+	w := a.Stack * Dh
+	for i := 0; i < t1-t0; i++ {
+		copy(buf[i*w:(i+1)*w], x[off+i*QD:off+i*QD+w])
+	}
+	return buf[:(t1-t0)*w], Dh
+}
+
+// dest is where a tile's output rows go: into x (N·T, QD) itself (QD) for
+// one head per tile, else into buf (Dh) for scatter.
+func (a *Kernel[T]) dest(buf, x []T, s, u, t0 int) ([]T, int) {
+	if a.Stack > 1 {
+		return buf, a.headDim
+	}
+	QD := a.heads * a.headDim
+	return x[(s*a.tokens+t0)*QD+u*a.headDim:], QD
+}
+
+// scatter writes a tile's gathered rows buf (R, Dh) back into x (N·T, QD),
+// the inverse of rows (nothing for one head per tile).
+func (a *Kernel[T]) scatter(x, buf []T, s, u, t0, t1 int) {
+	if a.Stack == 1 {
+		return
+	}
+	Dh, QD := a.headDim, a.heads*a.headDim
+	off := (s*a.tokens+t0)*QD + u*a.Stack*Dh
+	w := a.Stack * Dh
+	for i := 0; i < t1-t0; i++ {
+		copy(x[off+i*QD:off+i*QD+w], buf[i*w:(i+1)*w])
+	}
+}
+
+// probs fills, for sequence s, unit u and query positions [t0, t1) (its
+// rows qt with leading dimension ldq), the probabilities of reconstructed
+// keys p (R, end = t1) and of original keys po (R, bw) over key band [b0,
+// t1). Entries of the other branch and future keys are zero.
+func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) {
+	Dh, KV := a.headDim, a.kvHeads*a.headDim
+	g := u * a.Stack / (a.heads / a.kvHeads)
+	rows, end := (t1-t0)*a.Stack, t1
+	koff := s*a.tokens*KV + g*Dh
+	p = p[:rows*end]
+	a.product(false, true, rows, end, Dh, qt, ldq, kh[koff:], KV, 0, p, end)
+	b0, bw := a.band(t0, t1)
+	if bw > 0 {
+		po = po[:rows*bw]
+		a.product(false, true, rows, bw, Dh, qt, ldq, ko[koff+b0*KV:], KV, 0, po, bw)
+	}
+	for r := 0; r < rows; r++ {
+		t := t0 + r/a.Stack
+		row := p[r*end : r*end+end]
+		first, lo := a.keys(t)
+		rec := row[first:lo]
+		var orow, orig []T
+		if bw > 0 {
+			orow = po[r*bw : r*bw+bw]
+			orig = orow[lo-b0 : t+1-b0]
+		}
+		if c := a.softCap; c > 0 {
+			for j, v := range rec {
+				rec[j] = softCap(v, c)
+			}
+			for j, v := range orig {
+				orig[j] = softCap(v, c)
+			}
+		}
+		m := T(math.Inf(-1))
+		for _, v := range rec {
+			if v > m {
+				m = v
+			}
+		}
+		for _, v := range orig {
+			if v > m {
+				m = v
+			}
+		}
+		inv := 1 / (expShift(rec, m) + expShift(orig, m))
+		for j := range rec {
+			rec[j] *= inv
+		}
+		for j := range orig {
+			orig[j] *= inv
+		}
+		clear(row[:first])
+		clear(row[lo:])
+		if bw > 0 {
+			clear(orow[:lo-b0])
+			clear(orow[t+1-b0:])
+		}
+	}
+}
+
+// Forward computes o (N·T, QD) from q (N·T, QD), the reconstructed rotated
+// keys kh and values vh (≥ N·T rows, KV), and the original ones ko, vo (used
+// only when window > 0).
+func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
+	Dh, KV, G := a.headDim, a.kvHeads*a.headDim, a.heads/a.kvHeads
+	if !a.serial {
+		defer freeze(kh, vh, ko, vo)() // read by every query head of a group
+	}
+	keep := a.prepare()
+	perGroup := G / a.Stack
+	parallel(a.seqs*a.kvHeads, func(w, task int) {
+		s, g := task/a.kvHeads, task%a.kvHeads
+		p, po, _, _, qb, ob := a.tile(w)
+		koff := s*a.tokens*KV + g*Dh
+		for u := g * perGroup; u < (g+1)*perGroup; u++ {
+			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.Block {
+				t1 := min(t0+a.Block, a.tokens)
+				rows := (t1 - t0) * a.Stack
+				if keep {
+					p, po = a.stored(s, u, i, t0, t1)
+				}
+				qt, ldq := a.rows(qb, q, s, u, t0, t1)
+				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1)
+				ot, ldo := a.dest(ob, o, s, u, t0)
+				a.product(false, false, rows, Dh, t1, p, t1, vh[koff:], KV, 0, ot, ldo)
+				if b0, bw := a.band(t0, t1); bw > 0 {
+					a.product(false, false, rows, Dh, bw, po, bw, vo[koff+b0*KV:], KV, 1, ot, ldo)
+				}
+				a.scatter(o, ot, s, u, t0, t1)
+			}
+		}
+	})
+}
+
+// Backward computes the gradients of the loss with respect to the
+// reconstructed rotated keys dk and values dv ((N·T, KV), overwritten) from
+// the forward inputs, its output o and the output gradient do (N·T, QD).
+// With keep, it reuses the probabilities of the last forward, which must
+// have run on the same inputs.
+func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
+	Dh, KV, QD, G := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim, a.heads/a.kvHeads
+	n := a.seqs * a.tokens * KV
+	clear(dk[:n])
+	clear(dv[:n])
+	if !a.serial {
+		defer freeze(kh, vh, ko, vo)()
+	}
+	keep := a.prepare()
+	perGroup := G / a.Stack
+	parallel(a.seqs*a.kvHeads, func(w, task int) {
+		s, g := task/a.kvHeads, task%a.kvHeads
+		p, po, dp, sc, qb, db := a.tile(w)
+		koff := s*a.tokens*KV + g*Dh
+		for u := g * perGroup; u < (g+1)*perGroup; u++ {
+			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.Block {
+				t1 := min(t0+a.Block, a.tokens)
+				rows, end := (t1-t0)*a.Stack, t1
+				qt, ldq := a.rows(qb, q, s, u, t0, t1)
+				if keep {
+					p, _ = a.stored(s, u, i, t0, t1)
+				} else {
+					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1)
+				}
+				dt, ldd := a.rows(db, do, s, u, t0, t1)
+				dp := dp[:rows*end]
+				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O),
+				// times 1 − tanh²(S/c) under the soft-cap (S = Q·K̂ᵀ)
+				a.product(false, true, rows, end, Dh, dt, ldd, vh[koff:], KV, 0, dp, end)
+				if a.softCap > 0 {
+					sc = sc[:rows*end]
+					a.product(false, true, rows, end, Dh, qt, ldq, kh[koff:], KV, 0, sc, end)
+				}
+				for r := 0; r < rows; r++ {
+					t, h := t0+r/a.Stack, u*a.Stack+r%a.Stack
+					ooff := (s*a.tokens+t)*QD + h*Dh
+					orow := o[ooff : ooff+Dh]
+					drow := dt[r*ldd : r*ldd+Dh]
+					var dot T
+					for j, v := range orow {
+						dot += v * drow[j]
+					}
+					first, lo := a.keys(t)
+					prow := p[r*end : r*end+lo]
+					srow := dp[r*end : r*end+end]
+					for j, pv := range prow {
+						srow[j] = pv * (srow[j] - dot)
+					}
+					if c := a.softCap; c > 0 {
+						for j, v := range sc[r*end+first : r*end+lo] {
+							srow[first+j] *= dSoftCap(v, c)
+						}
+					}
+					clear(srow[lo:])
+				}
+				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q
+				a.product(true, false, end, Dh, rows, p, end, dt, ldd, 1, dv[koff:], KV)
+				a.product(true, false, end, Dh, rows, dp, end, qt, ldq, 1, dk[koff:], KV)
+			}
+		}
+	})
+}

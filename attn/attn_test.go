@@ -1,0 +1,198 @@
+package attn
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cskv/cskv/kv"
+)
+
+// TestAttentionSoftmaxRows feeds the fused causal softmax score rows whose
+// maximum is not the first element and logits of ±1000 (which break
+// tensor.SoftMax), with and without the bi-branch window, and compares with a
+// float64 softmax written here: relative 1e-12 (float64), 1e-5 (float32).
+func TestAttentionSoftmaxRows(t *testing.T) {
+	// One-hot keys (Dh = T) make the score of (t, j) equal to q[t][j].
+	scores := [][]float64{
+		{5},
+		{0, 1000},
+		{1000, 0, 0},
+		{-1000, -999, -1000, 3},
+		{0, 0, 1000, 0, 1000},
+		{-1000, -1000, -1000, -1000, -1000, -1000},
+	}
+	const T = 6
+	r := rand.New(rand.NewPCG(1, 2))
+	v := make([]float64, T*T)
+	vo := make([]float64, T*T)
+	for i := range v {
+		v[i], vo[i] = r.NormFloat64(), r.NormFloat64()
+	}
+	for _, w := range []int{0, 2} {
+		// want: original keys (score 2·q, values vo) for j in (t − w, t], sliding.
+		want := make([]float64, T*T)
+		for t0, row := range scores {
+			s := make([]float64, len(row))
+			mx := math.Inf(-1)
+			for j, x := range row {
+				s[j] = x
+				if w > 0 && t0-j < w {
+					s[j] = 2 * x
+				}
+				mx = math.Max(mx, s[j])
+			}
+			var sum float64
+			for j := range s {
+				s[j] = math.Exp(s[j] - mx)
+				sum += s[j]
+			}
+			for j := range s {
+				vv := v
+				if w > 0 && t0-j < w {
+					vv = vo
+				}
+				for i := 0; i < T; i++ {
+					want[t0*T+i] += s[j] / sum * vv[j*T+i]
+				}
+			}
+		}
+		q := make([]float64, T*T)
+		k := make([]float64, T*T)
+		ko := make([]float64, T*T)
+		for t0, row := range scores {
+			copy(q[t0*T:], row)
+			k[t0*T+t0], ko[t0*T+t0] = 1, 2
+		}
+		check := func(name string, got []float64, tol float64) {
+			for i := range want {
+				if math.IsNaN(got[i]) || math.Abs(got[i]-want[i]) > tol*math.Max(1, math.Abs(want[i])) {
+					t.Fatalf("%s, window %d: o[%d][%d] = %g, want %g", name, w, i/T, i%T, got[i], want[i])
+				}
+			}
+		}
+		one := Rule{Heads: 1, KVHeads: 1, HeadDim: T}
+		a64 := New[float64](1, T, one, w, kv.WindowSliding)
+		o64 := make([]float64, T*T)
+		a64.Forward(o64, q, k, v, ko, vo)
+		check("float64", o64, 1e-12)
+
+		a32 := New[float32](1, T, one, w, kv.WindowSliding)
+		a32.Block = 4 // two tiles
+		o32 := make([]float32, T*T)
+		a32.Forward(o32, f32s(q), f32s(k), f32s(v), f32s(ko), f32s(vo))
+		check("float32", f64s(o32), 1e-5)
+	}
+}
+
+func f32s(v []float64) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = float32(x)
+	}
+	return out
+}
+
+func f64s(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+// vecErr is max|got − want| / max|want|.
+func vecErr[T Float](got []T, want []float64) float64 {
+	var num, den float64
+	for i := range want {
+		num = math.Max(num, math.Abs(float64(got[i])-want[i]))
+		den = math.Max(den, math.Abs(want[i]))
+	}
+	return num / den
+}
+
+// TestExp32 checks the float32 exp against math.Exp: relative 3e-7 on
+// [−87, 88], ≈ 0 below the float32 range, NaN passes through.
+func TestExp32(t *testing.T) {
+	var worst float64
+	for x := -87.0; x <= 88; x += 0.0137 {
+		got := float64(exp32(float32(x)))
+		want := math.Exp(float64(float32(x)))
+		worst = math.Max(worst, math.Abs(got-want)/want)
+	}
+	if worst > 3e-7 {
+		t.Errorf("exp32 max relative error %.3g > 3e-7", worst)
+	}
+	if v := exp32(-1000); v > 1.2e-38 || v < 0 {
+		t.Errorf("exp32(-1000) = %g", v)
+	}
+	if exp32(0) != 1 || exp32(-88) < 0 {
+		t.Errorf("exp32(-1000) = %g, exp32(-88) = %g", exp32(-1000), exp32(-88))
+	}
+	if v := exp32(float32(math.NaN())); v == v {
+		t.Errorf("exp32(NaN) = %g", v)
+	}
+}
+
+// TestStackedAttention holds the stacked tiles (every query head of a KV
+// group in one tile, as layers from stackWidth on run) to the per-head tiles
+// (the kernel narrower layers run): outputs and key and value gradients, with
+// and without the bi-branch window, sliding window and soft-cap, kept and
+// recomputed probabilities, tiles that do not divide T. float64: relative
+// 1e-12 of the largest value; float32: 1e-5.
+func TestStackedAttention(t *testing.T) {
+	const seqs, T = 2, 11
+	rules := []struct {
+		name   string
+		window int
+		mode   kv.WindowMode
+		slide  int
+		cap    float32
+	}{
+		{"W 0", 0, kv.WindowBlock, 0, 0},
+		{"block W 4", 4, kv.WindowBlock, 0, 0},
+		{"sliding W 3, slide 5, soft-cap", 3, kv.WindowSliding, 5, 1.5},
+	}
+	for _, r := range rules {
+		for _, keep := range []bool{true, false} {
+			rule := Rule{Heads: 6, KVHeads: 2, HeadDim: 4, SoftCap: r.cap, Window: r.slide}
+			name := fmt.Sprintf("%s, keep %v", r.name, keep)
+			checkStacked[float64](t, name, rule, seqs, T, r.window, r.mode, keep, 1e-12)
+			checkStacked[float32](t, name, rule, seqs, T, r.window, r.mode, keep, 1e-5)
+		}
+	}
+}
+
+func checkStacked[T Float](t *testing.T, name string, rule Rule, seqs, tokens, window int, mode kv.WindowMode, keep bool, tol float64) {
+	t.Helper()
+	rows, QD, KV := seqs*tokens, rule.Heads*rule.HeadDim, rule.KVHeads*rule.HeadDim
+	r := rand.New(rand.NewPCG(3, 4))
+	rnd := func(n int) []T {
+		v := make([]T, n)
+		for i := range v {
+			v[i] = T(r.NormFloat64())
+		}
+		return v
+	}
+	q, do := rnd(rows*QD), rnd(rows*QD)
+	kh, vh, ko, vo := rnd(rows*KV), rnd(rows*KV), rnd(rows*KV), rnd(rows*KV)
+	var outs [2][3][]T // per kernel: o, dk, dv
+	for i, stack := range []int{1, rule.Heads / rule.KVHeads} {
+		a := New[T](seqs, tokens, rule, window, mode)
+		a.Block, a.Stack, a.Keep = 4, stack, keep
+		o, dk, dv := make([]T, rows*QD), make([]T, rows*KV), make([]T, rows*KV)
+		a.Forward(o, q, kh, vh, ko, vo)
+		a.Backward(dk, dv, q, kh, vh, ko, vo, o, do)
+		outs[i] = [3][]T{o, dk, dv}
+	}
+	for j, what := range []string{"output", "dK", "dV"} {
+		want := make([]float64, len(outs[0][j]))
+		for i, v := range outs[0][j] {
+			want[i] = float64(v)
+		}
+		if e := vecErr(outs[1][j], want); e > tol {
+			t.Errorf("%s, %T: stacked %s differs from per-head by %.3g > %g", name, q[0], what, e, tol)
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/linalg"
+)
+
+// windowOnly is a KVOverride whose only use here is its bi-branch rule.
+type windowOnly struct {
+	w    int
+	mode kv.WindowMode
+}
+
+func (o windowOnly) Replace(kr, vr, x, k, v []float32, nSeq, T int) error { return nil }
+func (o windowOnly) Window() (int, kv.WindowMode)                         { return o.w, o.mode }
+
+// TestTiledAttention holds the forward's tiled attention (package attn, wide
+// layers) to the row kernel attendRow (what exact mode and narrow layers
+// run) at a layer of query width 1024 (8 heads, 2 KV heads × 128) on 2 × 37
+// tokens: plain, soft-capped with a sliding window, and with replacement
+// keys under block and sliding bi-branch windows. float32, max-norm
+// relative 1e-5.
+func TestTiledAttention(t *testing.T) {
+	const nSeq, T = 2, 37
+	a := Attention{Heads: 8, KVHeads: 2, HeadDim: 128, Scale: 1 / float32(math.Sqrt(128))}
+	if a.Heads*a.HeadDim < tiledWidth {
+		t.Fatal("test layer is narrower than tiledWidth")
+	}
+	n, QD, KV := nSeq*T, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
+	r := rand.New(rand.NewPCG(5, 6))
+	rnd := func(size int) []float32 {
+		v := make([]float32, size)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	q, k, v, kr, vr := rnd(n*QD), rnd(n*KV), rnd(n*KV), rnd(n*KV), rnd(n*KV)
+	cases := []struct {
+		cap    float32
+		window int
+		ov     KVOverride
+	}{
+		{0, 0, nil},
+		{20, 9, nil},
+		{0, 0, windowOnly{8, kv.WindowBlock}},
+		{0, 5, windowOnly{4, kv.WindowSliding}},
+		{0, 0, windowOnly{0, kv.WindowBlock}},
+	}
+	for _, c := range cases {
+		rule := a
+		rule.SoftCap, rule.Window = c.cap, c.window
+		name := fmt.Sprintf("cap %g, slide %d, override %v", c.cap, c.window, c.ov)
+		run := func(exact bool) []float32 {
+			linalg.SetExact(exact)
+			defer linalg.SetExact(false)
+			out := make([]float32, n*QD)
+			attention(&rule, out, append([]float32(nil), q...), k, v, kr, vr, nSeq, T, c.ov)
+			return out
+		}
+		want, got := run(true), run(false)
+		var num, den float64
+		for i := range want {
+			num = math.Max(num, math.Abs(float64(got[i]-want[i])))
+			den = math.Max(den, math.Abs(float64(want[i])))
+		}
+		if num/den > 1e-5 || math.IsNaN(num) {
+			t.Errorf("%s: tiled attention differs from the row kernel by %.3g (relative)", name, num/den)
+		}
+	}
+}
