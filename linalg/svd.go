@@ -29,7 +29,7 @@ func SVD(a []float64, m, n int) (u, s, vt []float64, err error) {
 	if len(a) != m*n {
 		return nil, nil, nil, fmt.Errorf("svd: matrix has %d elements, want %d×%d = %d", len(a), m, n, m*n)
 	}
-	if err := checkFinite(a); err != nil {
+	if err := CheckFinite(a); err != nil {
 		return nil, nil, nil, fmt.Errorf("svd (%d, %d): %w", m, n, err)
 	}
 	u, s, vt, err = svdImpl(append([]float64(nil), a...), m, n)
@@ -51,7 +51,7 @@ func SymEig(a []float64, n int) (vals, vecs []float64, err error) {
 	if len(a) != n*n {
 		return nil, nil, fmt.Errorf("symmetric eigen: matrix has %d elements, want %d×%d = %d", len(a), n, n, n*n)
 	}
-	if err := checkFinite(a); err != nil {
+	if err := CheckFinite(a); err != nil {
 		return nil, nil, fmt.Errorf("symmetric eigen (%d): %w", n, err)
 	}
 	vals, vecs, err = symEigImpl(symmetrised(a, n), n)
@@ -73,7 +73,7 @@ func Cholesky(a []float64, n int) (l []float64, err error) {
 	if len(a) != n*n {
 		return nil, fmt.Errorf("cholesky: matrix has %d elements, want %d×%d = %d", len(a), n, n, n*n)
 	}
-	if err := checkFinite(a); err != nil {
+	if err := CheckFinite(a); err != nil {
 		return nil, fmt.Errorf("cholesky (%d): %w", n, err)
 	}
 	l, err = choleskyImpl(symmetrised(a, n), n)
@@ -100,7 +100,9 @@ func symmetrised(a []float64, n int) []float64 {
 	return out
 }
 
-func checkFinite(a []float64) error {
+// CheckFinite returns an error naming the first NaN or infinite element of
+// a, or nil.
+func CheckFinite(a []float64) error {
 	for i, v := range a {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return fmt.Errorf("non-finite element %v at flat index %d", v, i)

@@ -164,7 +164,7 @@ func InitWhiten(W []float32 /* (kvDim, hidden) */, kvDim, hidden, rank int, gram
 	}
 	// z = R⁻¹·U_r·sqrt(S_r): solve Lᵀ·Z' = z in place.
 	impl.Dtrsm(blas.Left, blas.Lower, blas.Trans, blas.NonUnit, hidden, rank, 1, l, hidden, z, rank)
-	if err := checkFinite(z); err != nil {
+	if err := linalg.CheckFinite(z); err != nil {
 		return nil, nil, 0, fmt.Errorf("whitened init: ridge %g: factor A: %w", lambda, err)
 	}
 	return transposeTo32(z, hidden, rank), to32(b), lambda, nil
@@ -232,15 +232,6 @@ func checkInitArgs(W []float32, kvDim, hidden, rank int) error {
 	for i, v := range W {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return fmt.Errorf("weight element (%d, %d) is %v", i/hidden, i%hidden, v)
-		}
-	}
-	return nil
-}
-
-func checkFinite(a []float64) error {
-	for i, v := range a {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return fmt.Errorf("non-finite value %v at flat index %d", v, i)
 		}
 	}
 	return nil

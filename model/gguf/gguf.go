@@ -69,19 +69,7 @@ func (t ValueType) String() string {
 func (t ValueType) valid() bool { return t <= TypeFloat64 }
 
 // scalarSize is the encoded size of a fixed-size value type, 0 for string/array.
-func (t ValueType) scalarSize() int {
-	switch t {
-	case TypeUint8, TypeInt8, TypeBool:
-		return 1
-	case TypeUint16, TypeInt16:
-		return 2
-	case TypeUint32, TypeInt32, TypeFloat32:
-		return 4
-	case TypeUint64, TypeInt64, TypeFloat64:
-		return 8
-	}
-	return 0
-}
+func (t ValueType) scalarSize() int { return scalars[t].size }
 
 // KeyValue is one metadata entry. Value holds scalars as the matching Go type
 // (uint8, int8, uint16, int16, uint32, int32, float32, bool, string, uint64,

@@ -200,38 +200,16 @@ func (d *decoder) minValueSize(t ValueType) int64 {
 
 // value reads one value of type t.
 func (d *decoder) value(t ValueType, depth int) (any, error) {
+	if c, ok := scalars[t]; ok {
+		b, err := d.next(int64(c.size), c.what)
+		if err != nil {
+			return nil, err
+		}
+		return c.one(b), nil
+	}
 	switch t {
-	case TypeUint8:
-		return d.u8("u8")
-	case TypeInt8:
-		v, err := d.u8("i8")
-		return int8(v), err
-	case TypeUint16:
-		return d.u16("u16")
-	case TypeInt16:
-		v, err := d.u16("i16")
-		return int16(v), err
-	case TypeUint32:
-		return d.u32("u32")
-	case TypeInt32:
-		v, err := d.u32("i32")
-		return int32(v), err
-	case TypeFloat32:
-		v, err := d.u32("f32")
-		return math.Float32frombits(v), err
-	case TypeBool:
-		v, err := d.u8("bool")
-		return v != 0, err
 	case TypeString:
 		return d.str("string")
-	case TypeUint64:
-		return d.u64("u64")
-	case TypeInt64:
-		v, err := d.u64("i64")
-		return int64(v), err
-	case TypeFloat64:
-		v, err := d.u64("f64")
-		return math.Float64frombits(v), err
 	case TypeArray:
 		return d.array(depth + 1)
 	}
@@ -283,72 +261,48 @@ func (d *decoder) array(depth int) (any, error) {
 	}
 }
 
-func decodeScalars(t ValueType, b []byte, n int) any {
-	le := binary.LittleEndian
-	switch t {
-	case TypeUint8:
-		return append([]uint8(nil), b[:n]...)
-	case TypeInt8:
-		out := make([]int8, n)
-		for i := range out {
-			out[i] = int8(b[i])
-		}
-		return out
-	case TypeBool:
-		out := make([]bool, n)
-		for i := range out {
-			out[i] = b[i] != 0
-		}
-		return out
-	case TypeUint16:
-		out := make([]uint16, n)
-		for i := range out {
-			out[i] = le.Uint16(b[2*i:])
-		}
-		return out
-	case TypeInt16:
-		out := make([]int16, n)
-		for i := range out {
-			out[i] = int16(le.Uint16(b[2*i:]))
-		}
-		return out
-	case TypeUint32:
-		out := make([]uint32, n)
-		for i := range out {
-			out[i] = le.Uint32(b[4*i:])
-		}
-		return out
-	case TypeInt32:
-		out := make([]int32, n)
-		for i := range out {
-			out[i] = int32(le.Uint32(b[4*i:]))
-		}
-		return out
-	case TypeFloat32:
-		out := make([]float32, n)
-		for i := range out {
-			out[i] = math.Float32frombits(le.Uint32(b[4*i:]))
-		}
-		return out
-	case TypeUint64:
-		out := make([]uint64, n)
-		for i := range out {
-			out[i] = le.Uint64(b[8*i:])
-		}
-		return out
-	case TypeInt64:
-		out := make([]int64, n)
-		for i := range out {
-			out[i] = int64(le.Uint64(b[8*i:]))
-		}
-		return out
-	default: // TypeFloat64
-		out := make([]float64, n)
-		for i := range out {
-			out[i] = math.Float64frombits(le.Uint64(b[8*i:]))
-		}
-		return out
+// decodeScalars decodes the n little-endian values of fixed-size type t in
+// b into t's typed slice.
+func decodeScalars(t ValueType, b []byte, n int) any { return scalars[t].many(b, n) }
+
+// scalar is the decoding of one fixed-size value type: its encoded size, one
+// value as its Go type, n values as the typed slice, and its name in errors.
+type scalar struct {
+	size int
+	what string
+	one  func(b []byte) any
+	many func(b []byte, n int) any
+}
+
+func scalarOf[T any](size int, what string, f func([]byte) T) scalar {
+	return scalar{size: size, what: what, one: func(b []byte) any { return f(b) }, many: func(b []byte, n int) any { return each(b, n, size, f) }}
+}
+
+// scalars is the table of the fixed-size value types (little-endian).
+var scalars = map[ValueType]scalar{
+	TypeUint8:   scalarOf(1, "u8", func(b []byte) uint8 { return b[0] }),
+	TypeInt8:    scalarOf(1, "i8", func(b []byte) int8 { return int8(b[0]) }),
+	TypeBool:    scalarOf(1, "bool", func(b []byte) bool { return b[0] != 0 }),
+	TypeUint16:  scalarOf(2, "u16", le.Uint16),
+	TypeInt16:   scalarOf(2, "i16", func(b []byte) int16 { return int16(le.Uint16(b)) }),
+	TypeUint32:  scalarOf(4, "u32", le.Uint32),
+	TypeInt32:   scalarOf(4, "i32", func(b []byte) int32 { return int32(le.Uint32(b)) }),
+	TypeFloat32: scalarOf(4, "f32", func(b []byte) float32 { return math.Float32frombits(le.Uint32(b)) }),
+	TypeUint64:  scalarOf(8, "u64", le.Uint64),
+	TypeInt64:   scalarOf(8, "i64", func(b []byte) int64 { return int64(le.Uint64(b)) }),
+	TypeFloat64: scalarOf(8, "f64", func(b []byte) float64 { return math.Float64frombits(le.Uint64(b)) }),
+}
+
+// le is the byte order of every GGUF value.
+var le = binary.LittleEndian
+
+// each decodes n values of size bytes each from b with f.
+func each[T any](b []byte, n, size int, f func([]byte) T) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = f(b[size*i:])
 	}
+	return out
 }
 
 func parse(r io.ReaderAt, size int64) (*File, error) {

@@ -1,15 +1,13 @@
 package gguf
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 
+	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/model/dtype"
 )
 
@@ -38,54 +36,26 @@ func Write(path string, version uint32, kv []KeyValue, tensors []WriteTensor) (e
 		return fmt.Errorf("gguf: write %s: %w", path, err)
 	}
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	err = atomicfile.WriteFunc(path, func(w io.Writer) error {
+		if _, err := w.Write(head); err != nil {
+			return err
+		}
+		pos := int64(len(head))
+		for i, t := range tensors {
+			if err := writePad(w, plan.dataOffset+plan.offsets[i]-pos); err != nil {
+				return err
+			}
+			pos = plan.dataOffset + plan.offsets[i]
+			n, err := encodeTensor(w, t)
+			if err != nil {
+				return fmt.Errorf("tensor %q: %w", t.Name, err)
+			}
+			pos += n
+		}
+		return writePad(w, alignUp(pos, plan.alignment)-pos)
+	})
 	if err != nil {
-		return fmt.Errorf("gguf: write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	w := bufio.NewWriterSize(tmp, 1<<20)
-	if _, err = w.Write(head); err != nil {
-		return fmt.Errorf("gguf: write %s: %w", path, err)
-	}
-	pos := int64(len(head))
-	for i, t := range tensors {
-		if err = writePad(w, plan.dataOffset+plan.offsets[i]-pos); err != nil {
-			return fmt.Errorf("gguf: write %s: %w", path, err)
-		}
-		pos = plan.dataOffset + plan.offsets[i]
-		n, err := encodeTensor(w, t)
-		if err != nil {
-			return fmt.Errorf("gguf: write %s: tensor %q: %w", path, t.Name, err)
-		}
-		pos += n
-	}
-	if err = writePad(w, alignUp(pos, plan.alignment)-pos); err != nil {
-		return fmt.Errorf("gguf: write %s: %w", path, err)
-	}
-	if err = w.Flush(); err != nil {
-		return fmt.Errorf("gguf: write %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("gguf: write %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("gguf: write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("gguf: write %s: %w", path, err)
-	}
-	if dh, e := os.Open(dir); e == nil { // best effort: persist the rename
-		dh.Sync()
-		dh.Close()
+		return fmt.Errorf("gguf: %w", err)
 	}
 	return nil
 }

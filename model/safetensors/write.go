@@ -1,18 +1,16 @@
 package safetensors
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/cskv/cskv/atomicfile"
 	"github.com/cskv/cskv/model/dtype"
 )
 
@@ -184,49 +182,11 @@ func encode(w io.Writer, t Tensor) error {
 	return flush()
 }
 
-// writeAtomic writes path through a temporary file in the same directory:
-// write, fsync, close, rename, then fsync the directory. On error the
-// temporary file is removed and path is untouched.
-func writeAtomic(path string, write func(io.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("safetensors %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("safetensors %s: %w", path, err)
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := write(bw); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// Make the rename durable. Some file systems cannot fsync a directory;
-	// the file itself is already complete, so that is not an error.
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+// writeAtomic writes path atomically (package atomicfile): on error path is
+// untouched and no temporary file is left.
+func writeAtomic(path string, write func(io.Writer) error) error {
+	if err := atomicfile.WriteFunc(path, write); err != nil {
+		return fmt.Errorf("safetensors: %w", err)
 	}
 	return nil
 }

@@ -138,11 +138,8 @@ func (m *bpeModel) encodeWord(sc *bpeScratch, w string, out []int) []int {
 	}
 	cacheable := len(w) <= m.maxCache
 	if cacheable {
-		if ids, ok := sc.cache[w]; ok {
-			for _, id := range ids {
-				out = append(out, int(id))
-			}
-			return out
+		if ids, ok := m.recall(sc, w, out); ok {
+			return ids
 		}
 	}
 	// Initial symbols: one per character, or its byte tokens, or unk.
@@ -218,11 +215,8 @@ func (m *bpeModel) mergeCached(sc *bpeScratch, w string, seg []symbol, out []int
 	key := w[seg[0].start:seg[len(seg)-1].end]
 	short := len(key) <= m.maxCache
 	if short {
-		if ids, ok := sc.cache[key]; ok {
-			for _, id := range ids {
-				out = append(out, int(id))
-			}
-			return out
+		if ids, ok := m.recall(sc, key, out); ok {
+			return ids
 		}
 	}
 	mark := len(out)
@@ -231,6 +225,16 @@ func (m *bpeModel) mergeCached(sc *bpeScratch, w string, seg []symbol, out []int
 		m.remember(sc, key, out[mark:])
 	}
 	return out
+}
+
+// recall appends the cached ids of key to out; ok reports whether key was
+// cached (remember).
+func (m *bpeModel) recall(sc *bpeScratch, key string, out []int) (_ []int, ok bool) {
+	ids, ok := sc.cache[key]
+	for _, id := range ids {
+		out = append(out, int(id))
+	}
+	return out, ok
 }
 
 func (m *bpeModel) remember(sc *bpeScratch, key string, ids []int) {
