@@ -3,9 +3,13 @@ package model
 import (
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -156,3 +160,38 @@ func (s shapeSource) list() []TensorEntry {
 	}
 	return sortedEntries(out)
 }
+
+// Shapes are known architectures SyntheticShape can stand in for (their
+// published sizes; the weights are random).
+var Shapes = map[string]Config{
+	"llama2-7b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 11008,
+		Vocab: 32000, ContextLength: 4096, RopeBase: 10000, RMSEps: 1e-5},
+	"llama3-8b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336,
+		Vocab: 128256, ContextLength: 8192, RopeBase: 500000, RMSEps: 1e-5},
+}
+
+// OpenShape builds the model a "shape:NAME[:LAYERS]" model name describes:
+// SyntheticShape (seed 1) of Shapes[NAME], cut to LAYERS layers.
+func OpenShape(spec string) (*Model, error) {
+	rest, ok := strings.CutPrefix(spec, ShapePrefix)
+	if !ok {
+		return nil, fmt.Errorf("model %q: not a %sNAME[:LAYERS] shape", spec, ShapePrefix)
+	}
+	name, layers, cut := strings.Cut(rest, ":")
+	c, ok := Shapes[name]
+	if !ok {
+		known := slices.Sorted(maps.Keys(Shapes))
+		return nil, fmt.Errorf("model %q: unknown shape %q (want one of %s)", spec, name, strings.Join(known, ", "))
+	}
+	if cut {
+		n, err := strconv.Atoi(layers)
+		if err != nil || n < 1 || n > c.Layers {
+			return nil, fmt.Errorf("model %q: layers %q: want 1 … %d", spec, layers, c.Layers)
+		}
+		c.Layers = n
+	}
+	return SyntheticShape(c, 1)
+}
+
+// ShapePrefix starts a model name that OpenShape builds.
+const ShapePrefix = "shape:"

@@ -106,3 +106,25 @@ func TestSyntheticShapeIndependentOfProcs(t *testing.T) {
 		t.Error("chunks repeat the same random stream")
 	}
 }
+
+// OpenShape refuses an unknown shape or layer count, naming it; the table
+// holds the published sizes.
+func TestOpenShapeErrors(t *testing.T) {
+	for spec, want := range map[string]string{
+		"shape:llama9-1b":      `unknown shape "llama9-1b"`,
+		"shape:llama2-7b:0":    `layers "0": want 1 … 32`,
+		"shape:llama2-7b:33":   `layers "33"`,
+		"shape:llama2-7b:two":  `layers "two"`,
+		"model/llama2-7b.gguf": "not a shape:NAME[:LAYERS] shape",
+	} {
+		if _, err := OpenShape(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: err = %v, want one containing %q", spec, err, want)
+		}
+	}
+	if c := Shapes["llama2-7b"]; c.Hidden != 4096 || c.FFN != 11008 || c.KVDim() != 4096 || c.Validate() != nil {
+		t.Errorf("llama2-7b: %+v", c)
+	}
+	if c := Shapes["llama3-8b"]; c.KVDim() != 1024 || c.FFN != 14336 || c.Validate() != nil {
+		t.Errorf("llama3-8b: %+v", c)
+	}
+}

@@ -74,14 +74,12 @@ func Allocate(ctx context.Context, cfg Config, env Env) (*alloc.Plan, error) {
 	env.Log.WithFields(logrus.Fields{"budget": cfg.Budget, "objective": cfg.Objective, "k_grid": len(grids[alloc.K]),
 		"v_grid": len(grids[alloc.V]), "held_seqs": len(held)}).Info("allocation started")
 
-	h, err := newStream(m, calib) // (N·T, D)
+	h, hHeld, err := openStreams(cfg, m, calib, held) // (N·T, D), (H·T, D)
 	if err != nil {
 		return nil, err
 	}
-	hHeld, err := newStream(m, held) // (H·T, D)
-	if err != nil {
-		return nil, err
-	}
+	defer h.close()
+	defer hHeld.close()
 	for l := 0; l < mc.Layers; l++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("allocation interrupted at layer %d: %w", l, err)
@@ -165,15 +163,13 @@ func allocGrids(cfg Config, mc model.Config, maxPoints int) (grids [2][]int, spe
 func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2][]int, specs [2][]quant.Spec,
 	unit int, h, hHeld *stream) ([]alloc.Curve, error) {
 	kvDim, d := mc.KVDim(), mc.Hidden
-	x := h.attnInput(mc, blk) // (N·T, D)
 	st, err := NewStats(d, true)
 	if err != nil {
 		return nil, err
 	}
-	if err := st.Add(x); err != nil {
+	if _, _, err := (layerJob{mc: mc, blk: blk, h: h}).capture(st, false); err != nil {
 		return nil, err
 	}
-	x = nil
 	weights := [2][]float32{blk.Wk, blk.Wv}
 	var curves []alloc.Curve
 	for s := range weights {
@@ -202,12 +198,21 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 		return nil, err
 	}
 	st = nil
-	xHeld := hHeld.attnInput(mc, blk) // (H·T, D)
-	var res float64                   // mean square of the residual stream entering the layer
-	for _, v := range hHeld.h {
-		res += float64(v) * float64(v)
+	xHeld, err := hHeld.attnInput(mc, blk) // (H·T, D)
+	if err != nil {
+		return nil, err
 	}
-	res /= float64(len(hHeld.h))
+	var res float64 // mean square of the residual stream entering the layer
+	err = hHeld.scan(mc, nil, func(_ int, v, _ []float32) error {
+		for _, x := range v {
+			res += float64(x) * float64(x)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	res /= float64(hHeld.rows() * d)
 	for s := range curves {
 		c := &curves[s]
 		for _, r := range c.Ranks {
@@ -222,8 +227,8 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 				f.Av, f.Bv = truncate(full.Av, full.Bv, kvDim, d, r)
 			}
 			f.KRank, f.VRank = kRank, vRank
-			j := layerJob{cfg: q, mc: mc, blk: blk, l: l, kRank: kRank, vRank: vRank, xHeld: xHeld}
-			loss, err := j.heldOut(f)
+			j := layerJob{cfg: q, mc: mc, blk: blk, l: l, kRank: kRank, vRank: vRank}
+			loss, err := j.heldOutOn(f, xHeld)
 			if err != nil {
 				return nil, fmt.Errorf("%s rank %d: %w", c.Side, r, err)
 			}
@@ -231,7 +236,7 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 			c.OutResidual = append(c.OutResidual, loss.Out/res)
 			if cfg.Objective == ObjectiveOutMixed {
 				j.cfg.OutWindow = cfg.AllocWindow
-				bi, err := j.heldOut(f)
+				bi, err := j.heldOutOn(f, xHeld)
 				if err != nil {
 					return nil, fmt.Errorf("%s rank %d: %w", c.Side, r, err)
 				}

@@ -34,7 +34,7 @@ func Capture(ctx context.Context, m *model.Model, seqs [][]int, each func(l int,
 	if each == nil {
 		return fmt.Errorf("capture: nil callback")
 	}
-	h, err := newStream(m, seqs) // (N·T, D)
+	h, err := newStream(m, seqs, "") // (N·T, D)
 	if err != nil {
 		return fmt.Errorf("capture: %w", err)
 	}
@@ -47,7 +47,10 @@ func Capture(ctx context.Context, m *model.Model, seqs [][]int, each func(l int,
 		if err != nil {
 			return fmt.Errorf("capture: %w", err)
 		}
-		x := h.attnInput(c, blk) // (N·T, D)
+		x, err := h.attnInput(c, blk) // (N·T, D)
+		if err != nil {
+			return fmt.Errorf("capture: layer %d: %w", l, err)
+		}
 		if err := each(l, blk, x); err != nil {
 			return fmt.Errorf("capture: layer %d: %w", l, err)
 		}

@@ -21,7 +21,8 @@ func TestCaptureMatchesPerSequenceWalk(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := m.Config
-	const nSeq, T = advanceGroup + 2, 12
+	const T = 12
+	nSeq := advanceGroup(T) + 2
 	seqs := make([][]int, nSeq)
 	for i := range seqs {
 		seqs[i] = make([]int, T)

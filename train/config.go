@@ -70,6 +70,13 @@ type Config struct {
 	Keep      int    // steering: checkpoints kept (3)
 	Resume    bool   // continue from the latest checkpoint in Out
 	Force     bool   // overwrite an Out that holds another run
+
+	// StreamMemory is the memory (bytes) the residual streams of the
+	// calibration and held-out sequences may take; above it they are
+	// spilled to files in Out (the temporary directory without one) and
+	// read back in chunks (0 = a quarter of the machine's memory). Results
+	// are the same either way, so it is in no fingerprint.
+	StreamMemory int64 `json:"-"`
 }
 
 // Defaults returns cskv's recipe, chosen by measurement on held-out
@@ -169,6 +176,8 @@ func (c Config) Validate() error {
 		return bad("save-every", c.SaveEvery, "must be ≥ 0")
 	case c.Keep < 1:
 		return bad("keep", c.Keep, "must be ≥ 1")
+	case c.StreamMemory < 0:
+		return bad("stream-memory", c.StreamMemory, "must be ≥ 0")
 	case c.FirstLayer < 0 || c.LastLayer < 0 || (c.LastLayer != 0 && c.LastLayer <= c.FirstLayer):
 		return bad("layers", fmt.Sprintf("[%d, %d)", c.FirstLayer, c.LastLayer), "want 0 ≤ first < last")
 	case c.Resume && c.Out == "":

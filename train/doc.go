@@ -15,11 +15,15 @@
 //  4. Open the run directory: start a new run, or resume from its latest
 //     checkpoint after checking that the run's problem settings match.
 //  5. Embed both sets of sequences into residual streams h (N·T, D) and
-//     hHeld (H·T, D).
+//     hHeld (H·T, D): in memory while they fit Config.StreamMemory,
+//     otherwise spilled to files in the run directory (stream.go).
 //  6. For each layer l:
-//     a. capture X = RMSNorm(h) (N·T, D), the layer's attention input;
-//     b. accumulate the calibration statistics of X and initialise the
-//     factors (svd, asvd or whiten);
+//     a. capture: one streaming pass over h in chunks of rows computes
+//     X = RMSNorm(h), the layer's attention input, accumulates its
+//     calibration statistics and, when they fit, the K/V targets; X is
+//     never held for all N·T rows (each batch and the held-out sequences
+//     compute theirs from the stream);
+//     b. initialise the factors (svd, asvd or whiten);
 //     c. train: per step draw a batch of sequences, run the graph's
 //     forward and backward pass (package graph), check that loss and
 //     gradients are finite, take an Adam step, report it (Env.OnStep), and

@@ -16,15 +16,18 @@ import (
 )
 
 // layerJob is one layer's fixed inputs: the run's settings, the model's
-// shape, the frozen block, the ranks and the captured attention inputs.
+// shape, the frozen block, the ranks and the residual streams entering the
+// layer, from which its attention inputs X = RMSNorm(h) are computed where
+// they are needed (a streaming pass for the statistics and the targets, a
+// batch per step, the held-out sequences), never for all N·T rows at once.
 type layerJob struct {
 	cfg          Config
 	mc           model.Config
 	blk          *model.Block
 	l            int // the layer's index
 	kRank, vRank int
-	x            []float32 // (N·T, D) attention inputs of the calibration sequences
-	xHeld        []float32 // (H·T, D) of the held-out sequences (empty: none)
+	h            *stream // (N·T, D) the calibration sequences
+	hHeld        *stream // (H·T, D) the held-out sequences (nSeq 0: none)
 }
 
 // trainLayer initialises layer j.l's factors from its captured inputs, or
@@ -36,7 +39,10 @@ func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLa
 	if err != nil {
 		return doneLayer{}, err
 	}
-	stats.Add(j.x)
+	kAll, vAll, err := j.capture(stats, j.cfg.Steps > 0)
+	if err != nil {
+		return doneLayer{}, err
+	}
 	st := run.resumed(j.l)
 	if st != nil {
 		env.Log.WithFields(logrus.Fields{"layer": j.l, "step": st.Step}).Info("resuming layer")
@@ -47,7 +53,7 @@ func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLa
 		}
 	}
 	if j.cfg.Steps == 0 { // initialisation only
-		if len(j.xHeld) > 0 {
+		if j.hHeld.nSeq > 0 {
 			if st.Info.HeldBefore, err = j.heldOut(st.Factors); err != nil {
 				return doneLayer{}, err
 			}
@@ -55,12 +61,12 @@ func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLa
 		st.Info.Seconds = time.Since(t0).Seconds()
 		return doneLayer{Factors: st.Factors, Info: st.Info}, nil
 	}
-	f, err := j.train(ctx, env, run, st)
+	f, err := j.train(ctx, env, run, st, kAll, vAll)
 	if err != nil {
 		return doneLayer{}, err
 	}
 	d := doneLayer{Factors: f, Info: st.Info}
-	if len(j.xHeld) > 0 {
+	if j.hHeld.nSeq > 0 {
 		if d.Info.HeldAfter, err = j.heldOut(d.Factors); err != nil {
 			return doneLayer{}, err
 		}
@@ -80,30 +86,34 @@ func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLa
 }
 
 // train takes Adam steps st.Step … Steps−1 from st (measuring the held-out
-// losses first when it starts the layer) and returns the trained factors.
-// st is the layer's live state: checkpoints save it as it goes.
-func (j layerJob) train(ctx context.Context, env Env, run *runState, st *layerState) (kv.Factors, error) {
+// losses first when it starts the layer) and returns the trained factors;
+// kAll, vAll are the precomputed targets (nil: the graph computes each
+// batch's). st is the layer's live state: checkpoints save it as it goes.
+func (j layerJob) train(ctx context.Context, env Env, run *runState, st *layerState, kAll, vAll []float32) (kv.Factors, error) {
+	var err error
+	if j.hHeld.nSeq > 0 && st.Step == 0 { // before the training graph exists: one graph at a time
+		if st.Info.HeldBefore, err = j.heldOut(st.Factors); err != nil {
+			return kv.Factors{}, err
+		}
+	}
 	layer, err := graph.NewLayer(j.spec(j.cfg.Batch), st.Factors)
 	if err != nil {
 		return kv.Factors{}, err
 	}
 	defer layer.Close()
-	if len(j.xHeld) > 0 && st.Step == 0 {
-		if st.Info.HeldBefore, err = j.heldOut(st.Factors); err != nil {
-			return kv.Factors{}, err
-		}
-	}
 	params := layer.Params() // Ak, Bk, Av, Bv: live values and gradients
 	if st.Adam == nil {
 		st.Adam = NewAdam(sizes(params))
 	}
 	env.OnPhase("train", j.l)
-	batch := newBatcher(j)
+	batch := newBatcher(j, kAll, vAll)
 	for st.Step < j.cfg.Steps {
 		if err := ctx.Err(); err != nil {
 			return kv.Factors{}, interrupted(run, st, layer, err)
 		}
-		batch.next(st.RNG)
+		if err := batch.next(st.RNG); err != nil {
+			return kv.Factors{}, fmt.Errorf("step %d: %w", st.Step+1, err)
+		}
 		loss, err := layer.RunTargets(batch.x, batch.k, batch.v) // forward and backward
 		if err := checkStep(loss, params, err); err != nil {
 			return kv.Factors{}, fmt.Errorf("step %d: %w", st.Step+1, err)
@@ -162,7 +172,16 @@ func interrupted(run *runState, st *layerState, layer *graph.Layer, cause error)
 // heldOut evaluates factors f on the held-out sequences (all of them in both
 // terms, whatever the training weights).
 func (j layerJob) heldOut(f kv.Factors) (*graph.Loss, error) {
-	n := len(j.xHeld) / (j.cfg.SeqLen * j.mc.Hidden)
+	xHeld, err := j.hHeld.attnInput(j.mc, j.blk) // (H·T, D)
+	if err != nil {
+		return nil, fmt.Errorf("held-out evaluation: %w", err)
+	}
+	return j.heldOutOn(f, xHeld)
+}
+
+// heldOutOn is heldOut on the held-out attention inputs xHeld (H·T, D).
+func (j layerJob) heldOutOn(f kv.Factors, xHeld []float32) (*graph.Loss, error) {
+	n := len(xHeld) / (j.cfg.SeqLen * j.mc.Hidden)
 	spec := j.spec(n)
 	spec.OutSeqs, spec.LambdaKV, spec.LambdaOut = n, 1, 1
 	layer, err := graph.NewLayer(spec, f)
@@ -170,30 +189,28 @@ func (j layerJob) heldOut(f kv.Factors) (*graph.Loss, error) {
 		return nil, fmt.Errorf("held-out evaluation: %w", err)
 	}
 	defer layer.Close()
-	l, err := layer.Eval(j.xHeld)
+	l, err := layer.Eval(xHeld)
 	if err != nil {
 		return nil, fmt.Errorf("held-out evaluation: %w", err)
 	}
 	return &l, nil
 }
 
-// batcher gathers training batches: Batch calibration sequences and, when
-// they were precomputed, their K and V targets.
+// batcher gathers training batches: Batch calibration sequences' attention
+// inputs, computed from the stream, and, when they were precomputed, their
+// K and V targets.
 type batcher struct {
-	x, k, v          []float32 // the batch: (Batch·T, D), (Batch·T, KV) each (k, v nil: the graph computes them)
-	xAll, kAll, vAll []float32 // every sequence: (N·T, D), (N·T, KV) each
-	nSeq, size       int       // N sequences, Batch of them per batch
-	rowX, rowKV      int       // floats per sequence: T·D, T·KV
+	x, k, v     []float32 // the batch: (Batch·T, D), (Batch·T, KV) each (k, v nil: the graph computes them)
+	kAll, vAll  []float32 // every sequence's targets: (N·T, KV) each, or nil
+	j           layerJob
+	size        int // Batch sequences per batch
+	rowX, rowKV int // floats per sequence: T·D, T·KV
 }
 
-func newBatcher(j layerJob) *batcher {
+func newBatcher(j layerJob, kAll, vAll []float32) *batcher {
 	T, D, KV := j.cfg.SeqLen, j.mc.Hidden, j.mc.KVDim()
-	b := &batcher{xAll: j.x, nSeq: len(j.x) / (T * D), size: j.cfg.Batch, rowX: T * D, rowKV: T * KV}
+	b := &batcher{kAll: kAll, vAll: vAll, j: j, size: j.cfg.Batch, rowX: T * D, rowKV: T * KV}
 	b.x = make([]float32, b.size*b.rowX)
-	// The K and V targets of every sequence do not change between steps:
-	// compute them once when they fit targetBudget, and gather them with
-	// the batch (nil otherwise: the graph computes each batch's).
-	b.kAll, b.vAll = targets(j.mc, j.blk, j.x, b.nSeq*T)
 	if b.kAll != nil {
 		b.k, b.v = make([]float32, b.size*b.rowKV), make([]float32, b.size*b.rowKV)
 	}
@@ -201,14 +218,17 @@ func newBatcher(j layerJob) *batcher {
 }
 
 // next draws the next batch with rng.
-func (b *batcher) next(rng *rand.PCG) {
-	for i, s := range pickBatch(b.nSeq, b.size, rng) {
-		copy(b.x[i*b.rowX:(i+1)*b.rowX], b.xAll[s*b.rowX:(s+1)*b.rowX])
+func (b *batcher) next(rng *rand.PCG) error {
+	for i, s := range pickBatch(b.j.h.nSeq, b.size, rng) {
+		if err := b.j.h.seqInput(b.j.mc, b.j.blk, b.x[i*b.rowX:(i+1)*b.rowX], s); err != nil {
+			return err
+		}
 		if b.kAll != nil {
 			copy(b.k[i*b.rowKV:(i+1)*b.rowKV], b.kAll[s*b.rowKV:(s+1)*b.rowKV])
 			copy(b.v[i*b.rowKV:(i+1)*b.rowKV], b.vAll[s*b.rowKV:(s+1)*b.rowKV])
 		}
 	}
+	return nil
 }
 
 // pickBatch draws `batch` distinct sequence indices out of nSeq with rng
@@ -229,16 +249,32 @@ func pickBatch(nSeq, batch int, rng *rand.PCG) []int {
 // targetBudget bounds the memory of the precomputed K and V targets.
 const targetBudget = 1 << 30
 
-// targets returns K = X·Wkᵀ + bk and V = X·Wvᵀ + bv for all n rows of x, or
-// nil when they would exceed targetBudget.
-func targets(mc model.Config, blk *model.Block, x []float32, n int) (k, v []float32) {
-	if int64(n)*int64(mc.KVDim())*8 > targetBudget {
-		return nil, nil
+// capture is the layer's one streaming pass over the calibration stream: it
+// accumulates the statistics the init needs into stats and, with targets
+// set and when they fit targetBudget, computes the K and V targets
+// K = X·Wkᵀ + bk, V = X·Wvᵀ + bv (N·T, KV) of every row (nil otherwise: the
+// graph computes each batch's).
+func (j layerJob) capture(stats *Stats, targets bool) (k, v []float32, err error) {
+	n, D, KV := j.h.rows(), j.mc.Hidden, j.mc.KVDim()
+	if targets && int64(n)*int64(KV)*8 <= targetBudget {
+		k, v = make([]float32, n*KV), make([]float32, n*KV)
 	}
-	k, v = make([]float32, n*mc.KVDim()), make([]float32, n*mc.KVDim())
-	model.Linear(k, x, blk.Wk, blk.Bk, n, mc.KVDim(), mc.Hidden)
-	model.Linear(v, x, blk.Wv, blk.Bv, n, mc.KVDim(), mc.Hidden)
-	return k, v
+	err = j.h.scan(j.mc, j.blk, func(r0 int, _, x []float32) error {
+		rows := len(x) / D
+		if err := stats.addUpper(x); err != nil {
+			return fmt.Errorf("rows from %d: %w", r0, err)
+		}
+		if k != nil {
+			model.Linear(k[r0*KV:(r0+rows)*KV], x, j.blk.Wk, j.blk.Bk, rows, KV, D)
+			model.Linear(v[r0*KV:(r0+rows)*KV], x, j.blk.Wv, j.blk.Bv, rows, KV, D)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("capture: %w", err)
+	}
+	stats.mirror()
+	return k, v, nil
 }
 
 // checkStep passes on a failed step's error and refuses a non-finite loss

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -112,6 +113,11 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer h.close()
+	defer hHeld.close()
+	if h.spilled() {
+		env.Log.WithFields(logrus.Fields{"dir": filepath.Dir(h.file.Name()), "mib": streamBytes(len(calib)+len(held), cfg.SeqLen, m.Config.Hidden) >> 20}).Info("residual streams spilled to files (unlinked: gone when the run ends)")
+	}
 	for l := from; l < last; l++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("interrupted before layer %d (checkpoints hold every finished layer): %w", l, err)
@@ -122,8 +128,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 		}
 		if l >= run.next() { // layers before the checkpoint's are already done, those before first another shard's
 			env.OnPhase("capture", l)
-			j := layerJob{cfg: cfg, mc: m.Config, blk: blk, l: l, kRank: kRanks[l], vRank: vRanks[l],
-				x: h.attnInput(m.Config, blk), xHeld: hHeld.attnInput(m.Config, blk)}
+			j := layerJob{cfg: cfg, mc: m.Config, blk: blk, l: l, kRank: kRanks[l], vRank: vRanks[l], h: h, hHeld: hHeld}
 			d, err := trainLayer(ctx, j, env, run)
 			if err != nil {
 				return nil, fmt.Errorf("layer %d: %w", l, err)
@@ -209,11 +214,16 @@ func ranks(mc model.Config, cfg Config) (k, v int, err error) {
 	return
 }
 
-// OpenModel opens the model at path, or builds the embedded synthetic model
-// (seed SyntheticSeed) when path is empty.
+// OpenModel opens the model at path, builds the embedded synthetic model
+// (seed SyntheticSeed) when path is empty, or, for "shape:NAME[:LAYERS]"
+// (model.OpenShape), random weights in the shape of a known architecture
+// (memory and speed measurements at 7B sizes).
 func OpenModel(path string) (*model.Model, error) {
-	if path == "" {
+	switch {
+	case path == "":
 		return model.Synthetic(SyntheticSeed)
+	case strings.HasPrefix(path, model.ShapePrefix):
+		return model.OpenShape(path)
 	}
 	return model.Open(path)
 }

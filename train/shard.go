@@ -144,10 +144,13 @@ func CaptureShards(ctx context.Context, cfg Config, shards int, boundaries []int
 		from.Stream = streamFile(dir, shard-1)
 		env.Log.WithFields(logrus.Fields{"dir": dir, "layer": boundaries[shard-1]}).Info("capture: resuming")
 	}
+	from.Out, from.StreamMemory, from.SeqLen = dir, cfg.StreamMemory, cfg.SeqLen
 	h, hHeld, start, err := startStreams(from, m, calib, held, boundaries[max(shard-1, 0)])
 	if err != nil {
 		return nil, err
 	}
+	defer h.close()
+	defer hHeld.close()
 	for l := start; shard < n; l++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("capture: interrupted at layer %d (rerun it to continue): %w", l, err)
@@ -225,9 +228,9 @@ func resumeCapture(dir string, man *ShardManifest) (int, error) {
 // writeStream stores the streams at layer l (atomically) and returns the
 // file's sha256.
 func writeStream(path string, h, hHeld *stream, l int, fp fingerprint) (string, error) {
-	ts := []safetensors.Tensor{{Name: "h", Shape: []int{h.nSeq * h.T, fp.Hidden}, DType: safetensors.F32, Data: h.h}}
+	ts := []safetensors.Tensor{{Name: "h", Shape: []int{h.rows(), fp.Hidden}, DType: safetensors.F32, Fill: h.readFlat}}
 	if hHeld.nSeq > 0 {
-		ts = append(ts, safetensors.Tensor{Name: "h_held", Shape: []int{hHeld.nSeq * hHeld.T, fp.Hidden}, DType: safetensors.F32, Data: hHeld.h})
+		ts = append(ts, safetensors.Tensor{Name: "h_held", Shape: []int{hHeld.rows(), fp.Hidden}, DType: safetensors.F32, Fill: hHeld.readFlat})
 	}
 	meta := map[string]string{"layer": strconv.Itoa(l), "base_digest": fp.ModelDigest, "data_digest": fp.DataDigest}
 	if err := safetensors.Write(path, ts, meta); err != nil {
@@ -286,25 +289,36 @@ func ShardConfig(dir string, k int) (Config, error) {
 // startStreams returns the residual streams h (N·T, D) and hHeld (H·T, D)
 // at the layer Run starts from: embedded at layer 0 or, with cfg.Stream, read
 // at cfg.FirstLayer from a CaptureShards stream file.
+//
+// The streams are in memory or spilled as openStreams decides; the caller
+// closes them.
 func startStreams(cfg Config, m *model.Model, calib, held [][]int, first int) (h, hHeld *stream, start int, err error) {
-	if h, err = newStream(m, calib); err != nil {
-		return nil, nil, 0, err
-	}
-	if hHeld, err = newStream(m, held); err != nil {
+	if h, hHeld, err = openStreams(cfg, m, calib, held); err != nil {
 		return nil, nil, 0, err
 	}
 	if cfg.Stream == "" {
 		return h, hHeld, 0, nil
 	}
-	f, err := safetensors.Open(cfg.Stream)
-	if err != nil {
+	if err := loadStreams(cfg.Stream, m, calib, first, h, hHeld); err != nil {
+		h.close()
+		hHeld.close()
 		return nil, nil, 0, err
+	}
+	return h, hHeld, first, nil
+}
+
+// loadStreams replaces h and hHeld by the streams a CaptureShards stream
+// file holds at layer first, checked to be of this model and data.
+func loadStreams(path string, m *model.Model, calib [][]int, first int, h, hHeld *stream) error {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return err
 	}
 	defer f.Close()
 	meta := f.Metadata()
 	if meta["layer"] != strconv.Itoa(first) || meta["base_digest"] != m.Digest || meta["data_digest"] != digestTokens(calib) {
-		return nil, nil, 0, fmt.Errorf("stream %s: for layer %s of model %s, data %s; this run starts at layer %d of model %s, data %s",
-			cfg.Stream, meta["layer"], meta["base_digest"], meta["data_digest"], first, m.Digest, digestTokens(calib))
+		return fmt.Errorf("stream %s: for layer %s of model %s, data %s; this run starts at layer %d of model %s, data %s",
+			path, meta["layer"], meta["base_digest"], meta["data_digest"], first, m.Digest, digestTokens(calib))
 	}
 	for _, s := range []struct {
 		name string
@@ -313,16 +327,22 @@ func startStreams(cfg Config, m *model.Model, calib, held [][]int, first int) (h
 		if s.st.nSeq == 0 {
 			continue
 		}
-		x, _, err := f.ReadFloat32(s.name)
-		if err != nil {
-			return nil, nil, 0, fmt.Errorf("stream %s: %w", cfg.Stream, err)
+		if ti, ok := f.Info(s.name); !ok || ti.NumElements() != s.st.rows()*s.st.D {
+			return fmt.Errorf("stream %s: no tensor %s of %d values (%d rows × %d)", path, s.name, s.st.rows()*s.st.D, s.st.rows(), s.st.D)
 		}
-		if len(x) != len(s.st.h) {
-			return nil, nil, 0, fmt.Errorf("stream %s: tensor %s has %d values, want %d", cfg.Stream, s.name, len(x), len(s.st.h))
+		chunk := scanRows(s.st.D)
+		buf := s.st.scratch(chunk)
+		for r0 := 0; r0 < s.st.rows(); r0 += chunk {
+			v := s.st.view(r0, min(chunk, s.st.rows()-r0), buf)
+			if err := f.ReadFloat32At(s.name, v, r0*s.st.D); err != nil {
+				return fmt.Errorf("stream %s: %w", path, err)
+			}
+			if err := s.st.put(r0, v); err != nil {
+				return fmt.Errorf("stream %s: %w", path, err)
+			}
 		}
-		copy(s.st.h, x)
 	}
-	return h, hHeld, first, nil
+	return nil
 }
 
 // Merge is stage 3 of a sharded run: it checks that the shards in dir cover

@@ -41,6 +41,25 @@ func NewStats(hidden int, gram bool) (*Stats, error) {
 // Add accumulates the rows of x (n, hidden). On error (bad length, non-finite
 // value) the statistics are left unchanged.
 func (s *Stats) Add(x []float32 /* (n, hidden) */) error {
+	if err := s.addUpper(x); err != nil {
+		return err
+	}
+	s.mirror()
+	return nil
+}
+
+// mirror fills the lower triangle of Gram from the upper one.
+func (s *Stats) mirror() {
+	if s.Gram != nil {
+		mirrorUpper(s.Gram, s.Hidden)
+	}
+}
+
+// addUpper is Add accumulating only the upper triangle of Gram: a streaming
+// pass calls it per chunk and mirror once at the end. Chunks whose row
+// counts are multiples of statsChunkRows give the same bits as one Add of
+// all their rows.
+func (s *Stats) addUpper(x []float32 /* (n, hidden) */) error {
 	h := s.Hidden
 	if h <= 0 || len(s.SumAbs) != h || (s.Gram != nil && len(s.Gram) != h*h) {
 		return fmt.Errorf("stats: not initialised for hidden %d (use NewStats)", h)
@@ -80,7 +99,6 @@ func (s *Stats) Add(x []float32 /* (n, hidden) */) error {
 		// Upper triangle of Gram += cᵀ·c.
 		impl.Dsyrk(blas.Upper, blas.Trans, h, rows, 1, c, h, 1, s.Gram, h)
 	}
-	mirrorUpper(s.Gram, h)
 	return nil
 }
 

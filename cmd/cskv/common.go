@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 
 	"github.com/sirupsen/logrus"
 
@@ -20,6 +22,20 @@ import (
 
 // openModel opens the model at path, or the embedded synthetic model for "".
 func openModel(path string) (*model.Model, error) { return train.OpenModel(path) }
+
+// streamMemoryFlag registers --stream-memory (GiB) into cfg.StreamMemory.
+func streamMemoryFlag(fs *flag.FlagSet, cfg *train.Config) {
+	fs.Func("stream-memory", "GiB the residual streams of the calibration and held-out sequences may take in memory; "+
+		"above it they are spilled to files in the run directory and read back in chunks, with the same results "+
+		"(default 0 = a quarter of the machine's memory)", func(s string) error {
+		g, err := strconv.ParseFloat(s, 64)
+		if err != nil || !(g >= 0) || math.IsInf(g, 0) {
+			return fmt.Errorf("want GiB ≥ 0")
+		}
+		cfg.StreamMemory = max(int64(g*(1<<30)), min(1, int64(math.Ceil(g)))) // a positive value stays positive
+		return nil
+	})
+}
 
 // modelFlag registers --model.
 func modelFlag(fs *flag.FlagSet) *string {

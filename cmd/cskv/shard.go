@@ -34,6 +34,7 @@ func runCapture(ctx context.Context, args []string) error {
 	shards := c.Int("shards", 0, "number of shards, of as equal a number of layers as possible")
 	bounds := c.String("boundaries", "", "explicit shard boundaries, comma-separated, from 0 to the number of layers (e.g. 0,2,4,5)")
 	out := c.String("out", "", "shared directory every shard reads (streams, shards.json) and writes (shard-k)")
+	streamMemoryFlag(c.FlagSet, &cfg)
 	c.configFlag()
 	log, err := c.startRun(args, &cfg)
 	if err != nil {
@@ -70,8 +71,8 @@ func runCapture(ctx context.Context, args []string) error {
 
 // trainShard is stage 2: train shard k of the sharded run in dir. A shard
 // directory that already holds the shard's run is resumed.
-func trainShard(ctx context.Context, c *cli, log *logrus.Logger, dir string, k int, resume bool) error {
-	allowed := map[string]bool{"from": true, "shard": true, "resume": true}
+func trainShard(ctx context.Context, c *cli, log *logrus.Logger, dir string, k int, resume bool, streamMemory int64) error {
+	allowed := map[string]bool{"from": true, "shard": true, "resume": true, "stream-memory": true}
 	probe := flag.NewFlagSet("", flag.ContinueOnError)
 	(&logFlags{}).register(probe)
 	probe.VisitAll(func(f *flag.Flag) { allowed[f.Name] = true })
@@ -108,7 +109,7 @@ func trainShard(ctx context.Context, c *cli, log *logrus.Logger, dir string, k i
 	if _, err := os.Stat(filepath.Join(cfg.Out, "run.json")); err == nil {
 		resume = true // a restarted pod or requeued task continues
 	}
-	cfg.Resume = resume
+	cfg.Resume, cfg.StreamMemory = resume, streamMemory
 	log.WithFields(logrus.Fields{"shard": k, "layers": fmt.Sprintf("[%d, %d)", cfg.FirstLayer, cfg.LastLayer), "dir": cfg.Out}).Info("training shard")
 	res, err := train.Run(ctx, cfg, trainEnv(&c.lf, log, cfg.Steps))
 	if err != nil {

@@ -112,6 +112,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 	out := c.String("out", "", "output: the projections file (init) or the run directory (train; default cskv-run)")
 	var rf reportFlags
 	rf.register(c.FlagSet, "evaluation data for the final report's perplexity (train)", "print the report as one JSON object on stdout")
+	streamMemoryFlag(c.FlagSet, &cfg)
 	var from *string
 	var shard *int
 	if training {
@@ -127,7 +128,7 @@ func trainOrInit(ctx context.Context, args []string, training bool) error {
 		return err
 	}
 	if training && *from != "" {
-		return trainShard(ctx, c, log, *from, *shard, cfg.Resume)
+		return trainShard(ctx, c, log, *from, *shard, cfg.Resume, cfg.StreamMemory)
 	}
 	if training && !flagSet(c.FlagSet, "out-seqs") {
 		cfg.OutSeqs = min(cfg.OutSeqs, cfg.Batch) // the default: the whole batch

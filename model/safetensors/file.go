@@ -147,6 +147,31 @@ func (f *File) ReadFloat32(name string) ([]float32, []int, error) {
 	return out, slices.Clone(ti.Shape), nil
 }
 
+// ReadFloat32At reads elements off … off+len(dst)−1 of a tensor (in
+// row-major order) into dst, converted to float32, without reading the rest.
+func (f *File) ReadFloat32At(name string, dst []float32, off int) error {
+	i, ok := f.index[name]
+	if !ok {
+		return fmt.Errorf("safetensors %s: no tensor %q", f.name, name)
+	}
+	ti := f.hdr.Tensors[i]
+	if off < 0 || off+len(dst) > ti.NumElements() {
+		return fmt.Errorf("safetensors %s: tensor %q: elements [%d, %d) outside its %d", f.name, name, off, off+len(dst), ti.NumElements())
+	}
+	size := ti.DType.Size()
+	per := readChunk / size // elements per read
+	buf := make([]byte, min(readChunk, size*len(dst)))
+	for e := 0; e < len(dst); e += per {
+		k := min(per, len(dst)-e)
+		b := buf[:k*size]
+		if err := readFull(f.r, b, f.dataStart+ti.Begin+int64(off+e)*int64(size)); err != nil {
+			return fmt.Errorf("safetensors %s: tensor %q: %w", f.name, name, err)
+		}
+		decode(dst[e:e+k], b, ti.DType)
+	}
+	return nil
+}
+
 // decode converts little-endian raw elements of type dt into dst.
 func decode(dst []float32, b []byte, dt DType) {
 	switch dt {

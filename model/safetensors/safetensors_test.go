@@ -215,7 +215,9 @@ func TestLargeTensorChunks(t *testing.T) {
 		h[i] = float32(i % 2048)
 	}
 	path := filepath.Join(t.TempDir(), "big.safetensors")
-	if err := Write(path, []Tensor{{"a", []int{n}, F32, a}, {"h", []int{n}, F16, h}}, nil); err != nil {
+	fill := func(dst []float32, off int) error { copy(dst, a[off:]); return nil } // "c" = "a", supplied in pieces
+	if err := Write(path, []Tensor{{Name: "a", Shape: []int{n}, DType: F32, Data: a}, {Name: "h", Shape: []int{n}, DType: F16, Data: h},
+		{Name: "c", Shape: []int{n}, DType: F32, Fill: fill}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	f, err := Open(path)
@@ -223,7 +225,7 @@ func TestLargeTensorChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	for name, want := range map[string][]float32{"a": a, "h": h} {
+	for name, want := range map[string][]float32{"a": a, "h": h, "c": a} {
 		got, _, err := f.ReadFloat32(name)
 		if err != nil {
 			t.Fatal(err)
@@ -231,6 +233,17 @@ func TestLargeTensorChunks(t *testing.T) {
 		if !bitsEqual(got, want) {
 			t.Errorf("%s: round trip differs", name)
 		}
+		// A range across a chunk boundary, read alone.
+		part := make([]float32, readChunk/4+7)
+		if err := f.ReadFloat32At(name, part, readChunk/8); err != nil {
+			t.Fatal(err)
+		}
+		if !bitsEqual(part, want[readChunk/8:readChunk/8+len(part)]) {
+			t.Errorf("%s: ReadFloat32At differs", name)
+		}
+	}
+	if err := f.ReadFloat32At("a", make([]float32, 4), n-3); err == nil || !strings.Contains(err.Error(), "outside") {
+		t.Errorf("ReadFloat32At past the end: %v, want an error naming the range", err)
 	}
 }
 

@@ -21,6 +21,10 @@ type Tensor struct {
 	Shape []int
 	DType DType
 	Data  []float32 // len = product of Shape
+
+	// Fill, when Data is nil, supplies the data in pieces (a tensor too
+	// large to hold): it writes elements off … off+len(dst)−1 into dst.
+	Fill func(dst []float32, off int) error
 }
 
 // headerEntry is the header record as written; field order matches the
@@ -94,7 +98,7 @@ func buildHeader(tensors []Tensor, metadata map[string]string) ([]byte, []Tensor
 		if !ok {
 			return nil, nil, fmt.Errorf("tensor %q: invalid shape %v", t.Name, t.Shape)
 		}
-		if n != len(t.Data) {
+		if t.Fill == nil && n != len(t.Data) {
 			return nil, nil, fmt.Errorf("tensor %q: shape %v needs %d values, have %d", t.Name, t.Shape, n, len(t.Data))
 		}
 		shape := t.Shape
@@ -145,16 +149,35 @@ func numel(shape []int) (int, bool) {
 	return n, true
 }
 
-// encode writes t.Data as little-endian t.DType.
+// encode writes t.Data (or what t.Fill supplies) as little-endian t.DType.
 func encode(w io.Writer, t Tensor) error {
+	if t.Fill == nil {
+		return encodeValues(w, t, t.Data, 0)
+	}
+	n, _ := numel(t.Shape) // checked by buildHeader
+	part := make([]float32, min(readChunk/4, n))
+	for off := 0; off < n; off += len(part) {
+		p := part[:min(len(part), n-off)]
+		if err := t.Fill(p, off); err != nil {
+			return fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if err := encodeValues(w, t, p, off); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encodeValues writes data, elements off … of t, as little-endian t.DType.
+func encodeValues(w io.Writer, t Tensor, data []float32, off int) error {
 	size := t.DType.Size()
-	buf := make([]byte, 0, min(readChunk, size*len(t.Data)))
+	buf := make([]byte, 0, min(readChunk, size*len(data)))
 	flush := func() error {
 		_, err := w.Write(buf)
 		buf = buf[:0]
 		return err
 	}
-	for i, v := range t.Data {
+	for i, v := range data {
 		switch t.DType {
 		case F32:
 			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
@@ -169,7 +192,7 @@ func encode(w io.Writer, t Tensor) error {
 				back = dtype.BF16ToF32(h)
 			}
 			if math.IsInf(float64(back), 0) && !math.IsInf(float64(v), 0) {
-				return fmt.Errorf("tensor %q: element %d (%g) overflows %s", t.Name, i, v, t.DType)
+				return fmt.Errorf("tensor %q: element %d (%g) overflows %s", t.Name, off+i, v, t.DType)
 			}
 			buf = binary.LittleEndian.AppendUint16(buf, h)
 		}
