@@ -5,6 +5,7 @@ import (
 
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
+	"github.com/cskv/cskv/train"
 )
 
 // MemRow is the cache memory of one setting at one context length, per
@@ -75,4 +76,78 @@ func Uniform(rank, n int) []int {
 		out[i] = rank
 	}
 	return out
+}
+
+// MemoryShapes are architectures to account for without a model file
+// (cskv memory --shape).
+var MemoryShapes = map[string]model.Config{
+	"llama2-7b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 32, HeadDim: 128, ContextLength: 4096},
+	"llama3-8b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, ContextLength: 8192},
+}
+
+// MemoryEntry is one setting of a memory sweep: uniform ranks from a
+// density, or a plan's ranks per layer, at one bit width.
+type MemoryEntry struct {
+	Density float64 `json:"density"` // 0 for a plan
+	KRank   int     `json:"k_rank"`  // 0 for a plan
+	VRank   int     `json:"v_rank"`  // 0 for a plan
+	Bits    int     `json:"bits"`
+	KRanks  []int   `json:"k_ranks,omitempty"` // a plan's ranks per layer
+	VRanks  []int   `json:"v_ranks,omitempty"`
+	MemRow
+}
+
+// MemorySweep is the memory formula at context tokens for every density ×
+// bit width (keys and values alike: rank train.RankFromDensity, bits on
+// both sides) under the window, rule and key groups of cache.
+func MemorySweep(mc model.Config, cache train.Cache, densities []float64, bits []int, context int) ([]MemoryEntry, error) {
+	var rows []MemoryEntry
+	for _, d := range densities {
+		r, err := train.RankFromDensity(d, mc.HeadDim, mc.KVHeads)
+		if err != nil {
+			return nil, fmt.Errorf("--densities: %w", err)
+		}
+		for _, b := range bits {
+			cache.KBits, cache.VBits = b, b
+			mr, err := memoryRow(mc, Uniform(r, mc.Layers), Uniform(r, mc.Layers), cache, context)
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, MemoryEntry{Density: d, KRank: r, VRank: r, Bits: b, MemRow: mr})
+		}
+	}
+	return rows, nil
+}
+
+// PlanMemory is the memory formula at context tokens for the ranks per
+// layer kRanks, vRanks (a plan's) at each (key, value) bit width, under
+// cache; an entry's Bits are the value bits.
+func PlanMemory(mc model.Config, kRanks, vRanks []int, cache train.Cache, bits [][2]int, context int) ([]MemoryEntry, error) {
+	var rows []MemoryEntry
+	for _, kb := range bits {
+		cache.KBits, cache.VBits = kb[0], kb[1]
+		mr, err := memoryRow(mc, kRanks, vRanks, cache, context)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, MemoryEntry{Bits: kb[1], KRanks: kRanks, VRanks: vRanks, MemRow: mr})
+	}
+	return rows, nil
+}
+
+// memoryRow is the memory formula of one setting at context tokens; the
+// cache settings are those of the first layer's ranks.
+func memoryRow(mc model.Config, kRanks, vRanks []int, cache train.Cache, context int) (MemRow, error) {
+	if cache.Window == 0 {
+		return MemRow{}, fmt.Errorf("--window 0: the real cache keeps W ≥ 1 tokens original")
+	}
+	s, err := cache.Settings(mc, kRanks[0], vRanks[0])
+	if err != nil {
+		return MemRow{}, err
+	}
+	mr, err := MemoryTable(mc, kRanks, vRanks, s, context)
+	if err != nil {
+		return MemRow{}, err
+	}
+	return mr[0], nil
 }

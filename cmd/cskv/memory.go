@@ -16,23 +16,6 @@ import (
 	"github.com/cskv/cskv/train"
 )
 
-// memoryShapes are architectures to account for without a model file.
-var memoryShapes = map[string]model.Config{
-	"llama2-7b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 32, HeadDim: 128, ContextLength: 4096},
-	"llama3-8b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, ContextLength: 8192},
-}
-
-// memoryEntry is one setting of the memory table.
-type memoryEntry struct {
-	Density float64 `json:"density"` // 0 for a plan
-	KRank   int     `json:"k_rank"`  // 0 for a plan
-	VRank   int     `json:"v_rank"`  // 0 for a plan
-	Bits    int     `json:"bits"`
-	KRanks  []int   `json:"k_ranks,omitempty"` // a plan's ranks per layer
-	VRanks  []int   `json:"v_ranks,omitempty"`
-	eval.MemRow
-}
-
 func runMemory(ctx context.Context, args []string) error {
 	c := newCLI("memory", "[--model M | --shape llama2-7b] [--context 4096] [--densities ...] [--bits ...]")
 	modelPath := c.String("model", "", "model whose cache to account for (default: the embedded synthetic model)")
@@ -52,14 +35,18 @@ func runMemory(ctx context.Context, args []string) error {
 	if *context < 1 {
 		return fmt.Errorf("%w: --context %d: must be ≥ 1", errUsage, *context)
 	}
+	bits, err := parseInts("bits", *bitsFlag)
+	if err != nil {
+		return err
+	}
 	var mc model.Config
 	name := *shape
 	if *shape != "" {
-		c, ok := memoryShapes[*shape]
+		s, ok := eval.MemoryShapes[*shape]
 		if !ok {
 			return fmt.Errorf("%w: --shape %q: want llama2-7b or llama3-8b", errUsage, *shape)
 		}
-		mc = c
+		mc = s
 	} else {
 		m, err := openModel(*modelPath)
 		if err != nil {
@@ -68,7 +55,7 @@ func runMemory(ctx context.Context, args []string) error {
 		mc, name = m.Config, describe(m)
 		m.Close()
 	}
-	var rows []memoryEntry
+	var rows []eval.MemoryEntry
 	if *planPath != "" {
 		plan, err := alloc.ReadPlan(*planPath)
 		if err != nil {
@@ -77,62 +64,30 @@ func runMemory(ctx context.Context, args []string) error {
 		if err := plan.Check(mc.Layers, mc.KVDim()); err != nil {
 			return fmt.Errorf("--plan %s: %w", *planPath, err)
 		}
-		k, v := plan.KRanks(), plan.VRanks()
-		bits := [][2]int{{plan.KBits, plan.VBits}} // the plan's own bits unless --bits is given
 		if err := cache.KQuant.Set(plan.KQuant); err != nil {
 			return fmt.Errorf("--plan %s: k_quant %q: %v", *planPath, plan.KQuant, err)
 		}
+		kb := [][2]int{{plan.KBits, plan.VBits}} // the plan's own bits unless --bits is given
 		if flagSet(c.FlagSet, "bits") {
-			bits = nil
-			for _, bs := range strings.Split(*bitsFlag, ",") {
-				b, err := strconv.Atoi(strings.TrimSpace(bs))
-				if err != nil {
-					return fmt.Errorf("%w: --bits: %q is not an integer", errUsage, bs)
-				}
-				bits = append(bits, [2]int{b, b})
+			kb = nil
+			for _, b := range bits {
+				kb = append(kb, [2]int{b, b})
 			}
 		}
-		for _, kb := range bits {
-			b := kb[1]
-			cache.KBits, cache.VBits = kb[0], kb[1]
-			s, err := cache.Settings(mc, k[0], v[0])
-			if err != nil {
-				return fmt.Errorf("%w: %v", errUsage, err)
-			}
-			mr, err := eval.MemoryTable(mc, k, v, s, *context)
-			if err != nil {
-				return err
-			}
-			rows = append(rows, memoryEntry{Bits: b, KRanks: k, VRanks: v, MemRow: mr[0]})
+		if rows, err = eval.PlanMemory(mc, plan.KRanks(), plan.VRanks(), cache, kb, *context); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-	}
-	for _, ds := range strings.Split(*densities, ",") {
-		if *planPath != "" {
-			break
-		}
-		d, err := strconv.ParseFloat(strings.TrimSpace(ds), 64)
-		if err != nil {
-			return fmt.Errorf("%w: --densities: %q is not a number", errUsage, ds)
-		}
-		r, err := train.RankFromDensity(d, mc.HeadDim, mc.KVHeads)
-		if err != nil {
-			return fmt.Errorf("%w: --densities: %v", errUsage, err)
-		}
-		for _, bs := range strings.Split(*bitsFlag, ",") {
-			b, err := strconv.Atoi(strings.TrimSpace(bs))
+	} else {
+		var dens []float64
+		for _, ds := range strings.Split(*densities, ",") {
+			d, err := strconv.ParseFloat(strings.TrimSpace(ds), 64)
 			if err != nil {
-				return fmt.Errorf("%w: --bits: %q is not an integer", errUsage, bs)
+				return fmt.Errorf("%w: --densities: %q is not a number", errUsage, ds)
 			}
-			cache.KBits, cache.VBits = b, b
-			s, err := cache.Settings(mc, r, r)
-			if err != nil {
-				return fmt.Errorf("%w: %v", errUsage, err)
-			}
-			mr, err := eval.MemoryTable(mc, eval.Uniform(r, mc.Layers), eval.Uniform(r, mc.Layers), s, *context)
-			if err != nil {
-				return err
-			}
-			rows = append(rows, memoryEntry{Density: d, KRank: r, VRank: r, Bits: b, MemRow: mr[0]})
+			dens = append(dens, d)
+		}
+		if rows, err = eval.MemorySweep(mc, cache, dens, bits, *context); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 	}
 	if *asJSON {
@@ -151,4 +106,17 @@ func runMemory(ctx context.Context, args []string) error {
 		fmt.Fprintf(w, "%g\t%d\t%d\t%.0f\t%.2f\t%.2f×\t%.1f%%\n", r.Density, r.KRank, r.Bits, r.BaselinePerToken, r.CachePerToken, r.Ratio, 100*r.Removed)
 	}
 	return w.Flush()
+}
+
+// parseInts parses the comma-separated integers of --name.
+func parseInts(name, s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%w: --%s: %q is not an integer", errUsage, name, f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
 }
