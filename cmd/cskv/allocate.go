@@ -17,10 +17,9 @@ import (
 // runAllocate is `cskv allocate`: measure the rank curves of every layer and
 // side, choose the ranks under --budget, write the plan (JSON) and its figure
 // (PNG next to it), and print the table.
-func runAllocate(ctx context.Context, args []string) error {
+func runAllocate(ctx context.Context, c *cli, args []string) error {
 	cfg := train.Defaults()
 	cfg.Budget = 0.25
-	c := newCLI("allocate", "--model M --data T --budget B --out plan.json [flags]")
 	registerProblem(c.FlagSet, &cfg)
 	out := c.String("out", "plan.json", "the plan file (JSON); the figure goes next to it (.png)")
 	registerAllocation(c.FlagSet, &cfg)

@@ -16,7 +16,7 @@ func TestAllocateSynthetic(t *testing.T) {
 	dir := t.TempDir()
 	out := filepath.Join(dir, "plan.json")
 	args := []string{"--quiet", "--budget", "0.25", "--calib-chunks", "8", "--holdout", "2", "--seq-len", "32", "--out", out}
-	if err := runAllocate(context.Background(), args); err != nil {
+	if err := runAllocate(context.Background(), newCLI("allocate", ""), args); err != nil {
 		t.Fatal(err)
 	}
 	p, err := alloc.ReadPlan(out)
@@ -29,7 +29,7 @@ func TestAllocateSynthetic(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "plan.png")); err != nil || st.Size() == 0 {
 		t.Errorf("figure: %v", err)
 	}
-	err = runAllocate(context.Background(), []string{"--quiet", "--budget", "2", "--out", filepath.Join(dir, "bad.json")})
+	err = runAllocate(context.Background(), newCLI("allocate", ""), []string{"--quiet", "--budget", "2", "--out", filepath.Join(dir, "bad.json")})
 	if err == nil || !strings.Contains(err.Error(), "--budget") {
 		t.Errorf("budget 2: %v", err)
 	}

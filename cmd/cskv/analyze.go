@@ -22,8 +22,7 @@ import (
 // sequences sampled from the synthetic model).
 const analyzeChunks = 16
 
-func runAnalyze(ctx context.Context, args []string) error {
-	c := newCLI("analyze", "[--model M --data T] --out DIR [flags]")
+func runAnalyze(ctx context.Context, c *cli, args []string) error {
 	var d dataFlags
 	modelPath := modelFlag(c.FlagSet)
 	d.register(c.FlagSet, "calibration", "calib-chunks", analyzeChunks, "calibration sequences: the first consecutive chunks of the data (0 = all)")

@@ -54,7 +54,7 @@ func TestAnalyzeSynthetic(t *testing.T) {
 	const seqLen, chunks = 16, 3
 	args := []string{"--quiet", "--out", dir, "--seq-len", strconv.Itoa(seqLen), "--calib-chunks", strconv.Itoa(chunks),
 		"--densities", "0.5,0.25"}
-	if err := runAnalyze(context.Background(), args); err != nil {
+	if err := runAnalyze(context.Background(), newCLI("analyze", ""), args); err != nil {
 		t.Fatal(err)
 	}
 	m, err := model.Synthetic(train.SyntheticSeed)
@@ -238,7 +238,7 @@ func TestAnalyzeBadInput(t *testing.T) {
 		{[]string{"--out", dir, "--data", filepath.Join(dir, "missing.txt")}, false, "missing.txt"},
 	}
 	for _, tc := range cases {
-		err := runAnalyze(context.Background(), append([]string{"--quiet"}, tc.args...))
+		err := runAnalyze(context.Background(), newCLI("analyze", ""), append([]string{"--quiet"}, tc.args...))
 		if err == nil || !strings.Contains(err.Error(), tc.want) || errors.Is(err, errUsage) != tc.usage {
 			t.Errorf("%v: error %v (usage %v), want one containing %q (usage %v)", tc.args, err, errors.Is(err, errUsage), tc.want, tc.usage)
 		}

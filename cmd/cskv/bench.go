@@ -14,8 +14,7 @@ import (
 	"github.com/cskv/cskv/linalg"
 )
 
-func runBench(ctx context.Context, args []string) error {
-	c := newCLI("bench", "[--shapes a,b] [--loss kv,kv+out] [--steps N] [--precision P] [--json]")
+func runBench(ctx context.Context, c *cli, args []string) error {
 	var names []string
 	for _, s := range graph.BenchShapes() {
 		names = append(names, s.Name)

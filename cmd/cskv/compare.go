@@ -17,10 +17,9 @@ import (
 // runCompare trains full-precision projections once and quantisation-aware
 // ones per bit width, and evaluates each at that width (bi-branch cache):
 // post-training quantisation versus QAT (docs/METHOD.md §4).
-func runCompare(ctx context.Context, args []string) error {
+func runCompare(ctx context.Context, c *cli, args []string) error {
 	cfg := train.Reference()
 	cfg.LambdaOut = 0 // the reference QAT recipe: the KV term only
-	c := newCLI("compare", "[--model M --data T --eval-data E] [--bits 4,2] [flags]")
 	registerProblem(c.FlagSet, &cfg)
 	c.IntVar(&cfg.Steps, "steps", cfg.Steps, "Adam steps per layer")
 	c.Float64Var(&cfg.LR, "lr", cfg.LR, "learning rate")

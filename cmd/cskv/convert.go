@@ -5,8 +5,7 @@ import (
 	"fmt"
 )
 
-func runConvert(ctx context.Context, args []string) error {
-	c := newCLI("convert", "--model M.gguf --out DIR")
+func runConvert(ctx context.Context, c *cli, args []string) error {
 	modelPath := c.String("model", "", "GGUF model to convert (required)")
 	out := c.String("out", "", "output Hugging Face directory; must not exist (required)")
 	log, err := c.start(args)

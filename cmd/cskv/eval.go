@@ -17,8 +17,7 @@ import (
 	"github.com/cskv/cskv/model"
 )
 
-func runEval(ctx context.Context, args []string) error {
-	c := newCLI("eval", "[--model M] [--data T] [flags]")
+func runEval(ctx context.Context, c *cli, args []string) error {
 	var d dataFlags
 	modelPath := modelFlag(c.FlagSet)
 	d.register(c.FlagSet, "evaluation", "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")

@@ -13,8 +13,7 @@ import (
 	"github.com/cskv/cskv/model"
 )
 
-func runGenerate(ctx context.Context, args []string) error {
-	c := newCLI("generate", "[--model M] [--prompt P] [-n N]")
+func runGenerate(ctx context.Context, c *cli, args []string) error {
 	modelPath := modelFlag(c.FlagSet)
 	prompt := c.String("prompt", "Once upon a time", "prompt text (needs a tokenizer)")
 	ids := c.String("prompt-ids", "", "prompt as whitespace-separated token ids (instead of --prompt; BOS is not added)")

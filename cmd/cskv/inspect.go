@@ -11,8 +11,7 @@ import (
 	"github.com/cskv/cskv/linalg"
 )
 
-func runInspect(ctx context.Context, args []string) error {
-	c := newCLI("inspect", "[--model M]")
+func runInspect(ctx context.Context, c *cli, args []string) error {
 	modelPath := modelFlag(c.FlagSet)
 	tensors := c.Bool("tensors", true, "list the tensor table")
 	projPath := c.String("projections", "", "inspect a projections file instead: metadata and per-layer shapes")

@@ -9,8 +9,7 @@ import (
 	"github.com/cskv/cskv/train"
 )
 
-func runImport(ctx context.Context, args []string) error {
-	c := newCLI("import", "--from FILE --out P.safetensors [--model M] [--rope-layout hf|meta]")
+func runImport(ctx context.Context, c *cli, args []string) error {
 	modelPath := modelFlag(c.FlagSet)
 	from := c.String("from", "", "factors to bring in: a CSKV reference checkpoint (either …__k.ckpt or …__v.ckpt of the pair, or K.ckpt,V.ckpt) or a safetensors file in the projections layout")
 	layout := c.String("rope-layout", "", "row order of the keys in a file without cskv metadata: hf (Hugging Face rotate-half) or meta (adjacent pairs)")

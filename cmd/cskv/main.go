@@ -26,11 +26,13 @@ import (
 	"github.com/cskv/cskv/train"
 )
 
-// command is one subcommand.
+// command is one subcommand: run gets the command's flag set (newCLI, with
+// the synopsis of its -h) and its arguments.
 type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string) error
+	name     string
+	synopsis string
+	summary  string
+	run      func(ctx context.Context, c *cli, args []string) error
 }
 
 // commands is the table of subcommands, in the order `cskv help` lists them.
@@ -38,21 +40,21 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"eval", "perplexity (and, with --projections, the compressed cache) on a model", runEval},
-		{"generate", "greedy text generation", runGenerate},
-		{"inspect", "print a model's configuration, tensors and the BLAS backend", runInspect},
-		{"convert", "convert a GGUF model to a Hugging Face directory", runConvert},
-		{"init", "initialise projections (svd, asvd or whiten) without training and write them", runInit},
-		{"allocate", "choose the ranks per layer and side under a memory budget (--budget) and write the plan", runAllocate},
-		{"train", "the main job: capture, initialise and train the K/V factors layer by layer, export them", runTrain},
-		{"capture", "stage 1 of a sharded run: the residual stream at every shard's first layer, in a shared directory", runCapture},
-		{"merge", "stage 3 of a sharded run: check the trained shards and write the projections file", runMerge},
-		{"export", "write the projections file from a run's checkpoint, or the CSKV reference code's .ckpt pair (--format cskv-ref)", runExport},
-		{"import", "bring in factors from the CSKV reference code (.ckpt pair) or a plain safetensors file, checked against the model", runImport},
-		{"compare", "post-training quantisation of trained projections vs quantisation-aware training, per bit width", runCompare},
-		{"memory", "cache bytes per token and compression ratios for densities × bits (the memory formula)", runMemory},
-		{"bench", "time one training step (forward, backward, Adam) at reference layer shapes", runBench},
-		{"analyze", "singular spectra of each layer's K and V caches and weights (CSV + PNG plots)", runAnalyze},
+		{"eval", "[--model M] [--data T] [flags]", "perplexity (and, with --projections, the compressed cache) on a model", runEval},
+		{"generate", "[--model M] [--prompt P] [-n N]", "greedy text generation", runGenerate},
+		{"inspect", "[--model M]", "print a model's configuration, tensors and the BLAS backend", runInspect},
+		{"convert", "--model M.gguf --out DIR", "convert a GGUF model to a Hugging Face directory", runConvert},
+		{"init", "[--model M --data T] --out P.safetensors [flags]", "initialise projections (svd, asvd or whiten) without training and write them", runInit},
+		{"allocate", "--model M --data T --budget B --out plan.json [flags]", "choose the ranks per layer and side under a memory budget (--budget) and write the plan", runAllocate},
+		{"train", "[--model M --data T] [--out DIR] [flags]", "the main job: capture, initialise and train the K/V factors layer by layer, export them", runTrain},
+		{"capture", "--model M --data T (--shards N | --boundaries 0,a,b,…,L) --out DIR [flags]", "stage 1 of a sharded run: the residual stream at every shard's first layer, in a shared directory", runCapture},
+		{"merge", "DIR --out projections.safetensors", "stage 3 of a sharded run: check the trained shards and write the projections file", runMerge},
+		{"export", "--checkpoint DIR/ckpt-… --out P.safetensors | --format cskv-ref (--checkpoint C | --projections P) --out DIR", "write the projections file from a run's checkpoint, or the CSKV reference code's .ckpt pair (--format cskv-ref)", runExport},
+		{"import", "--from FILE --out P.safetensors [--model M] [--rope-layout hf|meta]", "bring in factors from the CSKV reference code (.ckpt pair) or a plain safetensors file, checked against the model", runImport},
+		{"compare", "[--model M --data T --eval-data E] [--bits 4,2] [flags]", "post-training quantisation of trained projections vs quantisation-aware training, per bit width", runCompare},
+		{"memory", "[--model M | --shape llama2-7b] [--context 4096] [--densities ...] [--bits ...]", "cache bytes per token and compression ratios for densities × bits (the memory formula)", runMemory},
+		{"bench", "[--shapes a,b] [--loss kv,kv+out] [--steps N] [--precision P] [--json]", "time one training step (forward, backward, Adam) at reference layer shapes", runBench},
+		{"analyze", "[--model M --data T] --out DIR [flags]", "singular spectra of each layer's K and V caches and weights (CSV + PNG plots)", runAnalyze},
 	}
 }
 
@@ -79,7 +81,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}()
 	for _, c := range commands {
 		if c.name == args[0] {
-			err := c.run(ctx, args[1:])
+			err := c.run(ctx, newCLI(c.name, c.synopsis), args[1:])
 			switch {
 			case err == nil:
 				return 0

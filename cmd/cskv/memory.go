@@ -16,8 +16,7 @@ import (
 	"github.com/cskv/cskv/train"
 )
 
-func runMemory(ctx context.Context, args []string) error {
-	c := newCLI("memory", "[--model M | --shape llama2-7b] [--context 4096] [--densities ...] [--bits ...]")
+func runMemory(ctx context.Context, c *cli, args []string) error {
 	modelPath := c.String("model", "", "model whose cache to account for (default: the embedded synthetic model)")
 	shape := c.String("shape", "", "account for a known architecture without its file: llama2-7b or llama3-8b")
 	context := c.Int("context", 4096, "context length (tokens)")

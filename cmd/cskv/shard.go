@@ -24,9 +24,8 @@ var shardIndexVars = []string{
 }
 
 // runCapture is stage 1 of a sharded run (train.CaptureShards).
-func runCapture(ctx context.Context, args []string) error {
+func runCapture(ctx context.Context, c *cli, args []string) error {
 	cfg := train.Defaults()
-	c := newCLI("capture", "--model M --data T (--shards N | --boundaries 0,a,b,…,L) --out DIR [flags]")
 	registerProblem(c.FlagSet, &cfg)
 	registerTraining(c.FlagSet, &cfg)
 	registerAllocation(c.FlagSet, &cfg)
@@ -120,8 +119,7 @@ func trainShard(ctx context.Context, c *cli, log *logrus.Logger, dir string, k i
 }
 
 // runMerge is stage 3 (train.Merge).
-func runMerge(ctx context.Context, args []string) error {
-	c := newCLI("merge", "DIR --out projections.safetensors")
+func runMerge(ctx context.Context, c *cli, args []string) error {
 	out := c.String("out", "", "projections file to write")
 	var rf reportFlags
 	rf.register(c.FlagSet, "evaluation data: also evaluate the merged projections and write DIR/report.json, as train does",

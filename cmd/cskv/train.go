@@ -91,21 +91,16 @@ func trainEnv(lf *logFlags, log *logrus.Logger, steps int) train.Env {
 	}
 }
 
-func runTrain(ctx context.Context, args []string) error {
-	return trainOrInit(ctx, args, true)
+func runTrain(ctx context.Context, c *cli, args []string) error {
+	return trainOrInit(ctx, c, args, true)
 }
 
-func runInit(ctx context.Context, args []string) error {
-	return trainOrInit(ctx, args, false)
+func runInit(ctx context.Context, c *cli, args []string) error {
+	return trainOrInit(ctx, c, args, false)
 }
 
-func trainOrInit(ctx context.Context, args []string, training bool) error {
+func trainOrInit(ctx context.Context, c *cli, args []string, training bool) error {
 	cfg := train.Defaults()
-	name, synopsis := "init", "[--model M --data T] --out P.safetensors [flags]"
-	if training {
-		name, synopsis = "train", "[--model M --data T] [--out DIR] [flags]"
-	}
-	c := newCLI(name, synopsis)
 	registerProblem(c.FlagSet, &cfg)
 	registerAllocation(c.FlagSet, &cfg)
 	c.StringVar(&cfg.Plan, "plan", cfg.Plan, "plan file with the ranks per layer and side (from cskv allocate); overrides densities and ranks")
@@ -218,8 +213,7 @@ func lossPlots(dir string, res *train.Result) error {
 	return nil
 }
 
-func runExport(ctx context.Context, args []string) error {
-	c := newCLI("export", "--checkpoint DIR/ckpt-… --out P.safetensors | --format cskv-ref (--checkpoint C | --projections P) --out DIR")
+func runExport(ctx context.Context, c *cli, args []string) error {
 	ckpt := c.String("checkpoint", "", "checkpoint directory (a run's last one, e.g. cskv-run/ckpt-L05-S000000), or a run directory for its latest")
 	out := c.String("out", "", "projections file to write (--format cskv-ref: the directory for the .ckpt pair)")
 	dtype := train.DTypeF32
