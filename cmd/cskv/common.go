@@ -25,16 +25,29 @@ func openModel(path string) (*model.Model, error) { return train.OpenModel(path)
 
 // streamMemoryFlag registers --stream-memory (GiB) into cfg.StreamMemory.
 func streamMemoryFlag(fs *flag.FlagSet, cfg *train.Config) {
-	fs.Func("stream-memory", "GiB the residual streams of the calibration and held-out sequences may take in memory; "+
+	fs.Var(gib{&cfg.StreamMemory}, "stream-memory", "GiB the residual streams of the calibration and held-out sequences may take in memory; "+
 		"above it they are spilled to files in the run directory and read back in chunks, with the same results "+
-		"(default 0 = a quarter of the machine's memory)", func(s string) error {
-		g, err := strconv.ParseFloat(s, 64)
-		if err != nil || !(g >= 0) || math.IsInf(g, 0) {
-			return fmt.Errorf("want GiB ≥ 0")
-		}
-		cfg.StreamMemory = max(int64(g*(1<<30)), min(1, int64(math.Ceil(g)))) // a positive value stays positive
-		return nil
-	})
+		"(0 = a quarter of the machine's memory)")
+}
+
+// gib is a flag.Value of bytes given and printed in GiB (so that
+// DIR/config.yaml reads back).
+type gib struct{ bytes *int64 }
+
+func (g gib) String() string {
+	if g.bytes == nil {
+		return "0"
+	}
+	return strconv.FormatFloat(float64(*g.bytes)/(1<<30), 'g', -1, 64)
+}
+
+func (g gib) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(v >= 0) || math.IsInf(v, 0) {
+		return fmt.Errorf("want GiB ≥ 0")
+	}
+	*g.bytes = max(int64(v*(1<<30)), min(1, int64(math.Ceil(v)))) // a positive value stays positive
+	return nil
 }
 
 // modelFlag registers --model.
