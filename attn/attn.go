@@ -122,6 +122,44 @@ func expShift[T Float](x []T, m T) T {
 	return 0
 }
 
+// softmax2 replaces the concatenation of a and b by its softmax
+// (linalg.Softmax2 in float32).
+func softmax2[T Float](a, b []T) {
+	if a32, ok := any(a).([]float32); ok {
+		linalg.Softmax2(a32, any(b).([]float32))
+		return
+	}
+	m := T(math.Inf(-1))
+	for _, v := range a {
+		if v > m {
+			m = v
+		}
+	}
+	for _, v := range b {
+		if v > m {
+			m = v
+		}
+	}
+	inv := 1 / (expShift(a, m) + expShift(b, m))
+	for j := range a {
+		a[j] *= inv
+	}
+	for j := range b {
+		b[j] *= inv
+	}
+}
+
+// scaleDiff sets s[i] = p[i]·(s[i] − d) (linalg.ScaleDiff in float32).
+func scaleDiff[T Float](s, p []T, d T) {
+	if s32, ok := any(s).([]float32); ok {
+		linalg.ScaleDiff(s32, any(p).([]float32), float32(d))
+		return
+	}
+	for i, pv := range p[:len(s)] {
+		s[i] = pv * (s[i] - d)
+	}
+}
+
 // exp32 is exp for float32, about 1 ulp; inputs below expLo give the
 // smallest normal float32 (≈ 1.2e-38) rather than 0 (see linalg.ExpShift).
 func exp32(x float32) float32 {
@@ -159,8 +197,9 @@ type Kernel[T Float] struct {
 	Block                                 int   // query positions per tile
 	Stack                                 int   // query heads per tile (divides heads/kvHeads)
 	Keep                                  bool  // store the probabilities of Forward for Backward
-	serial                                bool  // a wide layer: products on the worker's core (see stackWidth)
+	Wide                                  bool  // products on the worker's core, transposed gradient sums (see stackWidth)
 	scratch                               [][]T // per worker
+	scratchT                              [][]T // per worker, Backward of wide layers (transposed)
 	store                                 []T   // kept probabilities, (N, units, per-unit layout)
 	tileOff                               []int // offset of each tile inside one unit's store
 	unitSize                              int   // store elements per (sequence, unit)
@@ -209,7 +248,7 @@ func New[T Float](seqs, tokens int, r Rule, window int, mode kv.WindowMode) *Ker
 		stack = r.Heads / r.KVHeads
 	}
 	return &Kernel[T]{seqs: seqs, tokens: tokens, heads: r.Heads, kvHeads: r.KVHeads, headDim: r.HeadDim,
-		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide), Stack: stack, serial: wide}
+		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide), Stack: stack, Wide: wide}
 }
 
 // Window is the bi-branch window the kernel was made with.
@@ -271,6 +310,38 @@ func (a *Kernel[T]) tile(k int) (p, po, dp, sc, qb, db []T) {
 	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
 }
 
+// tileT returns worker k's buffers for the backward of a wide layer: xT
+// (Dh, R) for a tile's query or output-gradient rows transposed, and the
+// task's transposed key and value gradients dkT, dvT (Dh, T).
+func (a *Kernel[T]) tileT(k int) (xT, dkT, dvT []T) {
+	nr, nk := a.Block*a.Stack*a.headDim, a.headDim*a.tokens
+	for len(a.scratchT) <= k {
+		a.scratchT = append(a.scratchT, nil)
+	}
+	if len(a.scratchT[k]) < nr+2*nk {
+		a.scratchT[k] = make([]T, nr+2*nk)
+	}
+	s := a.scratchT[k]
+	return s[:nr], s[nr : nr+nk], s[nr+nk : nr+2*nk]
+}
+
+// rowsT writes the tile's rows of x (N·T, QD) transposed into buf (Dh, R).
+func (a *Kernel[T]) rowsT(buf, x []T, s, u, t0, t1 int) []T {
+	Dh, QD := a.headDim, a.heads*a.headDim
+	rows := (t1 - t0) * a.Stack
+	off := (s*a.tokens+t0)*QD + u*a.Stack*Dh
+	for i := 0; i < t1-t0; i++ {
+		for h := 0; h < a.Stack; h++ {
+			src := x[off+i*QD+h*Dh : off+i*QD+(h+1)*Dh]
+			r := i*a.Stack + h
+			for d, v := range src {
+				buf[d*rows+r] = v
+			}
+		}
+	}
+	return buf[:Dh*rows]
+}
+
 // prepare allocates the per-worker tiles and, when keep is set and it fits
 // keepBudget, the probability store. It reports whether the store is used.
 func (a *Kernel[T]) prepare() bool {
@@ -311,7 +382,7 @@ func (a *Kernel[T]) stored(s, u, i, t0, t1 int) (p, po []T) {
 // product is a tile's matrix product: on the worker's core for wide layers
 // when several workers run (gemmSerial), else Gemm.
 func (a *Kernel[T]) product(tA, tB bool, m, n, k int, x []T, lda int, y []T, ldb int, beta T, c []T, ldc int) {
-	if a.serial && workers(a.seqs*a.kvHeads) > 1 {
+	if a.Wide && workers(a.seqs*a.kvHeads) > 1 {
 		gemmSerial(tA, tB, m, n, k, 1, x, lda, y, ldb, beta, c, ldc)
 		return
 	}
@@ -392,24 +463,7 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) 
 				orig[j] = softCap(v, c)
 			}
 		}
-		m := T(math.Inf(-1))
-		for _, v := range rec {
-			if v > m {
-				m = v
-			}
-		}
-		for _, v := range orig {
-			if v > m {
-				m = v
-			}
-		}
-		inv := 1 / (expShift(rec, m) + expShift(orig, m))
-		for j := range rec {
-			rec[j] *= inv
-		}
-		for j := range orig {
-			orig[j] *= inv
-		}
+		softmax2(rec, orig)
 		clear(row[:first])
 		clear(row[lo:])
 		if bw > 0 {
@@ -424,7 +478,7 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) 
 // only when window > 0).
 func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 	Dh, KV, G := a.headDim, a.kvHeads*a.headDim, a.heads/a.kvHeads
-	if !a.serial {
+	if !a.Wide {
 		defer freeze(kh, vh, ko, vo)() // read by every query head of a group
 	}
 	keep := a.prepare()
@@ -463,14 +517,25 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	n := a.seqs * a.tokens * KV
 	clear(dk[:n])
 	clear(dv[:n])
-	if !a.serial {
+	if !a.Wide {
 		defer freeze(kh, vh, ko, vo)()
 	}
 	keep := a.prepare()
+	if a.Wide {
+		for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
+			a.tileT(k - 1)
+		}
+	}
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, dp, sc, qb, db := a.tile(w)
+		var qT, dkT, dvT []T
+		if a.Wide {
+			qT, dkT, dvT = a.tileT(w)
+			clear(dkT)
+			clear(dvT)
+		}
 		koff := s*a.tokens*KV + g*Dh
 		for u := g * perGroup; u < (g+1)*perGroup; u++ {
 			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.Block {
@@ -501,11 +566,8 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 						dot += v * drow[j]
 					}
 					first, lo := a.keys(t)
-					prow := p[r*end : r*end+lo]
 					srow := dp[r*end : r*end+end]
-					for j, pv := range prow {
-						srow[j] = pv * (srow[j] - dot)
-					}
+					scaleDiff(srow[:lo], p[r*end:r*end+lo], dot)
 					if c := a.softCap; c > 0 {
 						for j, v := range sc[r*end+first : r*end+lo] {
 							srow[first+j] *= dSoftCap(v, c)
@@ -513,9 +575,24 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					}
 					clear(srow[lo:])
 				}
-				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q
-				a.product(true, false, end, Dh, rows, p, end, dt, ldd, 1, dv[koff:], KV)
-				a.product(true, false, end, Dh, rows, dp, end, qt, ldq, 1, dk[koff:], KV)
+				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q; wide layers accumulate the
+				// transposes dV̂ᵀ += dOᵀ·P, dK̂rᵀ += Qᵀ·dS, whose operands need no
+				// transposing on the way into the product
+				if a.Wide {
+					a.product(false, false, Dh, end, rows, a.rowsT(qT, do, s, u, t0, t1), rows, p, end, 1, dvT, a.tokens)
+					a.product(false, false, Dh, end, rows, a.rowsT(qT, q, s, u, t0, t1), rows, dp, end, 1, dkT, a.tokens)
+				} else {
+					a.product(true, false, end, Dh, rows, p, end, dt, ldd, 1, dv[koff:], KV)
+					a.product(true, false, end, Dh, rows, dp, end, qt, ldq, 1, dk[koff:], KV)
+				}
+			}
+		}
+		if a.Wide {
+			for j := 0; j < a.tokens; j++ {
+				kr, vr := dk[koff+j*KV:koff+j*KV+Dh], dv[koff+j*KV:koff+j*KV+Dh]
+				for d := range kr {
+					kr[d], vr[d] = dkT[d*a.tokens+j], dvT[d*a.tokens+j]
+				}
 			}
 		}
 	})

@@ -136,8 +136,9 @@ func TestExp32(t *testing.T) {
 }
 
 // TestStackedAttention holds the stacked tiles (every query head of a KV
-// group in one tile, as layers from stackWidth on run) to the per-head tiles
-// (the kernel narrower layers run): outputs and key and value gradients, with
+// group in one tile), alone and with the wide layers' products and
+// transposed gradient sums (Wide, as layers from stackWidth on run), to the
+// per-head tiles (the kernel narrower layers run): outputs and key and value gradients, with
 // and without the bi-branch window, sliding window and soft-cap, kept and
 // recomputed probabilities, tiles that do not divide T. float64: relative
 // 1e-12 of the largest value; float32: 1e-5.
@@ -177,10 +178,10 @@ func checkStacked[T Float](t *testing.T, name string, rule Rule, seqs, tokens, w
 	}
 	q, do := rnd(rows*QD), rnd(rows*QD)
 	kh, vh, ko, vo := rnd(rows*KV), rnd(rows*KV), rnd(rows*KV), rnd(rows*KV)
-	var outs [2][3][]T // per kernel: o, dk, dv
-	for i, stack := range []int{1, rule.Heads / rule.KVHeads} {
+	var outs [3][3][]T // per kernel: o, dk, dv
+	for i, stack := range []int{1, rule.Heads / rule.KVHeads, rule.Heads / rule.KVHeads} {
 		a := New[T](seqs, tokens, rule, window, mode)
-		a.Block, a.Stack, a.Keep = 4, stack, keep
+		a.Block, a.Stack, a.Keep, a.Wide = 4, stack, keep, i == 2
 		o, dk, dv := make([]T, rows*QD), make([]T, rows*KV), make([]T, rows*KV)
 		a.Forward(o, q, kh, vh, ko, vo)
 		a.Backward(dk, dv, q, kh, vh, ko, vo, o, do)
@@ -191,8 +192,10 @@ func checkStacked[T Float](t *testing.T, name string, rule Rule, seqs, tokens, w
 		for i, v := range outs[0][j] {
 			want[i] = float64(v)
 		}
-		if e := vecErr(outs[1][j], want); e > tol {
-			t.Errorf("%s, %T: stacked %s differs from per-head by %.3g > %g", name, q[0], what, e, tol)
+		for i, kind := range []string{"", "stacked", "stacked wide"} {
+			if e := vecErr(outs[i][j], want); i > 0 && e > tol {
+				t.Errorf("%s, %T: %s %s differs from per-head by %.3g > %g", name, q[0], kind, what, e, tol)
+			}
 		}
 	}
 }

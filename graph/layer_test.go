@@ -26,7 +26,7 @@ type lossCase struct {
 	bias      bool
 	tile      int                                   // query rows per attention tile (0 = default)
 	recompute bool                                  // backward recomputes the probabilities instead of keeping them
-	stack     bool                                  // tiles stack the query heads of a KV group (as from stackWidth on)
+	stack     bool                                  // tiles stack the query heads of a KV group, Wide (as from stackWidth on)
 	rule      func(a *model.Attention, seed uint64) // changes the layer's attention rule (nil: plain Llama)
 }
 
@@ -101,7 +101,7 @@ func setKernel[T float](a *attn.Kernel[T], tile int, recompute, stack bool) {
 		a.Block = tile
 	}
 	if stack {
-		a.Stack = a.Group()
+		a.Stack, a.Wide = a.Group(), true
 	}
 	if recompute {
 		a.Keep = false

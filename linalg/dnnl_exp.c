@@ -40,3 +40,37 @@ float cskv_exp_shift(float *x, long n, float m) {
 	for (long i = 0; i < n; i++) s += x[i];
 	return s;
 }
+
+// max_of returns the largest of m and x[0..n) (NaNs are skipped, as by
+// `if v > m` in Go), with 16 partial maxima so that it vectorises.
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static float max_of(const float *x, long n, float m) {
+	float acc[16];
+	for (int j = 0; j < 16; j++) acc[j] = m;
+	long i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int j = 0; j < 16; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+	for (; i < n; i++) m = x[i] > m ? x[i] : m;
+	for (int j = 0; j < 16; j++) m = acc[j] > m ? acc[j] : m;
+	return m;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void scale(float *restrict x, long n, float s) {
+	for (long i = 0; i < n; i++) x[i] *= s;
+}
+
+void cskv_softmax2(float *a, long na, float *b, long nb) {
+	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
+	float sa = 0, sb = 0;
+	if (na) sa = cskv_exp_shift(a, na, m);
+	if (nb) sb = cskv_exp_shift(b, nb, m);
+	float inv = 1 / (sa + sb);
+	scale(a, na, inv);
+	scale(b, nb, inv);
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void cskv_scale_diff(float *restrict s, const float *restrict p, long n, float d) {
+	for (long i = 0; i < n; i++) s[i] = p[i] * (s[i] - d);
+}

@@ -4,6 +4,8 @@ package linalg
 
 // #cgo CFLAGS: -O3
 // float cskv_exp_shift(float *x, long n, float m);
+// void cskv_softmax2(float *a, long na, float *b, long nb);
+// void cskv_scale_diff(float *s, const float *p, long n, float d);
 import "C"
 
 // minVecExp is the shortest slice ExpShift hands to C: below it the cgo
@@ -12,4 +14,20 @@ const minVecExp = 64
 
 func expShiftVec(x []float32, m float32) float32 {
 	return float32(C.cskv_exp_shift((*C.float)(&x[0]), C.long(len(x)), C.float(m)))
+}
+
+func softmax2Vec(a, b []float32) {
+	var pa, pb *C.float
+	if len(a) > 0 {
+		pa = (*C.float)(&a[0])
+	}
+	if len(b) > 0 {
+		pb = (*C.float)(&b[0])
+	}
+	C.cskv_softmax2(pa, C.long(len(a)), pb, C.long(len(b)))
+}
+
+func scaleDiffVec(s, p []float32, d float32) {
+	p = p[:len(s)]
+	C.cskv_scale_diff((*C.float)(&s[0]), (*C.float)(&p[0]), C.long(len(s)), C.float(d))
 }

@@ -7,3 +7,6 @@ package linalg
 const minVecExp = 1 << 62
 
 func expShiftVec(x []float32, m float32) float32 { return expShiftGo(x, m) }
+
+func softmax2Vec(a, b []float32)             { softmax2Go(a, b) }
+func scaleDiffVec(s, p []float32, d float32) { scaleDiffGo(s, p, d) }

@@ -56,3 +56,52 @@ func BenchmarkExpShift(b *testing.B) {
 		})
 	}
 }
+
+// TestSoftmax2 holds Softmax2 and ScaleDiff (vectorised in the cgo build)
+// to their Go versions bit for bit, over lengths around the vector
+// threshold, empty parts, ±1000 and NaN, and checks that a softmax sums to 1.
+func TestSoftmax2(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	same := func(x, y float32) bool {
+		return math.Float32bits(x) == math.Float32bits(y) || (x != x && y != y)
+	}
+	for _, n := range [][2]int{{0, 1}, {1, 0}, {5, 3}, {40, 30}, {63, 0}, {64, 0}, {0, 64}, {100, 17}, {1000, 33}, {4099, 0}} {
+		a := make([]float32, n[0]+n[1])
+		for i := range a {
+			a[i] = float32(r.NormFloat64() * 20)
+		}
+		if len(a) > 3 {
+			a[1], a[2] = -1000, 1000
+		}
+		for _, nan := range []bool{false, true} {
+			if nan && len(a) > 4 {
+				a[4] = float32(math.NaN())
+			}
+			x, y := append([]float32(nil), a...), append([]float32(nil), a...)
+			Softmax2(x[:n[0]], x[n[0]:])
+			softmax2Go(y[:n[0]], y[n[0]:])
+			var sum float64
+			for i := range x {
+				if !same(x[i], y[i]) {
+					t.Fatalf("parts %v, NaN %v: element %d = %g, Go %g", n, nan, i, x[i], y[i])
+				}
+				sum += float64(x[i])
+			}
+			if !nan && math.Abs(sum-1) > 1e-5 {
+				t.Errorf("parts %v: softmax sums to %g", n, sum)
+			}
+		}
+		p := make([]float32, len(a))
+		for i := range p {
+			p[i] = float32(r.Float64())
+		}
+		x, y := append([]float32(nil), a...), append([]float32(nil), a...)
+		ScaleDiff(x, p, 0.3)
+		scaleDiffGo(y, p, 0.3)
+		for i := range x {
+			if !same(x[i], y[i]) {
+				t.Fatalf("ScaleDiff, n=%d: element %d = %g, Go %g", len(a), i, x[i], y[i])
+			}
+		}
+	}
+}
