@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/cskv/cskv/checkpoints"
+	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/model"
 )
 
@@ -61,4 +63,43 @@ func ParallelDiff(m *model.Model, tokens []int, logits [][]float32, ovs []model.
 		}
 	}
 	return maxDiff, nil
+}
+
+// Generation is a greedy decode with the real bi-branch compressed cache
+// (GenerateCompressed).
+type Generation struct {
+	Tokens    []int            // the n generated tokens
+	Layers    []*kvcache.Layer // every layer's real cache after the decode
+	Positions int              // tokens fed (one logits row each)
+	MaxDiff   float64          // with verify: the largest |logit(real cache) − logit(parallel fake-quant)|
+}
+
+// GenerateCompressed decodes n tokens after the prompt greedily with the real
+// bi-branch cache of projections p under s. With verify it runs the fed
+// tokens through the parallel forward with the fake-quantised compressors
+// (fp16 features, as the real cache stores them) and records the largest
+// logit difference: the two computations must agree (exactly, in linalg's
+// exact mode).
+func GenerateCompressed(ctx context.Context, m *model.Model, prompt []int, n int, p *checkpoints.Projections, s kvcache.Settings, verify bool) (*Generation, error) {
+	caches, layers, err := kvcache.NewCaches(m, p, s)
+	if err != nil {
+		return nil, err
+	}
+	out, logits, err := Greedy(ctx, m, prompt, n, caches)
+	if err != nil {
+		return nil, err
+	}
+	g := &Generation{Tokens: out, Layers: layers, Positions: len(logits)}
+	if verify {
+		s.FP16Cache = true
+		cs, err := kvcache.NewCompressors(m, p, s)
+		if err != nil {
+			return nil, err
+		}
+		fed := append(append([]int(nil), prompt...), out...)[:len(logits)]
+		if g.MaxDiff, err = ParallelDiff(m, fed, logits, kvcache.Overrides(cs)); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/kvcache"
 	"github.com/cskv/cskv/linalg"
-	"github.com/cskv/cskv/model"
 )
 
 func runGenerate(ctx context.Context, c *cli, args []string) error {
@@ -54,43 +53,34 @@ func runGenerate(ctx context.Context, c *cli, args []string) error {
 	if n := len(toks) + *n; n > m.Config.ContextLength {
 		log.WithFields(logrus.Fields{"tokens": n, "context_length": m.Config.ContextLength}).Warn("generating past the model's trained context")
 	}
-	var caches []model.LayerCache
-	var kls []*kvcache.Layer
-	var check func(tokens []int, logits [][]float32) error
 	if *verify && *projPath == "" {
 		return fmt.Errorf("%w: --verify needs --projections", errUsage)
 	}
 	if *verify {
 		linalg.SetExact(true)
 	}
-	if *projPath != "" {
+	var out []int
+	if *projPath == "" {
+		if out, _, err = eval.Greedy(ctx, m, toks, *n, nil); err != nil {
+			return err
+		}
+	} else {
 		proj, s, err := cf.projections(m, *projPath, "", *force, log)
 		if err != nil {
 			return err
 		}
-		if caches, kls, err = kvcache.NewCaches(m, proj, s); err != nil {
+		g, err := eval.GenerateCompressed(ctx, m, toks, *n, proj, s, *verify)
+		if err != nil {
 			return err
 		}
-		check = func(tokens []int, logits [][]float32) error {
-			s.FP16Cache = true
-			cs, err := kvcache.NewCompressors(m, proj, s)
-			if err != nil {
-				return err
+		if *verify {
+			fmt.Fprintf(os.Stderr, "verify: %d positions, max |logit(real cache) − logit(parallel fake-quant)| = %.3g\n", g.Positions, g.MaxDiff)
+			if g.MaxDiff > 1e-4 {
+				return fmt.Errorf("verify: real cache and parallel evaluation differ by %.3g > 1e-4", g.MaxDiff)
 			}
-			return compareParallel(m, tokens, logits, kvcache.Overrides(cs))
 		}
-	}
-	out, logits, err := eval.Greedy(ctx, m, toks, *n, caches)
-	if err != nil {
-		return err
-	}
-	if *verify {
-		if err := check(append(toks, out...)[:len(logits)], logits); err != nil {
-			return err
-		}
-	}
-	if kls != nil {
-		defer reportCache(kls, len(toks)+*n-1, m.Config.KVDim())
+		defer reportCache(g.Layers, len(toks)+*n-1, m.Config.KVDim())
+		out = g.Tokens
 	}
 	if m.Synthetic() {
 		fmt.Printf("(synthetic model: random weights; token ids)\n%v\n", out)
@@ -105,21 +95,6 @@ func runGenerate(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	fmt.Println(text)
-	return nil
-}
-
-// compareParallel runs the tokens through the parallel forward with the
-// overrides and reports (on stderr) the largest difference from the
-// step-by-step logits; more than 1e-4 is an error.
-func compareParallel(m *model.Model, tokens []int, logits [][]float32, ovs []model.KVOverride) error {
-	maxDiff, err := eval.ParallelDiff(m, tokens, logits, ovs)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "verify: %d positions, max |logit(real cache) − logit(parallel fake-quant)| = %.3g\n", len(logits), maxDiff)
-	if maxDiff > 1e-4 {
-		return fmt.Errorf("verify: real cache and parallel evaluation differ by %.3g > 1e-4", maxDiff)
-	}
 	return nil
 }
 
