@@ -218,3 +218,56 @@ func median(ctx context.Context, warm, steps int, f func() error) (float64, erro
 	slices.Sort(times)
 	return times[len(times)/2], nil
 }
+
+// Suite is one run of `cskv bench`: a training step per shape and loss,
+// optionally the frozen forward of ForwardShape, each the median of Steps
+// timed steps after Warm untimed ones, with Threads BLAS threads (0 =
+// linalg.ThreadsFor the layer's width).
+type Suite struct {
+	Shapes      []graph.BenchShape
+	Losses      []string // "kv" and/or "kv+out"
+	Forward     bool
+	Warm, Steps int
+	Threads     int
+	PeakShapes  [][3]int // products measuring the peak (Peaks)
+	PeakSeconds float64
+}
+
+// Run measures the peaks, then times every configuration of s; emit gets
+// each row as it is measured, its Fraction of the peak set.
+func (s Suite) Run(ctx context.Context, emit func(Row) error) ([]linalg.PeakResult, error) {
+	peaks, err := Peaks(ctx, s.PeakShapes, s.PeakSeconds)
+	if err != nil {
+		return nil, err
+	}
+	time := func(width int, f func() (Row, error)) error {
+		prev := linalg.Threads()
+		restore := func() { linalg.SetThreads(prev) }
+		if s.Threads > 0 {
+			linalg.SetThreads(s.Threads)
+		} else {
+			restore = linalg.ThreadsFor(width)
+		}
+		r, err := f()
+		restore()
+		if err != nil {
+			return err
+		}
+		r.SetFraction(peaks)
+		return emit(r)
+	}
+	for _, shape := range s.Shapes {
+		for _, loss := range s.Losses {
+			if err := time(shape.Hidden, func() (Row, error) { return Step(ctx, shape, loss, s.Warm, s.Steps) }); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if s.Forward {
+		f := ForwardShape
+		if err := time(f.Config.Hidden, func() (Row, error) { return Forward(ctx, f.Name, f.Config, f.Tokens, s.Warm, s.Steps) }); err != nil {
+			return nil, err
+		}
+	}
+	return peaks, nil
+}

@@ -61,52 +61,18 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 			peakShapes = linalg.PeakShapes
 		}
 	}
-	peaks, err := bench.Peaks(ctx, peakShapes, *peakSec)
-	if err != nil {
-		return err
-	}
+	suite := bench.Suite{Shapes: todo, Losses: strings.Split(*losses, ","), Forward: *forward, Warm: *warm, Steps: *steps,
+		Threads: *threads, PeakShapes: peakShapes, PeakSeconds: *peakSec}
 	var rows []bench.Row
-	emit := func(r bench.Row) error {
-		r.SetFraction(peaks)
+	peaks, err := suite.Run(ctx, func(r bench.Row) error {
 		rows = append(rows, r)
 		if *asJSON {
 			return json.NewEncoder(os.Stdout).Encode(r)
 		}
 		return nil
-	}
-	withThreads := func(width int, f func() (bench.Row, error)) (bench.Row, error) {
-		prev := linalg.Threads()
-		restore := func() { linalg.SetThreads(prev) }
-		if *threads > 0 {
-			linalg.SetThreads(*threads)
-		} else {
-			restore = linalg.ThreadsFor(width)
-		}
-		defer restore()
-		return f()
-	}
-	for _, shape := range todo {
-		for _, loss := range strings.Split(*losses, ",") {
-			r, err := withThreads(shape.Hidden, func() (bench.Row, error) { return bench.Step(ctx, shape, loss, *warm, *steps) })
-			if err != nil {
-				return err
-			}
-			if err := emit(r); err != nil {
-				return err
-			}
-		}
-	}
-	if *forward {
-		f := bench.ForwardShape
-		r, err := withThreads(f.Config.Hidden, func() (bench.Row, error) {
-			return bench.Forward(ctx, f.Name, f.Config, f.Tokens, *warm, *steps)
-		})
-		if err != nil {
-			return err
-		}
-		if err := emit(r); err != nil {
-			return err
-		}
+	})
+	if err != nil {
+		return err
 	}
 	if *asJSON {
 		return nil
