@@ -51,12 +51,21 @@ func (f *fakeQuant[T]) run(dst, x []T) error {
 	return nil
 }
 
-// fakeQuantOp: Ĉ = FakeQuant(C).
-type fakeQuantOp[T float] struct {
+// fakeQuantOps is what the fake-quant op and its gradient share: the
+// quantiser (the gradient reads the clip mask of its forward) and the output
+// buffer.
+type fakeQuantOps[T float] struct {
 	opBase
 	sameShape
 	fq  *fakeQuant[T]
 	out buf[T]
+}
+
+// fakeQuantOp: Ĉ = FakeQuant(C).
+type fakeQuantOp[T float] struct{ fakeQuantOps[T] }
+
+func newFakeQuantOp[T float](name string, fq *fakeQuant[T]) *fakeQuantOp[T] {
+	return &fakeQuantOp[T]{fakeQuantOps[T]{opBase: opBase{name: name}, fq: fq}}
 }
 
 func (o *fakeQuantOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
@@ -73,7 +82,7 @@ func (o *fakeQuantOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 func (o *fakeQuantOp[T]) DiffWRT(int) []bool { return []bool{true} }
 
 func (o *fakeQuantOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgonia.Nodes, error) {
-	g, err := gorgonia.ApplyOp(&fakeQuantGradOp[T]{opBase: opBase{name: o.name + ".grad"}, fq: o.fq}, grad)
+	g, err := gorgonia.ApplyOp(&fakeQuantGradOp[T]{fakeQuantOps[T]{opBase: opBase{name: o.name + ".grad"}, fq: o.fq}}, grad)
 	if err != nil {
 		return nil, err
 	}
@@ -81,12 +90,7 @@ func (o *fakeQuantOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (g
 }
 
 // fakeQuantGradOp: dC = mask ⊙ dĈ (straight-through, clipped).
-type fakeQuantGradOp[T float] struct {
-	opBase
-	sameShape
-	fq  *fakeQuant[T]
-	out buf[T]
-}
+type fakeQuantGradOp[T float] struct{ fakeQuantOps[T] }
 
 func (o *fakeQuantGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	g, t, d, err := unary(in[0], &o.out)

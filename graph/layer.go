@@ -221,7 +221,7 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 	recon := func(side string, a, b *gorgonia.Node, bias []T, fq *fakeQuant[T], target []T, lossOp *mseOp[T]) (hat, loss *gorgonia.Node) {
 		cn := apply(newLinOp[T]("C"+side, nil, false, true), X, a)
 		if fq != nil {
-			cn = apply(&fakeQuantOp[T]{opBase: opBase{name: "FakeQuant" + side}, fq: fq}, cn)
+			cn = apply(newFakeQuantOp("FakeQuant"+side, fq), cn)
 		}
 		hat = apply(newLinOp[T](side+"hat", bias, true, true), cn, b)
 		loss = apply(lossOp, hat, mat(side, target, c.m, c.kv))

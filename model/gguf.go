@@ -34,7 +34,7 @@ type ggufKey struct {
 // ggufNum is a numeric key; absent gives def, or an error when required.
 func ggufNum(key string, required bool, def float64, set func(c *Config, v float64)) ggufKey {
 	return ggufKey{key, func(c *Config, k string, v any) error {
-		f, ok := ggufFloat(v)
+		f, ok := gguf.AsFloat(v)
 		switch {
 		case v == nil && required:
 			return fmt.Errorf("missing metadata %q", k)
@@ -56,7 +56,7 @@ func ggufOnly(key string, allowed ...any) ggufKey {
 		if v == nil {
 			return nil
 		}
-		fv, isNum := ggufFloat(v)
+		fv, isNum := gguf.AsFloat(v)
 		for _, a := range allowed {
 			if fa, ok := a.(float64); ok && isNum && fa == fv || a == v {
 				return nil
@@ -68,43 +68,6 @@ func ggufOnly(key string, allowed ...any) ggufKey {
 
 func ggufHarmless(key string) ggufKey {
 	return ggufKey{key, func(*Config, string, any) error { return nil }}
-}
-
-func ggufFloat(v any) (float64, bool) {
-	switch x := v.(type) {
-	case float32:
-		return float64(x), true
-	case float64:
-		return x, true
-	case bool, string, nil:
-		return 0, false
-	}
-	if i, ok := asInt(v); ok {
-		return float64(i), true
-	}
-	return 0, false
-}
-
-func asInt(v any) (int64, bool) {
-	switch x := v.(type) {
-	case uint8:
-		return int64(x), true
-	case int8:
-		return int64(x), true
-	case uint16:
-		return int64(x), true
-	case int16:
-		return int64(x), true
-	case uint32:
-		return int64(x), true
-	case int32:
-		return int64(x), true
-	case uint64:
-		return int64(min(x, 1<<62)), true
-	case int64:
-		return x, true
-	}
-	return 0, false
 }
 
 // ggufScalingTypes maps rope.scaling.type to the scaling table's names.

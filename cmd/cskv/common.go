@@ -127,12 +127,19 @@ func syntheticDefaults(fs *flag.FlagSet, modelPath string, seqLen, calibChunks *
 	}
 }
 
-// cacheFlags choose the compressed cache's window and quantisation.
-type cacheFlags struct{ train.Cache }
+// cacheFlags choose the projections (--projections, --force) and the
+// compressed cache's window and quantisation of eval and generate.
+type cacheFlags struct {
+	train.Cache
+	path  string // --projections
+	force bool   // --force: projections made for another base model
+}
 
-func (c *cacheFlags) register(fs *flag.FlagSet, window int) {
+func (c *cacheFlags) register(fs *flag.FlagSet, projUsage, forceUsage string) {
 	c.Mode, c.KQuant, c.QuantZero = kv.WindowBlock, train.KeyPerChannel, train.ZeroFree
-	fs.IntVar(&c.Window, "window", window, "with --projections: bi-branch window W, tokens kept at full precision")
+	fs.StringVar(&c.path, "projections", "", projUsage)
+	fs.BoolVar(&c.force, "force", false, forceUsage)
+	fs.IntVar(&c.Window, "window", 32, "with --projections: bi-branch window W, tokens kept at full precision")
 	fs.Var(&c.Mode, "window-mode", "with --projections: block (reference rule) or sliding (last W tokens)")
 	fs.IntVar(&c.KBits, "k-bits", 16, "with --projections: key feature bits (2, 3, 4, 8; 16 = off)")
 	fs.IntVar(&c.VBits, "v-bits", 16, "with --projections: value feature bits (2, 3, 4, 8; 16 = off)")
@@ -141,11 +148,12 @@ func (c *cacheFlags) register(fs *flag.FlagSet, window int) {
 	fs.Var(&c.QuantZero, "quant-zero", "zero point: free or clamp")
 }
 
-// projections reads --projections for m (train.ProjectionsFor) and returns
-// them with the cache settings at their ranks, warning when they were
-// trained with other quantisation settings.
-func (c *cacheFlags) projections(m *model.Model, path, layout string, force bool, log *logrus.Logger) (*checkpoints.Projections, kvcache.Settings, error) {
-	proj, err := train.ProjectionsFor(m, path, layout, force, log)
+// projections reads --projections for m (train.ProjectionsFor, with the row
+// layout of a foreign file) and returns them with the cache settings at
+// their ranks, warning when they were trained with other quantisation
+// settings.
+func (c *cacheFlags) projections(m *model.Model, layout string, log *logrus.Logger) (*checkpoints.Projections, kvcache.Settings, error) {
+	proj, err := train.ProjectionsFor(m, c.path, layout, c.force, log)
 	if err != nil {
 		return nil, kvcache.Settings{}, err
 	}

@@ -22,11 +22,10 @@ func runEval(ctx context.Context, c *cli, args []string) error {
 	modelPath := modelFlag(c.FlagSet)
 	d.register(c.FlagSet, "evaluation", "chunks", 0, "number of consecutive chunks to evaluate (0 = all)")
 	batch := c.Int("batch", 4, "chunks evaluated together")
-	projPath := c.String("projections", "", "CSKV projections file (from init, train, export or import): evaluate the compressed cache; also a reference .ckpt pair or a plain safetensors file with --rope-layout")
-	ropeLayout := c.String("rope-layout", "", "with --projections of a file without cskv metadata: key-row order hf (Hugging Face rotate-half) or meta (adjacent pairs)")
 	var cf cacheFlags
-	cf.register(c.FlagSet, 32)
-	force := c.Bool("force", false, "evaluate projections made for a different base model (digest mismatch)")
+	cf.register(c.FlagSet, "CSKV projections file (from init, train, export or import): evaluate the compressed cache; also a reference .ckpt pair or a plain safetensors file with --rope-layout",
+		"evaluate projections made for a different base model (digest mismatch)")
+	ropeLayout := c.String("rope-layout", "", "with --projections of a file without cskv metadata: key-row order hf (Hugging Face rotate-half) or meta (adjacent pairs)")
 	asJSON := c.Bool("json", false, "print one JSON object on stdout instead of text")
 	c.precisionFlag(linalg.F32)
 	log, err := c.start(args)
@@ -56,12 +55,12 @@ func runEval(ctx context.Context, c *cli, args []string) error {
 				}
 			}
 	}
-	if *projPath != "" {
-		proj, s, err := cf.projections(m, *projPath, *ropeLayout, *force, log)
+	if cf.path != "" {
+		proj, s, err := cf.projections(m, *ropeLayout, log)
 		if err != nil {
 			return err
 		}
-		return evalCompressed(ctx, m, chunks, *projPath, proj, s, *batch, *asJSON, progress)
+		return evalCompressed(ctx, m, chunks, cf.path, proj, s, *batch, *asJSON, progress)
 	}
 	p, done := progress("eval chunks")
 	res, err := eval.Perplexity(ctx, m, chunks, nil, *batch, p)

@@ -17,10 +17,8 @@ func runGenerate(ctx context.Context, c *cli, args []string) error {
 	prompt := c.String("prompt", "Once upon a time", "prompt text (needs a tokenizer)")
 	ids := c.String("prompt-ids", "", "prompt as whitespace-separated token ids (instead of --prompt; BOS is not added)")
 	n := c.Int("n", 64, "tokens to generate")
-	projPath := c.String("projections", "", "CSKV projections: decode with the real bi-branch compressed cache")
 	var cf cacheFlags
-	cf.register(c.FlagSet, 32)
-	force := c.Bool("force", false, "use projections made for a different base model")
+	cf.register(c.FlagSet, "CSKV projections: decode with the real bi-branch compressed cache", "use projections made for a different base model")
 	verify := c.Bool("verify", false, "with --projections: use row-exact products and check that the real cache's logits equal the parallel fake-quantised evaluation's")
 	c.precisionFlag(linalg.F32)
 	log, err := c.start(args)
@@ -53,19 +51,19 @@ func runGenerate(ctx context.Context, c *cli, args []string) error {
 	if n := len(toks) + *n; n > m.Config.ContextLength {
 		log.WithFields(logrus.Fields{"tokens": n, "context_length": m.Config.ContextLength}).Warn("generating past the model's trained context")
 	}
-	if *verify && *projPath == "" {
+	if *verify && cf.path == "" {
 		return fmt.Errorf("%w: --verify needs --projections", errUsage)
 	}
 	if *verify {
 		linalg.SetExact(true)
 	}
 	var out []int
-	if *projPath == "" {
+	if cf.path == "" {
 		if out, _, err = eval.Greedy(ctx, m, toks, *n, nil); err != nil {
 			return err
 		}
 	} else {
-		proj, s, err := cf.projections(m, *projPath, "", *force, log)
+		proj, s, err := cf.projections(m, "", log)
 		if err != nil {
 			return err
 		}

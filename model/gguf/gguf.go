@@ -414,6 +414,12 @@ func asInt64(v any) (int64, bool) {
 // Float returns a float metadata value; f32, f64 and integer types convert.
 func (f *File) Float(key string) (float64, bool) {
 	v, _ := f.Get(key)
+	return AsFloat(v)
+}
+
+// AsFloat converts a metadata value (KeyValue.Value) of a float or integer
+// type to float64; other types report false.
+func AsFloat(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float32:
 		return float64(x), true
