@@ -6,6 +6,9 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/linalg"
 )
 
 // Every enumeration parses from its flag, prints and marshals as its flag
@@ -20,11 +23,16 @@ func TestEnumerations(t *testing.T) {
 	fs.Var(&c.QuantZero, "quant-zero", "")
 	fs.Var(&c.DType, "dtype", "")
 	fs.Var(&c.Window, "window-mode", "")
-	args := []string{"--init", "whiten", "--schedule", "cosine", "--k-quant", "token", "--quant-zero", "clamp", "--dtype", "bf16", "--window-mode", "sliding"}
+	fs.Var(&c.Objective, "objective", "")
+	fs.Var(&c.DataFormat, "data-format", "")
+	fs.Var(&c.Precision, "precision", "")
+	args := []string{"--init", "whiten", "--schedule", "cosine", "--k-quant", "token", "--quant-zero", "clamp", "--dtype", "bf16", "--window-mode", "sliding",
+		"--objective", "out-mixed", "--data-format", "ids", "--precision", "bf16"}
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
-	if c.Init != WhitenInit || c.Schedule != ScheduleCosine || c.KQuant != KeyPerToken || c.QuantZero != ZeroClamp || c.DType != DTypeBF16 {
+	if c.Init != WhitenInit || c.Schedule != ScheduleCosine || c.KQuant != KeyPerToken || c.QuantZero != ZeroClamp || c.DType != DTypeBF16 ||
+		c.Objective != ObjectiveOutMixed || c.DataFormat != data.FormatIDs || c.Precision != linalg.BF16 {
 		t.Fatalf("parsed %+v", c)
 	}
 	for i := 0; i < len(args); i += 2 {
@@ -39,6 +47,9 @@ func TestEnumerations(t *testing.T) {
 		{"k-quant", "head", "want channel or token"},
 		{"quant-zero", "round", "want free or clamp"},
 		{"dtype", "f64", "want f32, f16 or bf16"},
+		{"objective", "ppl", "want out, out-mixed, out-residual or kv"},
+		{"data-format", "csv", "want auto, text, ids or bin"},
+		{"precision", "fp16", `unknown precision "fp16"`},
 	}
 	for _, b := range bad {
 		err := fs.Parse([]string{"--" + b.flag, b.value})
@@ -50,11 +61,13 @@ func TestEnumerations(t *testing.T) {
 	// JSON holds the same words (run.json, checkpoints), and reads them back.
 	d := Defaults()
 	d.Init, d.Schedule, d.KQuant, d.QuantZero, d.DType = WhitenInit, ScheduleCosine, KeyPerToken, ZeroClamp, DTypeF16
+	d.Objective, d.DataFormat, d.Precision = ObjectiveKV, data.FormatBin, linalg.Auto
 	raw, err := json.Marshal(d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"Init":"whiten"`, `"Schedule":"cosine"`, `"KQuant":"token"`, `"QuantZero":"clamp"`, `"DType":"f16"`, `"Window":"block"`} {
+	for _, want := range []string{`"Init":"whiten"`, `"Schedule":"cosine"`, `"KQuant":"token"`, `"QuantZero":"clamp"`, `"DType":"f16"`, `"Window":"block"`,
+		`"Objective":"kv"`, `"DataFormat":"bin"`, `"Precision":"auto"`} {
 		if !strings.Contains(string(raw), want) {
 			t.Errorf("config JSON lacks %s: %s", want, raw)
 		}
@@ -77,5 +90,19 @@ func TestEnumerations(t *testing.T) {
 	d.Schedule = Schedule(5)
 	if err := d.Validate(); err == nil || !strings.Contains(err.Error(), "--schedule 5: want constant or cosine") {
 		t.Errorf("validate schedule 5: %v", err)
+	}
+}
+
+// A configuration recorded before --precision was typed ("" or absent) reads
+// as f32, so that such runs still resume.
+func TestRecordedPrecisionEmpty(t *testing.T) {
+	for _, raw := range []string{`{"Precision":""}`, `{}`} {
+		c := Config{Precision: linalg.Auto}
+		if raw == `{}` {
+			c.Precision = linalg.F32
+		}
+		if err := json.Unmarshal([]byte(raw), &c); err != nil || c.Precision != linalg.F32 {
+			t.Errorf("%s: precision %v, %v", raw, c.Precision, err)
+		}
 	}
 }
