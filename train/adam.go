@@ -2,6 +2,8 @@ package train
 
 import (
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/cskv/cskv/graph"
 )
@@ -33,16 +35,39 @@ func (a *Adam) Step(params []graph.Param, lr float64) {
 	stepSize := float32(lr / bc1)
 	sqrtBC2 := float32(math.Sqrt(bc2))
 	b1, b2, eps := float32(a.Beta1), float32(a.Beta2), float32(a.Eps)
-	for i, p := range params {
-		m, v := a.M[i], a.V[i]
-		for j, g := range p.Grad {
+	update := func(value, grad, m, v []float32) {
+		for j, g := range grad {
 			m[j] = b1*m[j] + (1-b1)*g
 			v[j] = b2*v[j] + (1-b2)*g*g
 			denom := float32(math.Sqrt(float64(v[j])))/sqrtBC2 + eps
-			p.Value[j] -= stepSize * m[j] / denom
+			value[j] -= stepSize * m[j] / denom
 		}
 	}
+	// Each element's update depends on that element alone: large parameters
+	// are split between the cores, with the same bits.
+	var wg sync.WaitGroup
+	for i, p := range params {
+		m, v := a.M[i], a.V[i]
+		parts := min(runtime.GOMAXPROCS(0), len(p.Grad)/minAdamSplit)
+		if parts <= 1 {
+			update(p.Value, p.Grad, m, v)
+			continue
+		}
+		for k := range parts {
+			lo, hi := k*len(p.Grad)/parts, (k+1)*len(p.Grad)/parts
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				update(p.Value[lo:hi], p.Grad[lo:hi], m[lo:hi], v[lo:hi])
+			}()
+		}
+	}
+	wg.Wait()
 }
+
+// minAdamSplit is the fewest elements per part of a parameter that Step
+// updates on its own core (below it a goroutine costs more than it saves).
+const minAdamSplit = 1 << 16
 
 // LRAt is the learning rate at step t (0-based) of total steps: Config.LR,
 // or with the cosine schedule a linear warm-up then a cosine decay to 0.
