@@ -75,7 +75,7 @@ func SyntheticShape(cfg Config, seed uint64) (*Model, error) {
 		}
 		total += n
 	}
-	m := &Model{Config: c, Format: "synthetic",
+	m := &Model{Config: c, Format: "synthetic-shape", // not Synthetic(): sampling data from random 7B weights is pointless
 		Path: fmt.Sprintf("synthetic-shape(seed=%d, hidden=%d, layers=%d, heads=%d/%d, ffn=%d, vocab=%d)",
 			seed, c.Hidden, c.Layers, c.Heads, c.KVHeads, c.FFN, c.Vocab),
 		Digest: fmt.Sprintf("synthetic-shape-v1-seed-%d-%d-%d-%d-%d-%d-%d-%d-%t-%t",

@@ -15,7 +15,7 @@ func TestSyntheticShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Config.Arch != "llama" || m.Format != "synthetic" || !strings.Contains(m.Path, "synthetic-shape") {
+	if m.Config.Arch != "llama" || m.Format != "synthetic-shape" || m.Synthetic() || !strings.Contains(m.Path, "synthetic-shape") {
 		t.Errorf("config %+v format %q path %q", m.Config, m.Format, m.Path)
 	}
 	if len(m.Embed) != 100*48 || len(m.Output) != 100*48 || !m.Config.TiedOutput {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,6 +110,9 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	env.Log.WithFields(logrus.Fields{"model": m.Path, "layers": m.Config.Layers, "calib_seqs": len(calib),
 		"seq_len": cfg.SeqLen, "k_ranks": kRanks, "v_ranks": vRanks, "init": cfg.Init, "steps": cfg.Steps}).Info("run started")
 
+	mem := EstimateMemory(cfg, m.Config, slices.Max(kRanks), slices.Max(vRanks))
+	env.Log.WithFields(logrus.Fields{"total_mib": mem.Total >> 20, "streams_mib": mem.Streams >> 20, "spilled": mem.Spilled,
+		"layer_mib": mem.Layer >> 20, "graph_mib": mem.Graph >> 20, "advance_mib": mem.Advance >> 20}).Info("peak memory formula (README)")
 	h, hHeld, from, err := startStreams(cfg, m, calib, held, first)
 	if err != nil {
 		return nil, err

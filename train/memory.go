@@ -1,0 +1,98 @@
+package train
+
+import (
+	"github.com/cskv/cskv/model"
+)
+
+// GCPercent is the garbage collector's GOGC that cmd/cskv sets when the
+// environment names none: the heap grows to (1 + GCPercent/100) × its live
+// bytes before a collection. The heap is almost all pointer-free float
+// slices, so a collection costs little; Go's default of 100 would let a
+// run's memory reach twice what it holds.
+const GCPercent = 25
+
+// Memory is the peak-memory formula of a run (README, "Memory at paper
+// scale"), term by term, in bytes. Total is
+//
+//	Runtime + GC·(Model + Blocks + Streams + max(Layer, Advance))
+//	Layer = Gram + Targets + max(Scan, Init, Graph)
+//
+// where the layer phase (capture, init, training, held-out evaluation) and
+// the advance phase never overlap.
+type Memory struct {
+	Runtime int64   `json:"runtime"` // Go runtime, BLAS buffers, binary: a constant
+	GC      float64 `json:"gc"`      // 1 + GCPercent/100
+	Model   int64   `json:"model"`   // embedding and output matrices, V·D·4 each
+	Blocks  int64   `json:"blocks"`  // two decoder layers' weights: the next is read while the last is referenced
+	Streams int64   `json:"streams"` // (N+H)·T·D·4 in memory; 0 when spilled
+	Spilled bool    `json:"spilled"` // the streams exceed Config.StreamMemory
+	Scan    int64   `json:"scan"`    // the streaming pass: a chunk of h and of X, float64 rows for XᵀX
+	Gram    int64   `json:"gram"`    // XᵀX, D²·8 (whitened init, or D ≤ 1024)
+	Init    int64   `json:"init"`    // the init's float64 workspace: 5·max(D, KV)²·8
+	Targets int64   `json:"targets"` // N·T·KV·8 when that is at most 1 GiB, else 0
+	Graph   int64   `json:"graph"`   // the larger of the training graph (with its batch) and the held-out one
+	Advance int64   `json:"advance"` // Block.Forward's temporaries for advanceGroup(T) sequences
+	Layer   int64   `json:"layer"`   // Gram + Targets + max(Scan, Init, Graph)
+	Total   int64   `json:"total"`   // the formula
+}
+
+// memRuntime is the formula's constant: the Go runtime, the BLAS library's
+// buffers and the binary.
+const memRuntime = 256 << 20
+
+// EstimateMemory evaluates the peak-memory formula for cfg on a model of
+// shape mc with the given ranks (the largest of the run's layers).
+func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
+	const f4, f8 = 4, 8
+	N, H, T := int64(cfg.CalibChunks), int64(cfg.Holdout), int64(cfg.SeqLen)
+	D, KV, QD, F, V := int64(mc.Hidden), int64(mc.KVDim()), int64(mc.QDim()), int64(mc.FFN), int64(mc.Vocab)
+	m := Memory{Runtime: memRuntime, GC: 1 + GCPercent/100.0}
+	m.Model = V * D * f4
+	if !mc.TiedOutput {
+		m.Model *= 2
+	}
+	m.Blocks = 2 * f4 * (D*(2*QD+2*KV) + 3*D*F + 2*D)
+	streams := streamBytes(int(N+H), int(T), int(D))
+	m.Spilled = streams > cfg.streamMemory()
+	if !m.Spilled {
+		m.Streams = streams
+	}
+	chunk := min(int64(scanRows(int(D))), N*T)
+	m.Scan = chunk*D*2*f4 + statsChunkRows*D*f8
+	if cfg.Init == WhitenInit || D <= 1024 {
+		m.Gram = D * D * f8
+	}
+	m.Init = 5 * max(D, KV) * max(D, KV) * f8
+	if N*T*KV*f8 <= targetBudget && cfg.Steps > 0 {
+		m.Targets = N * T * KV * f8
+	}
+	train := graphBytes(mc, int64(cfg.Batch)*T, int64(min(cfg.OutSeqs, cfg.Batch)), T, int64(kRank), int64(vRank))
+	train += int64(cfg.Batch) * T * (D + 2*KV) * f4 // the batch and its targets
+	held := graphBytes(mc, H*T, H, T, int64(kRank), int64(vRank)) + H*T*D*f4
+	m.Graph = max(train, held)
+	m.Layer = m.Gram + m.Targets + max(m.Scan, m.Init, m.Graph)
+	g := int64(advanceGroup(int(T))) * T
+	m.Advance = g * (2*D + 2*QD + 2*KV + 2*F) * f4
+	if m.Spilled {
+		m.Advance += g * D * f4 // the group read from the file
+	}
+	m.Total = m.Runtime + int64(m.GC*float64(m.Model+m.Blocks+m.Streams+max(m.Layer, m.Advance)))
+	return m
+}
+
+// graphBytes is the memory of the layer graph on rows = B·T rows with the
+// output term on outSeqs sequences of T tokens: per row X, the K and V
+// targets, the compressed features and their gradients, K̂ and V̂ with their
+// differences and gradients (D + 10·KV + 2·(Rk+Rv) floats); per output row
+// the queries, original keys, heads and output, the reconstructed heads and
+// output with their gradients (3·D + 4·QD + 4·KV floats); and the kept
+// attention probabilities, outSeqs·heads·T·(T+64)/2 floats up to 2²⁷.
+func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64) int64 {
+	D, KV, QD, heads := int64(mc.Hidden), int64(mc.KVDim()), int64(mc.QDim()), int64(mc.Heads)
+	n := rows * (D + 10*KV + 2*(kRank+vRank))
+	if outSeqs > 0 {
+		mo := outSeqs * T
+		n += mo*(3*D+4*QD+4*KV) + min(outSeqs*heads*T*(T+64)/2, 1<<27)
+	}
+	return 4 * n
+}

@@ -1,0 +1,74 @@
+package train
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cskv/cskv/model"
+)
+
+// memoryConfig is the README's measurement: Llama-2-7B shapes, sequences of
+// 4096 tokens, batches of 2 with the output term on one.
+func memoryConfig(n int) Config {
+	c := Defaults()
+	c.SeqLen, c.CalibChunks, c.Holdout, c.Batch, c.OutSeqs, c.Steps = 4096, n, 1, 2, 1, 2
+	return c
+}
+
+// The formula's terms follow their definitions: in memory the streams are
+// (N+H)·T·D·4 and grow with N; spilled they vanish and the total no longer
+// depends on N; at the paper's 256 × 4096 tokens a spilled run fits 24 GiB,
+// even with batches of 8 sequences and the output term on all of them.
+func TestEstimateMemory(t *testing.T) {
+	mc := model.Shapes["llama2-7b"]
+	c := memoryConfig(16)
+	c.StreamMemory = 1 << 40
+	m := EstimateMemory(c, mc, 2048, 2048)
+	if m.Spilled || m.Streams != 17*4096*4096*4 || m.Model != 2*32000*4096*4 || m.Gram != 4096*4096*8 {
+		t.Errorf("in memory: %+v", m)
+	}
+	if m.Targets != 0 { // 16·4096·4096·8 = 2 GiB > targetBudget
+		t.Errorf("targets %d, want 0 above the budget", m.Targets)
+	}
+	if want := m.Runtime + int64(m.GC*float64(m.Model+m.Blocks+m.Streams+max(m.Layer, m.Advance))); m.Total != want {
+		t.Errorf("total %d, want %d", m.Total, want)
+	}
+	c.StreamMemory = 1
+	s := EstimateMemory(c, mc, 2048, 2048)
+	if !s.Spilled || s.Streams != 0 || s.Advance <= m.Advance || s.Total >= m.Total {
+		t.Errorf("spilled: %+v (in memory %+v)", s, m)
+	}
+	big := memoryConfig(256)
+	big.StreamMemory = 1
+	p := EstimateMemory(big, mc, 2048, 2048)
+	if p.Total != s.Total {
+		t.Errorf("spilled total depends on N: %d at 256, %d at 16", p.Total, s.Total)
+	}
+	big.Batch, big.OutSeqs, big.Holdout = 8, 8, 8
+	if p = EstimateMemory(big, mc, 2048, 2048); p.Total > 24<<30 {
+		t.Errorf("256 × 4096, batch 8: %d GiB, want ≤ 24", p.Total>>30)
+	}
+	big.StreamMemory = 1 << 40
+	if p = EstimateMemory(big, mc, 2048, 2048); !(p.Total > 32<<30) {
+		t.Errorf("256 × 4096 in memory: %d GiB, want the streams' 16.5 GiB ×%.2f on top", p.Total>>30, p.GC)
+	}
+}
+
+// procKB reads a "key: N kB" line in bytes and gives 0 for a missing file,
+// key or number; PeakRSS and memTotal are positive on Linux.
+func TestProcKB(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "status")
+	os.WriteFile(path, []byte("Name:\tcskv\nVmHWM:\t  123456 kB\nVmRSS: bad kB\n"), 0o644)
+	for key, want := range map[string]int64{"VmHWM:": 123456 << 10, "VmRSS:": 0, "VmPeak:": 0} {
+		if got := procKB(path, key); got != want {
+			t.Errorf("%s: %d, want %d", key, got, want)
+		}
+	}
+	if procKB(filepath.Join(t.TempDir(), "none"), "VmHWM:") != 0 {
+		t.Error("missing file: want 0")
+	}
+	if _, err := os.Stat("/proc/self/status"); err == nil && (PeakRSS() <= 0 || memTotal() <= 0) {
+		t.Errorf("PeakRSS %d, memTotal %d: want both positive", PeakRSS(), memTotal())
+	}
+}
