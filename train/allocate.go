@@ -219,6 +219,7 @@ func layerCurves(cfg Config, mc model.Config, blk *model.Block, l int, grids [2]
 			f := full
 			kRank, vRank := kvDim, kvDim
 			q := cfg
+			q.OutWindow = 0 // the out curves are all-compressed whatever the training's window (out-mixed adds AllocWindow)
 			if alloc.Side(s) == alloc.K {
 				kRank, q.VBits = r, quant.Off
 				f.Ak, f.Bk = truncate(full.Ak, full.Bk, kvDim, d, r)

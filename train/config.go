@@ -33,17 +33,19 @@ type Config struct {
 	Alpha              float64   // problem: ASVD exponent α (0.5)
 	Ridge              float64   // problem: whitening ridge; 0 = automatic (1e-6 · mean diagonal, raised ×10 until positive definite)
 
-	Steps     int           // steering: Adam steps per layer (300); 0 = initialisation only
-	LR        float64       // steering: peak learning rate (1e-3)
-	Schedule  Schedule      // steering: constant or cosine (warm-up then cosine decay to 0)
-	Warmup    int           // steering: warm-up steps of the cosine schedule
-	Batch     int           // problem: sequences per step (8)
-	Seed      uint64        // problem: seed of the batch sampler (0)
-	LambdaKV  float64       // problem: weight of MSE(K,K̂)+MSE(V,V̂) (0; the reference: 1)
-	LambdaOut float64       // problem: weight of MSE(out,out̂) (1)
-	OutSeqs   int           // problem: sequences of each batch in the output term (8; the reference: 2)
-	OutWindow int           // problem: bi-branch window inside out̂ (0 = every token reconstructed)
-	Window    kv.WindowMode // problem: the bi-branch rule, block or sliding, for OutWindow and evaluation
+	Steps             int           // steering: Adam steps per layer (300); 0 = initialisation only
+	LR                float64       // steering: peak learning rate (1e-3)
+	Schedule          Schedule      // steering: constant or cosine (warm-up then cosine decay to 0)
+	Warmup            int           // steering: warm-up steps of the cosine schedule
+	Batch             int           // problem: sequences per step (8)
+	Seed              uint64        // problem: seed of the batch sampler (0)
+	LambdaKV          float64       // problem: weight of MSE(K,K̂)+MSE(V,V̂) (0; the reference: 1)
+	LambdaOut         float64       // problem: weight of MSE(out,out̂) (1)
+	OutSeqs           int           // problem: sequences of each batch in the output term (8; the reference: 2)
+	OutWindow         int           // problem: bi-branch window inside out̂ (0 = every token reconstructed)
+	OutWindowAlt      int           // problem: bi-branch window inside out̂ on the alternate steps (0 = off: every step uses OutWindow)
+	OutWindowAltSteps int           // problem: alternate steps after each OutWindow step (0 = 1: every odd step)
+	Window            kv.WindowMode // problem: the bi-branch rule, block or sliding, for OutWindow and evaluation
 
 	KBits, VBits int       // problem: QAT bits (16 = off)
 	KQuant       KeyQuant  // problem: keys per channel (KIVI, default) or per token
@@ -160,6 +162,10 @@ func (c Config) Validate() error {
 		return bad("out-seqs", c.OutSeqs, fmt.Sprintf("must be in [0, --batch %d]", c.Batch))
 	case c.OutWindow < 0:
 		return bad("out-window", c.OutWindow, "must be ≥ 0")
+	case c.OutWindowAlt < 0:
+		return bad("out-window-alt", c.OutWindowAlt, "must be ≥ 0")
+	case c.OutWindowAltSteps < 0:
+		return bad("out-window-alt-steps", c.OutWindowAltSteps, "must be ≥ 0")
 	case !c.Window.Valid():
 		return bad("window-mode", int(c.Window), "want block or sliding")
 	case !validBits[c.KBits]:

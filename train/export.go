@@ -83,6 +83,10 @@ func Metadata(cfg Config, baseName, baseDigest, arch string, kRanks, vRanks []in
 		meta["objective"] = cfg.Objective.String()
 		meta["max_points"] = i(cfg.MaxPoints)
 	}
+	if cfg.OutWindowAlt > 0 { // absent without it, so that the reference's files stay as they were
+		meta["out_window_alt"] = i(cfg.OutWindowAlt)
+		meta["out_window_alt_steps"] = i(max(cfg.OutWindowAltSteps, 1))
+	}
 	if cfg.Plan != "" {
 		meta["plan"] = filepath.Base(cfg.Plan)
 	}

@@ -71,6 +71,8 @@ var settings = []setting{
 	{"lambda-out", true, func(f fingerprint) any { return f.Config.LambdaOut }},
 	{"out-seqs", true, func(f fingerprint) any { return f.Config.OutSeqs }},
 	{"out-window", true, func(f fingerprint) any { return f.Config.OutWindow }},
+	{"out-window-alt", true, func(f fingerprint) any { return f.Config.OutWindowAlt }},
+	{"out-window-alt-steps", true, func(f fingerprint) any { return max(f.Config.OutWindowAltSteps, 1) }},
 	{"window-mode", true, func(f fingerprint) any { return f.Config.Window }},
 	{"k-bits", true, func(f fingerprint) any { return f.Config.KBits }},
 	{"v-bits", true, func(f fingerprint) any { return f.Config.VBits }},

@@ -28,6 +28,8 @@ func registerTraining(fs *flag.FlagSet, cfg *train.Config) {
 	fs.Float64Var(&cfg.LambdaOut, "lambda-out", cfg.LambdaOut, "weight of the layer-output term MSE(out,out̂) (0 = the paper's loss)")
 	fs.IntVar(&cfg.OutSeqs, "out-seqs", cfg.OutSeqs, "sequences of each batch that feed the output term")
 	fs.IntVar(&cfg.OutWindow, "out-window", cfg.OutWindow, "bi-branch window inside the output term (0 = every token reconstructed)")
+	fs.IntVar(&cfg.OutWindowAlt, "out-window-alt", cfg.OutWindowAlt, "bi-branch window inside the output term on the alternate steps, --out-window on the others (0 = off)")
+	fs.IntVar(&cfg.OutWindowAltSteps, "out-window-alt-steps", cfg.OutWindowAltSteps, "alternate steps (at --out-window-alt) after each step at --out-window (0 = 1)")
 	fs.IntVar(&cfg.SaveEvery, "save-every", cfg.SaveEvery, "checkpoint every k steps (0 = only at layer ends)")
 	fs.IntVar(&cfg.Keep, "keep", cfg.Keep, "checkpoints kept")
 }
