@@ -84,11 +84,13 @@ type Config struct {
 // Defaults returns cskv's recipe, chosen by measurement on held-out
 // calibration chunks (README, "Rank allocation under a budget, and the
 // default recipe"): the reference recipe with the whitened init, the KV term
-// weighted 0 (still computed and reported) and the output term on every
-// sequence of the batch.
+// weighted 0 (still computed and reported), the output term on every
+// sequence of the batch, every key and value reconstructed in it on even
+// steps and the bi-branch rule at W = 16 on odd ones.
 func Defaults() Config {
 	c := Reference()
 	c.Init, c.LambdaKV, c.OutSeqs = WhitenInit, 0, 8
+	c.OutWindowAlt = 16
 	return c
 }
 
