@@ -92,7 +92,7 @@ func TestFamiliesTrainVerifyEval(t *testing.T) {
 				out := filepath.Join(dir, "run"+strconv.Itoa(i))
 				args := append([]string{"train", "--model", modelPath, "--data", ids, "--seq-len", "16",
 					"--calib-chunks", "4", "--holdout", "1", "--steps", "3", "--batch", "2",
-					"--lambda-kv", "1", "--lambda-out", "1", "--out-seqs", "2", "--out-window", "4", "--k-rank", "8", "--v-rank", "8",
+					"--lambda-kv", "1", "--lambda-out", "1", "--out-seqs", "2", "--out-window", "4", "--out-window-alt", "0", "--k-rank", "8", "--v-rank", "8",
 					"--eval-data", ids, "--eval-chunks", "2", "--out", out, "--quiet", "--json"}, r.args...)
 				code, stdout, stderr := cskv(t, dir, args...)
 				if code != 0 {
