@@ -24,7 +24,7 @@ for d in 0.5 0.25 0.125; do
 		name=${variant%%:*}
 		flags=${variant#*:}
 		# shellcheck disable=SC2086
-		"$cskv" train --quiet --force --model "$M" --data "$C" --k-density $d --v-density $d --init asvd --lambda-kv 1 --out-seqs 2 --out-window-alt 0 --out "$out/run-$name-$d" $flags >/dev/null
+		"$cskv" train --quiet --force --model "$M" --data "$C" --k-density $d --v-density $d --init asvd --lambda-kv 1 --out-seqs 2 --out-window-alt 0 --steps 300 --out "$out/run-$name-$d" $flags >/dev/null
 		bits=16
 		case $name in qat4) bits=4 ;; qat2) bits=2 ;; esac
 		for w in 0 32; do

@@ -86,11 +86,12 @@ type Config struct {
 // default recipe"): the reference recipe with the whitened init, the KV term
 // weighted 0 (still computed and reported), the output term on every
 // sequence of the batch, every key and value reconstructed in it on even
-// steps and the bi-branch rule at W = 16 on odd ones.
+// steps and the bi-branch rule at W = 16 on odd ones, and 600 steps per
+// layer instead of 300.
 func Defaults() Config {
 	c := Reference()
 	c.Init, c.LambdaKV, c.OutSeqs = WhitenInit, 0, 8
-	c.OutWindowAlt = 16
+	c.OutWindowAlt, c.Steps = 16, 600
 	return c
 }
 
