@@ -100,7 +100,7 @@ func TestCLIHelp(t *testing.T) {
 		}
 	}
 	code, _, stderr := cskv(t, t.TempDir(), "train", "-h")
-	if code != 0 || !strings.Contains(stderr, "-lambda-out") || !strings.Contains(stderr, "(default 300)") {
+	if code != 0 || !strings.Contains(stderr, "-lambda-out") || !strings.Contains(stderr, "(default 600)") {
 		t.Errorf("train -h (exit %d): %s", code, stderr)
 	}
 }
