@@ -149,6 +149,16 @@ func softmax2[T Float](a, b []T) {
 	}
 }
 
+// softmax2Lanes is softmax2 with the sums in 16 partial lanes
+// (linalg.Softmax2Lanes in float32; float64 keeps softmax2).
+func softmax2Lanes[T Float](a, b []T) {
+	if a32, ok := any(a).([]float32); ok {
+		linalg.Softmax2Lanes(a32, any(b).([]float32))
+		return
+	}
+	softmax2(a, b)
+}
+
 // scaleDiff sets s[i] = p[i]·(s[i] − d) (linalg.ScaleDiff in float32).
 func scaleDiff[T Float](s, p []T, d T) {
 	if s32, ok := any(s).([]float32); ok {
@@ -310,36 +320,18 @@ func (a *Kernel[T]) tile(k int) (p, po, dp, sc, qb, db []T) {
 	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
 }
 
-// tileT returns worker k's buffers for the backward of a wide layer: xT
-// (Dh, R) for a tile's query or output-gradient rows transposed, and the
-// task's transposed key and value gradients dkT, dvT (Dh, T).
-func (a *Kernel[T]) tileT(k int) (xT, dkT, dvT []T) {
-	nr, nk := a.Block*a.Stack*a.headDim, a.headDim*a.tokens
+// tileT returns worker k's transposed key and value gradients dkT, dvT
+// (Dh, T) for the backward of a wide layer.
+func (a *Kernel[T]) tileT(k int) (dkT, dvT []T) {
+	nk := a.headDim * a.tokens
 	for len(a.scratchT) <= k {
 		a.scratchT = append(a.scratchT, nil)
 	}
-	if len(a.scratchT[k]) < nr+2*nk {
-		a.scratchT[k] = make([]T, nr+2*nk)
+	if len(a.scratchT[k]) < 2*nk {
+		a.scratchT[k] = make([]T, 2*nk)
 	}
 	s := a.scratchT[k]
-	return s[:nr], s[nr : nr+nk], s[nr+nk : nr+2*nk]
-}
-
-// rowsT writes the tile's rows of x (N·T, QD) transposed into buf (Dh, R).
-func (a *Kernel[T]) rowsT(buf, x []T, s, u, t0, t1 int) []T {
-	Dh, QD := a.headDim, a.heads*a.headDim
-	rows := (t1 - t0) * a.Stack
-	off := (s*a.tokens+t0)*QD + u*a.Stack*Dh
-	for i := 0; i < t1-t0; i++ {
-		for h := 0; h < a.Stack; h++ {
-			src := x[off+i*QD+h*Dh : off+i*QD+(h+1)*Dh]
-			r := i*a.Stack + h
-			for d, v := range src {
-				buf[d*rows+r] = v
-			}
-		}
-	}
-	return buf[:Dh*rows]
+	return s[:nk], s[nk : 2*nk]
 }
 
 // prepare allocates the per-worker tiles and, when keep is set and it fits
@@ -463,7 +455,11 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) 
 				orig[j] = softCap(v, c)
 			}
 		}
-		softmax2(rec, orig)
+		if a.Wide { // long rows: the one-pass sum (see linalg.Softmax2Lanes)
+			softmax2Lanes(rec, orig)
+		} else {
+			softmax2(rec, orig)
+		}
 		clear(row[:first])
 		clear(row[lo:])
 		if bw > 0 {
@@ -530,9 +526,9 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, dp, sc, qb, db := a.tile(w)
-		var qT, dkT, dvT []T
+		var dkT, dvT []T
 		if a.Wide {
-			qT, dkT, dvT = a.tileT(w)
+			dkT, dvT = a.tileT(w)
 			clear(dkT)
 			clear(dvT)
 		}
@@ -576,11 +572,11 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					clear(srow[lo:])
 				}
 				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q; wide layers accumulate the
-				// transposes dV̂ᵀ += dOᵀ·P, dK̂rᵀ += Qᵀ·dS, whose operands need no
-				// transposing on the way into the product
+				// transposes dV̂ᵀ += dOᵀ·P, dK̂rᵀ += Qᵀ·dS, whose large operand
+				// (P, dS) enters the product untransposed
 				if a.Wide {
-					a.product(false, false, Dh, end, rows, a.rowsT(qT, do, s, u, t0, t1), rows, p, end, 1, dvT, a.tokens)
-					a.product(false, false, Dh, end, rows, a.rowsT(qT, q, s, u, t0, t1), rows, dp, end, 1, dkT, a.tokens)
+					a.product(true, false, Dh, end, rows, dt, ldd, p, end, 1, dvT, a.tokens)
+					a.product(true, false, Dh, end, rows, qt, ldq, dp, end, 1, dkT, a.tokens)
 				} else {
 					a.product(true, false, end, Dh, rows, p, end, dt, ldd, 1, dv[koff:], KV)
 					a.product(true, false, end, Dh, rows, dp, end, qt, ldq, 1, dk[koff:], KV)

@@ -9,29 +9,55 @@
 #include <stdint.h>
 #include <string.h>
 
+// exp1 is exp(v) for one shifted value v = x − m.
+static inline __attribute__((always_inline)) float exp1(float v) {
+	v = v < -87.33654f ? -87.33654f : v;
+	v = v > 88.72283f ? 88.72283f : v;
+	float t = v * 1.44269504088896341f + 12582912.0f;
+	float fk = t - 12582912.0f;
+	uint32_t bits;
+	memcpy(&bits, &t, sizeof bits);
+	uint32_t k = bits - 0x4B400000u;
+	float r = v - fk * 0.693359375f - fk * -2.12194440e-4f;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	uint32_t eb = (k + 127u) << 23;
+	float two;
+	memcpy(&two, &eb, sizeof two);
+	return (p * r * r + r + 1) * two;
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void exp_shift(float *restrict x, long n, float m) {
-	for (long i = 0; i < n; i++) {
-		float v = x[i] - m;
-		v = v < -87.33654f ? -87.33654f : v;
-		v = v > 88.72283f ? 88.72283f : v;
-		float t = v * 1.44269504088896341f + 12582912.0f;
-		float fk = t - 12582912.0f;
-		uint32_t bits;
-		memcpy(&bits, &t, sizeof bits);
-		uint32_t k = bits - 0x4B400000u;
-		float r = v - fk * 0.693359375f - fk * -2.12194440e-4f;
-		float p = 1.9875691500e-4f;
-		p = p * r + 1.3981999507e-3f;
-		p = p * r + 8.3334519073e-3f;
-		p = p * r + 4.1665795894e-2f;
-		p = p * r + 1.6666665459e-1f;
-		p = p * r + 5.0000001201e-1f;
-		uint32_t eb = (k + 127u) << 23;
-		float two;
-		memcpy(&two, &eb, sizeof two);
-		x[i] = (p * r * r + r + 1) * two;
+	for (long i = 0; i < n; i++) x[i] = exp1(x[i] - m);
+}
+
+// exp_shift_lanes is exp_shift returning the sum in 16 interleaved partial
+// sums (lane j adds elements j, j+16, …), added in lane order, then the
+// tail in order: one vectorised pass (ExpShiftLanes).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static float exp_shift_lanes(float *restrict x, long n, float m) {
+	float acc[16];
+	for (int j = 0; j < 16; j++) acc[j] = 0;
+	long i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int j = 0; j < 16; j++) {
+			float e = exp1(x[i + j] - m);
+			x[i + j] = e;
+			acc[j] += e;
+		}
+	float s = 0;
+	for (int j = 0; j < 16; j++) s += acc[j];
+	for (; i < n; i++) {
+		float e = exp1(x[i] - m);
+		x[i] = e;
+		s += e;
 	}
+	return s;
 }
 
 float cskv_exp_shift(float *x, long n, float m) {
@@ -65,6 +91,16 @@ void cskv_softmax2(float *a, long na, float *b, long nb) {
 	float sa = 0, sb = 0;
 	if (na) sa = cskv_exp_shift(a, na, m);
 	if (nb) sb = cskv_exp_shift(b, nb, m);
+	float inv = 1 / (sa + sb);
+	scale(a, na, inv);
+	scale(b, nb, inv);
+}
+
+void cskv_softmax2_lanes(float *a, long na, float *b, long nb) {
+	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
+	float sa = 0, sb = 0;
+	if (na) sa = exp_shift_lanes(a, na, m);
+	if (nb) sb = exp_shift_lanes(b, nb, m);
 	float inv = 1 / (sa + sb);
 	scale(a, na, inv);
 	scale(b, nb, inv);

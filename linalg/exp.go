@@ -35,26 +35,56 @@ func ExpShift(x []float32, m float32) float32 {
 func expShiftGo(x []float32, m float32) float32 {
 	var s float32
 	for i, v := range x {
-		v -= m
-		if v < expLo {
-			v = expLo
-		}
-		if v > expHi {
-			v = expHi
-		}
-		t := v*expLog2e + expMagic
-		fk := t - expMagic
-		k := int32(math.Float32bits(t)) - 0x4B400000
-		r := v - fk*expLn2Hi - fk*expLn2Lo
-		p := float32(expP0)
-		p = p*r + expP1
-		p = p*r + expP2
-		p = p*r + expP3
-		p = p*r + expP4
-		p = p*r + expP5
-		e := (p*r*r + r + 1) * math.Float32frombits(uint32(k+127)<<23)
+		e := exp1(v - m)
 		x[i] = e
 		s += e
 	}
 	return s
+}
+
+// expShiftLanes is ExpShift with the sum taken in 16 interleaved partial
+// sums (lane j adds elements j, j+16, … of the whole 16-element chunks),
+// added in lane order, then the tail in order: vector instructions compute
+// it in the same pass as the exponentials (see Softmax2Lanes).
+func expShiftLanes(x []float32, m float32) float32 {
+	var acc [16]float32
+	i := 0
+	for ; i+16 <= len(x); i += 16 {
+		for j := range acc {
+			e := exp1(x[i+j] - m)
+			x[i+j] = e
+			acc[j] += e
+		}
+	}
+	var s float32
+	for _, a := range acc {
+		s += a
+	}
+	for ; i < len(x); i++ {
+		e := exp1(x[i] - m)
+		x[i] = e
+		s += e
+	}
+	return s
+}
+
+// exp1 is exp(v) as ExpShift computes it.
+func exp1(v float32) float32 {
+	if v < expLo {
+		v = expLo
+	}
+	if v > expHi {
+		v = expHi
+	}
+	t := v*expLog2e + expMagic
+	fk := t - expMagic
+	k := int32(math.Float32bits(t)) - 0x4B400000
+	r := v - fk*expLn2Hi - fk*expLn2Lo
+	p := float32(expP0)
+	p = p*r + expP1
+	p = p*r + expP2
+	p = p*r + expP3
+	p = p*r + expP4
+	p = p*r + expP5
+	return (p*r*r + r + 1) * math.Float32frombits(uint32(k+127)<<23)
 }

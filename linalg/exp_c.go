@@ -5,6 +5,7 @@ package linalg
 // #cgo CFLAGS: -O3
 // float cskv_exp_shift(float *x, long n, float m);
 // void cskv_softmax2(float *a, long na, float *b, long nb);
+// void cskv_softmax2_lanes(float *a, long na, float *b, long nb);
 // void cskv_scale_diff(float *s, const float *p, long n, float d);
 import "C"
 
@@ -17,14 +18,21 @@ func expShiftVec(x []float32, m float32) float32 {
 }
 
 func softmax2Vec(a, b []float32) {
-	var pa, pb *C.float
-	if len(a) > 0 {
-		pa = (*C.float)(&a[0])
-	}
-	if len(b) > 0 {
-		pb = (*C.float)(&b[0])
-	}
+	pa, pb := cfloats(a), cfloats(b)
 	C.cskv_softmax2(pa, C.long(len(a)), pb, C.long(len(b)))
+}
+
+func softmax2LanesVec(a, b []float32) {
+	pa, pb := cfloats(a), cfloats(b)
+	C.cskv_softmax2_lanes(pa, C.long(len(a)), pb, C.long(len(b)))
+}
+
+// cfloats is x's first element for C (nil when x is empty).
+func cfloats(x []float32) *C.float {
+	if len(x) == 0 {
+		return nil
+	}
+	return (*C.float)(&x[0])
 }
 
 func scaleDiffVec(s, p []float32, d float32) {

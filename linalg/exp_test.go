@@ -57,8 +57,8 @@ func BenchmarkExpShift(b *testing.B) {
 	}
 }
 
-// TestSoftmax2 holds Softmax2 and ScaleDiff (vectorised in the cgo build)
-// to their Go versions bit for bit, over lengths around the vector
+// TestSoftmax2 holds Softmax2, Softmax2Lanes and ScaleDiff (vectorised in
+// the cgo build) to their Go versions bit for bit, over lengths around the vector
 // threshold, empty parts, ±1000 and NaN, and checks that a softmax sums to 1.
 func TestSoftmax2(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
@@ -77,18 +77,23 @@ func TestSoftmax2(t *testing.T) {
 			if nan && len(a) > 4 {
 				a[4] = float32(math.NaN())
 			}
-			x, y := append([]float32(nil), a...), append([]float32(nil), a...)
-			Softmax2(x[:n[0]], x[n[0]:])
-			softmax2Go(y[:n[0]], y[n[0]:])
-			var sum float64
-			for i := range x {
-				if !same(x[i], y[i]) {
-					t.Fatalf("parts %v, NaN %v: element %d = %g, Go %g", n, nan, i, x[i], y[i])
+			for _, f := range []struct {
+				name     string
+				fast, slow func(a, b []float32)
+			}{{"Softmax2", Softmax2, softmax2Go}, {"Softmax2Lanes", Softmax2Lanes, softmax2LanesGo}} {
+				x, y := append([]float32(nil), a...), append([]float32(nil), a...)
+				f.fast(x[:n[0]], x[n[0]:])
+				f.slow(y[:n[0]], y[n[0]:])
+				var sum float64
+				for i := range x {
+					if !same(x[i], y[i]) {
+						t.Fatalf("%s, parts %v, NaN %v: element %d = %g, Go %g", f.name, n, nan, i, x[i], y[i])
+					}
+					sum += float64(x[i])
 				}
-				sum += float64(x[i])
-			}
-			if !nan && math.Abs(sum-1) > 1e-5 {
-				t.Errorf("parts %v: softmax sums to %g", n, sum)
+				if !nan && math.Abs(sum-1) > 1e-5 {
+					t.Errorf("%s, parts %v: softmax sums to %g", f.name, n, sum)
+				}
 			}
 		}
 		p := make([]float32, len(a))

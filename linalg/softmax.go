@@ -15,17 +15,7 @@ func Softmax2(a, b []float32) {
 }
 
 func softmax2Go(a, b []float32) {
-	m := float32(math.Inf(-1))
-	for _, v := range a {
-		if v > m {
-			m = v
-		}
-	}
-	for _, v := range b {
-		if v > m {
-			m = v
-		}
-	}
+	m := maxOf(b, maxOf(a, float32(math.Inf(-1))))
 	inv := 1 / (ExpShift(a, m) + ExpShift(b, m))
 	for i := range a {
 		a[i] *= inv
@@ -33,6 +23,48 @@ func softmax2Go(a, b []float32) {
 	for i := range b {
 		b[i] *= inv
 	}
+}
+
+// Softmax2Lanes is Softmax2 with each part summed in 16 interleaved
+// partial sums (expShiftLanes) rather than in order: one vectorised pass
+// computes the exponentials and their sum, where the in-order sum of
+// Softmax2 is a chain of dependent additions. Package attn uses it for
+// wide layers, whose rows are long. The cgo build vectorises it, bit for
+// bit the same.
+func Softmax2Lanes(a, b []float32) {
+	if len(a)+len(b) >= minVecExp {
+		softmax2LanesVec(a, b)
+		return
+	}
+	softmax2LanesGo(a, b)
+}
+
+func softmax2LanesGo(a, b []float32) {
+	m := maxOf(b, maxOf(a, float32(math.Inf(-1))))
+	var sa, sb float32
+	if len(a) > 0 {
+		sa = expShiftLanes(a, m)
+	}
+	if len(b) > 0 {
+		sb = expShiftLanes(b, m)
+	}
+	inv := 1 / (sa + sb)
+	for i := range a {
+		a[i] *= inv
+	}
+	for i := range b {
+		b[i] *= inv
+	}
+}
+
+// maxOf is the largest of m and x (NaNs skipped).
+func maxOf(x []float32, m float32) float32 {
+	for _, v := range x {
+		if v > m {
+			m = v
+		}
+	}
+	return m
 }
 
 // ScaleDiff sets s[i] = p[i]·(s[i] − d) (len(p) ≥ len(s)): the softmax
