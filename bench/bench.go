@@ -6,6 +6,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"time"
 
@@ -29,9 +30,18 @@ type Row struct {
 	GFLOP     float64 `json:"gflop_per_step"` // the products counted (see KVFLOPs, OutFLOPs, ForwardFLOPs)
 	GFLOPs    float64 `json:"gflops"`         // GFLOP / (ms_per_step / 1000)
 	Fraction  float64 `json:"peak_fraction"`  // GFLOPs / the peak of Precision measured in this run
-	Precision string  `json:"precision"`
-	Threads   int     `json:"blas_threads"`
-	Backend   string  `json:"backend"`
+	// The step with the targets precomputed: GFLOP less the K and V target
+	// products it does not run, and its fraction of the peak.
+	GFLOPPrecomp    float64 `json:"gflop_per_step_precomputed,omitempty"`
+	FractionPrecomp float64 `json:"peak_fraction_precomputed,omitempty"`
+	// Every matrix product the timed steps (targets recomputed) ran, counted
+	// or not, over the time spent in them (linalg.ProductStats.Busy): how
+	// close the products alone come to the peak.
+	ProductGFLOPs   float64 `json:"product_gflops,omitempty"`
+	ProductFraction float64 `json:"product_peak_fraction,omitempty"`
+	Precision       string  `json:"precision"`
+	Threads         int     `json:"blas_threads"`
+	Backend         string  `json:"backend"`
 }
 
 // Peaks measures the matrix-product peak of F32 and, where the CPU has
@@ -63,6 +73,13 @@ func Peaks(ctx context.Context, shapes [][3]int, seconds float64) ([]linalg.Peak
 	return out, nil
 }
 
+// TargetFLOPs counts the K and V target products X·Wkᵀ and X·Wvᵀ of one
+// step (part of KVFLOPs), which a step with the targets precomputed does
+// not run.
+func TargetFLOPs(s graph.BenchShape) float64 {
+	return 2 * 2 * float64(s.Seqs*s.Tokens) * float64(s.Hidden) * float64(s.KVDim())
+}
+
 // KVFLOPs counts the arithmetic of one KV-loss training step: the targets
 // X·Wkᵀ and X·Wvᵀ (2·n·D·KV each) and, per side, the features C = X·Aᵀ
 // (2·n·D·r), the reconstruction C·Bᵀ (2·n·r·KV) and the backward products
@@ -71,7 +88,7 @@ func Peaks(ctx context.Context, shapes [][3]int, seconds float64) ([]linalg.Peak
 func KVFLOPs(s graph.BenchShape) float64 {
 	n := float64(s.Seqs * s.Tokens)
 	d, kv, r := float64(s.Hidden), float64(s.KVDim()), float64(s.Rank)
-	return 2*2*n*d*kv + 2*(4*n*d*r+6*n*r*kv)
+	return TargetFLOPs(s) + 2*(4*n*d*r+6*n*r*kv)
 }
 
 // OutFLOPs counts the products the output term adds on outSeqs sequences of
@@ -122,15 +139,20 @@ func Step(ctx context.Context, shape graph.BenchShape, loss string, warm, steps 
 		sizes = append(sizes, len(p.Value))
 	}
 	adam := train.NewAdam(sizes)
-	med, err := median(ctx, warm, steps, func() error {
+	var prod linalg.ProductStats
+	med, err := median(ctx, warm, steps, func(timed bool) error {
+		linalg.CountProducts(timed)
 		_, err := layer.Run(x)
+		if p := linalg.CountProducts(false); timed {
+			prod = prod.Plus(p)
+		}
 		adam.Step(params, 1e-5)
 		return err
 	})
 	if err != nil {
 		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
 	}
-	pre, err := median(ctx, warm, steps, func() error {
+	pre, err := median(ctx, warm, steps, func(bool) error {
 		_, err := layer.Rerun()
 		adam.Step(params, 1e-5)
 		return err
@@ -139,7 +161,10 @@ func Step(ctx context.Context, shape graph.BenchShape, loss string, warm, steps 
 		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
 	}
 	tokens := shape.Seqs * shape.Tokens
-	return row(shape.Name, shape.Hidden, shape.KVDim(), shape.Rank, tokens, loss, med, pre, flop), nil
+	r := row(shape.Name, shape.Hidden, shape.KVDim(), shape.Rank, tokens, loss, med, pre, flop)
+	r.GFLOPPrecomp = (flop - TargetFLOPs(shape)) / 1e9
+	r.setProducts(prod)
+	return r, nil
 }
 
 // ForwardShape is the frozen forward's reference: a Llama-2-7B layer on
@@ -170,14 +195,22 @@ func Forward(ctx context.Context, name string, c model.Config, T, warm, steps in
 		h0[i] = float32(i%13)/6 - 1
 	}
 	h := make([]float32, len(h0))
-	med, err := median(ctx, warm, steps, func() error {
+	var prod linalg.ProductStats
+	med, err := median(ctx, warm, steps, func(timed bool) error {
 		copy(h, h0)
-		return b.Forward(c, h, 1, T, rope, nil)
+		linalg.CountProducts(timed)
+		err := b.Forward(c, h, 1, T, rope, nil)
+		if p := linalg.CountProducts(false); timed {
+			prod = prod.Plus(p)
+		}
+		return err
 	})
 	if err != nil {
 		return Row{}, fmt.Errorf("forward %s: %w", name, err)
 	}
-	return row(name, c.Hidden, c.KVDim(), 0, T, "forward", med, 0, ForwardFLOPs(c, 1, T)), nil
+	r := row(name, c.Hidden, c.KVDim(), 0, T, "forward", med, 0, ForwardFLOPs(c, 1, T))
+	r.setProducts(prod)
+	return r, nil
 }
 
 func row(shape string, hidden, kv, rank, tokens int, loss string, med, pre, flop float64) Row {
@@ -189,26 +222,38 @@ func row(shape string, hidden, kv, rank, tokens int, loss string, med, pre, flop
 	}
 }
 
+// setProducts fills ProductGFLOPs from the products of the timed steps.
+func (r *Row) setProducts(p linalg.ProductStats) {
+	if busy := p.Busy(runtime.GOMAXPROCS(0)); busy > 0 {
+		r.ProductGFLOPs = p.FLOP / busy / 1e9
+	}
+}
+
 // SetFraction fills r.Fraction from the peak of r's precision (left 0 when
 // peaks has none for it).
 func (r *Row) SetFraction(peaks []linalg.PeakResult) {
 	for _, p := range peaks {
 		if p.Precision.String() == r.Precision && p.GFLOPs > 0 {
 			r.Fraction = r.GFLOPs / p.GFLOPs
+			if r.MsPrecomp > 0 {
+				r.FractionPrecomp = r.GFLOPPrecomp / (r.MsPrecomp / 1e3) / p.GFLOPs
+			}
+			r.ProductFraction = r.ProductGFLOPs / p.GFLOPs
 		}
 	}
 }
 
-// median runs f warm+steps times and returns the median time of the last
-// steps runs, in seconds.
-func median(ctx context.Context, warm, steps int, f func() error) (float64, error) {
+// median runs f warm+steps times (timed: whether the run is one of the
+// last steps) and returns the median time of the last steps runs, in
+// seconds.
+func median(ctx context.Context, warm, steps int, f func(timed bool) error) (float64, error) {
 	var times []float64
 	for i := 0; i < warm+steps; i++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
 		t0 := time.Now()
-		if err := f(); err != nil {
+		if err := f(i >= warm); err != nil {
 			return 0, err
 		}
 		if i >= warm {

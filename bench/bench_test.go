@@ -58,6 +58,19 @@ func TestRows(t *testing.T) {
 	if want := (KVFLOPs(graph.ShapeStories260K) + OutFLOPs(graph.ShapeStories260K, 2)) / 1e9; step.GFLOP != want {
 		t.Errorf("kv+out row counts %g GFLOP, want %g", step.GFLOP, want)
 	}
+	// The precomputed step does not run the K and V targets; every row
+	// times its products.
+	step.SetFraction(peaks)
+	if want := step.GFLOP - TargetFLOPs(graph.ShapeStories260K)/1e9; math.Abs(step.GFLOPPrecomp-want) > 1e-12 ||
+		math.Abs(step.FractionPrecomp-step.GFLOPPrecomp/(step.MsPrecomp/1e3)/peaks[0].GFLOPs)/step.FractionPrecomp > 1e-9 {
+		t.Errorf("precomputed columns %g GFLOP, %g of peak: want %g GFLOP at %g ms", step.GFLOPPrecomp, step.FractionPrecomp, want, step.MsPrecomp)
+	}
+	for _, r := range []Row{step, fwd} {
+		r.SetFraction(peaks)
+		if !(r.ProductGFLOPs > 0) || math.Abs(r.ProductFraction-r.ProductGFLOPs/peaks[0].GFLOPs) > 1e-12 {
+			t.Errorf("row %s: products %g GFLOP/s, %g of peak", r.Loss, r.ProductGFLOPs, r.ProductFraction)
+		}
+	}
 	if _, err := Step(ctx, graph.ShapeStories260K, "out", 0, 1); err == nil {
 		t.Error("loss \"out\": no error")
 	}

@@ -1,6 +1,8 @@
 package linalg
 
 import (
+	"time"
+
 	"gonum.org/v1/gonum/blas"
 )
 
@@ -53,6 +55,9 @@ func Gemm32(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []f
 	if m == 0 || n == 0 {
 		return
 	}
+	if counting.Load() {
+		defer countProduct(false, m, n, k, time.Now())
+	}
 	if bf16, ok := route(m, n, k); ok && dnnlGemm(bf16, false, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
 		return
 	}
@@ -67,6 +72,9 @@ func Gemm32Serial(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int,
 	if m == 0 || n == 0 {
 		return
 	}
+	if counting.Load() {
+		defer countProduct(true, m, n, k, time.Now())
+	}
 	bf16 := CurrentPrecision() == BF16 && m >= minBF16Rows
 	if hasDNNL && k > 0 && dnnlGemm(bf16, true, tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
 		return
@@ -79,9 +87,30 @@ func Gemm32Serial(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int,
 // more than the product, which then runs in float32.
 const minBF16Rows = 8
 
+// serialMACs is the product size (m·n·k) below which oneDNN runs on the
+// calling thread alone: such products (the attention tiles) come from
+// callers that already run one per core, and a thread team per call would
+// oversubscribe the cores. The rule depends only on the shape, so results
+// do not depend on what else runs.
+const serialMACs = 1 << 25
+
+// A float32 product runs on oneDNN when C has at least minDNNLRows rows,
+// op(B) at least minDNNLOperand elements and the product at least
+// serialMACs multiply-adds: every large product of a wide layer's training
+// step then runs on one thread team (oneDNN's). With the rank-sized ones
+// (dA = dCᵀ·X, K̂ = C·Bᵀ, dC = dK̂·B at rank 512) on BLAS, the two
+// libraries' idle threads spun against each other and the KV step ran at
+// 65–72% of the peak against 80–81% (`cskv bench --loss kv`, Llama-3-8B
+// shape). The models of width ≤ 256 (stories260K, the family fixtures) keep
+// BLAS, with the bits their reference numbers were measured with.
+const (
+	minDNNLRows    = 256
+	minDNNLOperand = 1 << 18
+)
+
 // route says whether oneDNN computes an (m, n, k) product, and in bf16.
 // bf16 products (Precision BF16, m ≥ minBF16Rows) always do; float32 ones
-// do when dnnlF32 is set and the product is large enough to use threads.
+// do when dnnlF32 is set and the product is a wide layer's (minDNNLRows).
 func route(m, n, k int) (bf16, ok bool) {
 	if !hasDNNL || k == 0 {
 		return false, false
@@ -89,7 +118,7 @@ func route(m, n, k int) (bf16, ok bool) {
 	if CurrentPrecision() == BF16 && m >= minBF16Rows {
 		return true, true
 	}
-	return false, dnnlF32 && m >= smallWidth && n*k >= smallWidth*smallWidth
+	return false, dnnlF32 && m >= minDNNLRows && n*k >= minDNNLOperand && m*n*k >= serialMACs
 }
 
 // Gemm64 is the float64 counterpart of Gemm32.

@@ -103,13 +103,6 @@ func ptr(b *[]byte) unsafe.Pointer {
 	return unsafe.Pointer(&(*b)[0])
 }
 
-// serialMACs is the product size (m·n·k) below which oneDNN runs on the
-// calling thread alone: such products (the attention tiles) come from
-// callers that already run one per core, and a thread team per call would
-// oversubscribe the cores. The rule depends only on the shape, so results
-// do not depend on what else runs.
-const serialMACs = 1 << 25
-
 // dnnlThreads is the thread count oneDNN runs an (m, n, k) product with:
 // the BLAS setting, or 1 below serialMACs or when serial.
 func dnnlThreads(serial bool, m, n, k int) int {

@@ -78,7 +78,7 @@ func TestSoftmax2(t *testing.T) {
 				a[4] = float32(math.NaN())
 			}
 			for _, f := range []struct {
-				name     string
+				name       string
 				fast, slow func(a, b []float32)
 			}{{"Softmax2", Softmax2, softmax2Go}, {"Softmax2Lanes", Softmax2Lanes, softmax2LanesGo}} {
 				x, y := append([]float32(nil), a...), append([]float32(nil), a...)
