@@ -2,6 +2,8 @@ package graph
 
 import (
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/cskv/cskv/attn"
 	"github.com/cskv/cskv/model"
@@ -31,8 +33,43 @@ func convert[D, S float](dst []D, src []S) {
 	}
 }
 
-// sqDiff stores diff = a − b and returns Σ diff² (accumulated in float64).
+// sqDiff stores diff = a − b and returns Σ diff² (accumulated in float64;
+// from minSplit elements on, in one partial sum per core, added in order).
 func sqDiff[T float](diff, a, b []T) float64 {
+	return split(len(a), func(lo, hi int) float64 { return sqDiffPart(diff[lo:hi], a[lo:hi], b[lo:hi]) })
+}
+
+// minSplit is the fewest elements from which the elementwise loss kernels
+// split their work between the cores (a wide layer's K̂ of 2048 × 1024);
+// below it (stories260K) they run as one loop, with the bits they always had.
+const minSplit = 1 << 20
+
+// split runs part on GOMAXPROCS contiguous ranges of [0, n) at once from
+// minSplit on (else on [0, n)) and returns the sum of the parts' results in
+// range order.
+func split(n int, part func(lo, hi int) float64) float64 {
+	parts := runtime.GOMAXPROCS(0)
+	if n < minSplit || parts <= 1 {
+		return part(0, n)
+	}
+	res := make([]float64, parts)
+	var wg sync.WaitGroup
+	for k := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[k] = part(k*n/parts, (k+1)*n/parts)
+		}()
+	}
+	wg.Wait()
+	var s float64
+	for _, r := range res {
+		s += r
+	}
+	return s
+}
+
+func sqDiffPart[T float](diff, a, b []T) float64 {
 	var s float64
 	b = b[:len(a)]
 	diff = diff[:len(a)]

@@ -33,3 +33,24 @@ func TestRopeInverse(t *testing.T) {
 		}
 	}
 }
+
+// TestSqDiffSplit holds the split sum of a wide layer's size to the single
+// loop (float64 partial sums: equal to 1e-10, relative) and its differences to a − b
+// exactly.
+func TestSqDiffSplit(t *testing.T) {
+	n := minSplit + 12345
+	a, b := make([]float32, n), make([]float32, n)
+	for i := range a {
+		a[i], b[i] = float32(i%97)/13, float32(i%89)/11
+	}
+	d1, d2 := make([]float32, n), make([]float32, n)
+	got, want := sqDiff(d1, a, b), sqDiffPart(d2, a, b)
+	if math.Abs(got-want) > 1e-10*want {
+		t.Errorf("split sum %v, single loop %v", got, want)
+	}
+	for i := range d1 {
+		if d1[i] != a[i]-b[i] {
+			t.Fatalf("diff[%d] = %v, want %v", i, d1[i], a[i]-b[i])
+		}
+	}
+}

@@ -300,9 +300,12 @@ func (o *mseGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 		return nil, fmt.Errorf("%s: forward did not run", o.name)
 	}
 	c := T(2 * o.fwd.w * g / float64(len(d)))
-	for i, v := range o.fwd.diff {
-		d[i] = c * v
-	}
+	split(len(d), func(lo, hi int) float64 {
+		for i, v := range o.fwd.diff[lo:hi] {
+			d[lo+i] = c * v
+		}
+		return 0
+	})
 	return t, nil
 }
 
