@@ -195,6 +195,7 @@ func Forward(ctx context.Context, name string, c model.Config, T, warm, steps in
 		h0[i] = float32(i%13)/6 - 1
 	}
 	h := make([]float32, len(h0))
+	defer b.Freeze()()
 	var prod linalg.ProductStats
 	med, err := median(ctx, warm, steps, func(timed bool) error {
 		copy(h, h0)

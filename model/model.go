@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/cskv/cskv/linalg"
 	"io"
 	"math"
 	"os"
@@ -38,6 +39,26 @@ type Block struct {
 	// Attn is this layer's attention rule: RoPE frequencies and attention
 	// factor, scale, soft-cap, sliding window and the q/k norm weights.
 	Attn Attention
+}
+
+// Freeze declares the block's projection weights unchanged until the
+// returned thaw (linalg.Freeze): in bf16, a caller that runs the block over
+// many chunks of tokens (train's advance) rounds them once, holding a bf16
+// copy (2 bytes per weight) meanwhile.
+func (b *Block) Freeze() (thaw func()) {
+	ws := [][]float32{b.Wq, b.Wk, b.Wv, b.Wo, b.Wgate, b.Wup, b.Wdown}
+	for _, w := range ws {
+		if len(w) > 0 {
+			linalg.Freeze(w)
+		}
+	}
+	return func() {
+		for _, w := range ws {
+			if len(w) > 0 {
+				linalg.Thaw(w)
+			}
+		}
+	}
 }
 
 // Norm weights are stored effective (the family's offset, Gemma-2's 1 + w,

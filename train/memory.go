@@ -1,6 +1,7 @@
 package train
 
 import (
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
 
@@ -31,7 +32,7 @@ type Memory struct {
 	Init    int64   `json:"init"`    // the init's float64 workspace: 5·max(D, KV)²·8
 	Targets int64   `json:"targets"` // N·T·KV·8 when that is at most 1 GiB, else 0
 	Graph   int64   `json:"graph"`   // the larger of the training graph (with its batch) and the held-out one
-	Advance int64   `json:"advance"` // Block.Forward's temporaries for advanceGroup(T) sequences
+	Advance int64   `json:"advance"` // Block.Forward's temporaries for advanceGroup(T) sequences, and in bf16 the block's rounded weights
 	Layer   int64   `json:"layer"`   // Gram + Targets + max(Scan, Init, Graph)
 	Total   int64   `json:"total"`   // the formula
 }
@@ -75,6 +76,9 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	m.Advance = g * (2*D + 2*QD + 2*KV + 2*F) * f4
 	if m.Spilled {
 		m.Advance += g * D * f4 // the group read from the file
+	}
+	if cfg.Precision.Resolve() == linalg.BF16 {
+		m.Advance += 2 * (D*(2*QD+2*KV) + 3*D*F) // the block's weights rounded once (model.Block.Freeze)
 	}
 	m.Total = m.Runtime + int64(m.GC*float64(m.Model+m.Blocks+m.Streams+max(m.Layer, m.Advance)))
 	return m

@@ -196,6 +196,7 @@ func (s *stream) scan(c model.Config, blk *model.Block, each func(r0 int, v, x [
 // advance runs the original block over the stream in place, advanceGroup(T)
 // sequences at a time.
 func (s *stream) advance(c model.Config, blk *model.Block) error {
+	defer blk.Freeze()() // in bf16 its weights are rounded once for all groups
 	g := advanceGroup(s.T)
 	for i := 0; i < s.nSeq; i += g {
 		n := min(g, s.nSeq-i)
