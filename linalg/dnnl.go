@@ -85,15 +85,58 @@ func cbool(b bool) C.int {
 	return 0
 }
 
-// buffers of the bf16 operands and scratchpads, reused across calls.
-var bufPool sync.Pool
+// bufs is the free list of the bf16 operand and scratchpad buffers of
+// oneDNN calls: a call takes the smallest free buffer that fits (else
+// allocates one) and gives it back. Unlike a sync.Pool, which every
+// collection empties and which handed a zero-sized request the large
+// scratchpad, it keeps its buffers, so their pages are touched once; it
+// holds at most maxFreeBytes.
+var bufs struct {
+	mu    sync.Mutex
+	free  []*[]byte
+	bytes int
+}
+
+const maxFreeBytes = 256 << 20
+
+var noBuf = []byte{}
 
 func getBuf(n int) *[]byte {
-	if v, _ := bufPool.Get().(*[]byte); v != nil && cap(*v) >= n {
-		return v
+	if n == 0 {
+		return &noBuf
 	}
+	bufs.mu.Lock()
+	best := -1
+	for i, b := range bufs.free {
+		if cap(*b) >= n && (best < 0 || cap(*b) < cap(*bufs.free[best])) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		b := bufs.free[best]
+		last := len(bufs.free) - 1
+		bufs.free[best], bufs.free = bufs.free[last], bufs.free[:last]
+		bufs.bytes -= cap(*b)
+		bufs.mu.Unlock()
+		return b
+	}
+	bufs.mu.Unlock()
 	b := make([]byte, n)
 	return &b
+}
+
+// putBuf gives b back to the free list (or to the collector when the list
+// is full).
+func putBuf(b *[]byte) {
+	if cap(*b) == 0 {
+		return
+	}
+	bufs.mu.Lock()
+	if bufs.bytes+cap(*b) <= maxFreeBytes {
+		bufs.free = append(bufs.free, b)
+		bufs.bytes += cap(*b)
+	}
+	bufs.mu.Unlock()
 }
 
 func ptr(b *[]byte) unsafe.Pointer {
@@ -136,9 +179,9 @@ func dnnlGemm(bf16, serial, tA, tB bool, m, n, k int, alpha float32, a []float32
 	}
 	st := C.cskv_gemm_run(&p.g, (*C.float)(&a[0]), (*C.float)(&b[0]), (*C.float)(&c[0]),
 		pa, pb, ptr(sb), C.int(key.threads), convert)
-	bufPool.Put(ab)
-	bufPool.Put(bb)
-	bufPool.Put(sb)
+	putBuf(ab)
+	putBuf(bb)
+	putBuf(sb)
 	if st != 0 {
 		panic(fmt.Sprintf("linalg: oneDNN matmul %dx%dx%d failed after creation (status %d)", m, n, k, int(st)))
 	}
