@@ -123,12 +123,40 @@ func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 	u := make([]float32, n*F)
 	linalg.MatMulT(g, x, b.Wgate, n, F, D, false)
 	linalg.MatMulT(u, x, b.Wup, n, F, D, false)
-	act := activations[c.Activation]
+	gate(g, u, activations[c.Activation])
+	b.residual(c, h, g, b.Wdown, b.PostFFNNorm, n, F)
+	return nil
+}
+
+// gate sets g[i] = act(g[i])·u[i], split between the cores from
+// minGateSplit elements on (an elementwise loop: the same bits either way).
+func gate(g, u []float32, act func(float32) float32) {
+	parts := runtime.GOMAXPROCS(0)
+	if len(g) < minGateSplit || parts <= 1 {
+		gateRange(g, u, act)
+		return
+	}
+	var wg sync.WaitGroup
+	for k := range parts {
+		lo, hi := k*len(g)/parts, (k+1)*len(g)/parts
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gateRange(g[lo:hi], u[lo:hi], act)
+		}()
+	}
+	wg.Wait()
+}
+
+// minGateSplit is the fewest gate elements split between the cores (a 7B
+// layer on 512 tokens has 5.6M).
+const minGateSplit = 1 << 18
+
+func gateRange(g, u []float32, act func(float32) float32) {
+	u = u[:len(g)]
 	for i, gv := range g {
 		g[i] = act(gv) * u[i]
 	}
-	b.residual(c, h, g, b.Wdown, b.PostFFNNorm, n, F)
-	return nil
 }
 
 // residual adds a sub-layer's output y·Wᵀ (y (n, in), W (D, in)) to h (n,
