@@ -86,25 +86,21 @@ static void scale(float *restrict x, long n, float s) {
 	for (long i = 0; i < n; i++) x[i] *= s;
 }
 
-void cskv_softmax2(float *a, long na, float *b, long nb) {
+// softmax2 is the softmax of the concatenation of a and b, each part's
+// exponentials and sum computed by sum (cskv_exp_shift or exp_shift_lanes).
+static void softmax2(float *a, long na, float *b, long nb, float (*sum)(float *, long, float)) {
 	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
 	float sa = 0, sb = 0;
-	if (na) sa = cskv_exp_shift(a, na, m);
-	if (nb) sb = cskv_exp_shift(b, nb, m);
+	if (na) sa = sum(a, na, m);
+	if (nb) sb = sum(b, nb, m);
 	float inv = 1 / (sa + sb);
 	scale(a, na, inv);
 	scale(b, nb, inv);
 }
 
-void cskv_softmax2_lanes(float *a, long na, float *b, long nb) {
-	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
-	float sa = 0, sb = 0;
-	if (na) sa = exp_shift_lanes(a, na, m);
-	if (nb) sb = exp_shift_lanes(b, nb, m);
-	float inv = 1 / (sa + sb);
-	scale(a, na, inv);
-	scale(b, nb, inv);
-}
+void cskv_softmax2(float *a, long na, float *b, long nb) { softmax2(a, na, b, nb, cskv_exp_shift); }
+
+void cskv_softmax2_lanes(float *a, long na, float *b, long nb) { softmax2(a, na, b, nb, exp_shift_lanes); }
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void cskv_scale_diff(float *restrict s, const float *restrict p, long n, float d) {

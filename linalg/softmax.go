@@ -14,9 +14,20 @@ func Softmax2(a, b []float32) {
 	softmax2Go(a, b)
 }
 
-func softmax2Go(a, b []float32) {
+func softmax2Go(a, b []float32) { softmax2With(a, b, ExpShift) }
+
+// softmax2With is the softmax of the concatenation of a and b, each part's
+// exponentials and sum computed by expSum.
+func softmax2With(a, b []float32, expSum func([]float32, float32) float32) {
 	m := maxOf(b, maxOf(a, float32(math.Inf(-1))))
-	inv := 1 / (ExpShift(a, m) + ExpShift(b, m))
+	var sa, sb float32
+	if len(a) > 0 {
+		sa = expSum(a, m)
+	}
+	if len(b) > 0 {
+		sb = expSum(b, m)
+	}
+	inv := 1 / (sa + sb)
 	for i := range a {
 		a[i] *= inv
 	}
@@ -39,23 +50,7 @@ func Softmax2Lanes(a, b []float32) {
 	softmax2LanesGo(a, b)
 }
 
-func softmax2LanesGo(a, b []float32) {
-	m := maxOf(b, maxOf(a, float32(math.Inf(-1))))
-	var sa, sb float32
-	if len(a) > 0 {
-		sa = expShiftLanes(a, m)
-	}
-	if len(b) > 0 {
-		sb = expShiftLanes(b, m)
-	}
-	inv := 1 / (sa + sb)
-	for i := range a {
-		a[i] *= inv
-	}
-	for i := range b {
-		b[i] *= inv
-	}
-}
+func softmax2LanesGo(a, b []float32) { softmax2With(a, b, expShiftLanes) }
 
 // maxOf is the largest of m and x (NaNs skipped).
 func maxOf(x []float32, m float32) float32 {
