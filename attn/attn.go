@@ -129,7 +129,18 @@ func softmax2[T Float](a, b []T) {
 		linalg.Softmax2(a32, any(b).([]float32))
 		return
 	}
-	m := T(math.Inf(-1))
+	softmax2Stats(a, b)
+}
+
+// softmax2Stats replaces the concatenation of a and b by its softmax, with
+// the sums in 16 partial lanes in float32 (linalg.Softmax2Lanes), and
+// returns the shift m and 1/Σ, from which expScale recomputes the row.
+func softmax2Stats[T Float](a, b []T) (m, inv T) {
+	if a32, ok := any(a).([]float32); ok {
+		m32, inv32 := linalg.Softmax2Lanes(a32, any(b).([]float32))
+		return T(m32), T(inv32)
+	}
+	m = T(math.Inf(-1))
 	for _, v := range a {
 		if v > m {
 			m = v
@@ -140,23 +151,26 @@ func softmax2[T Float](a, b []T) {
 			m = v
 		}
 	}
-	inv := 1 / (expShift(a, m) + expShift(b, m))
+	inv = 1 / (expShift(a, m) + expShift(b, m))
 	for j := range a {
 		a[j] *= inv
 	}
 	for j := range b {
 		b[j] *= inv
 	}
+	return m, inv
 }
 
-// softmax2Lanes is softmax2 with the sums in 16 partial lanes
-// (linalg.Softmax2Lanes in float32; float64 keeps softmax2).
-func softmax2Lanes[T Float](a, b []T) {
-	if a32, ok := any(a).([]float32); ok {
-		linalg.Softmax2Lanes(a32, any(b).([]float32))
+// expScale sets x[i] = exp(x[i] − m)·inv, a row of softmax2Stats from its
+// shift and 1/Σ (linalg.ExpScale in float32).
+func expScale[T Float](x []T, m, inv T) {
+	if x32, ok := any(x).([]float32); ok {
+		linalg.ExpScale(x32, float32(m), float32(inv))
 		return
 	}
-	softmax2(a, b)
+	for i, v := range x {
+		x[i] = T(math.Exp(float64(v-m))) * inv
+	}
 }
 
 // scaleDiff sets s[i] = p[i]·(s[i] − d) (linalg.ScaleDiff in float32).
@@ -207,12 +221,14 @@ type Kernel[T Float] struct {
 	Block                                 int   // query positions per tile
 	Stack                                 int   // query heads per tile (divides heads/kvHeads)
 	Keep                                  bool  // store the probabilities of Forward for Backward
+	KeyBlock                              int   // keys per block of the recomputing Backward of wide layers (backwardBlocked)
 	Wide                                  bool  // products on the worker's core, transposed gradient sums (see stackWidth)
 	scratch                               [][]T // per worker
 	scratchT                              [][]T // per worker, Backward of wide layers (transposed)
 	store                                 []T   // kept probabilities, (N, units, per-unit layout)
 	tileOff                               []int // offset of each tile inside one unit's store
 	unitSize                              int   // store elements per (sequence, unit)
+	stats                                 []T   // wide layers: each query row's softmax shift and 1/Σ from Forward, (N, units, T·Stack, 2)
 }
 
 // keepBudget is the largest probability store (elements) that forward keeps
@@ -240,6 +256,12 @@ func attnBlock(tokens int, wide bool) int {
 	return min(64, tokens)
 }
 
+// keyBlock is the keys per block of backwardBlocked. Measured at the 8B
+// shape on 4096 tokens (bf16, whose store does not fit keepBudget): 512
+// keys 608 ms per backward, 256 keys 678 ms, 128 keys 835 ms; the
+// full-row recomputation before it 735 ms (f32: 1180 ms either way).
+const keyBlock = 512
+
 // Rule is what the kernel needs of a layer's attention rule
 // (model.Attention): head counts, the soft-cap (0 = off) and the sliding
 // window (0 = every earlier key).
@@ -258,7 +280,8 @@ func New[T Float](seqs, tokens int, r Rule, window int, mode kv.WindowMode) *Ker
 		stack = r.Heads / r.KVHeads
 	}
 	return &Kernel[T]{seqs: seqs, tokens: tokens, heads: r.Heads, kvHeads: r.KVHeads, headDim: r.HeadDim,
-		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide), Stack: stack, Wide: wide}
+		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide), Stack: stack, Wide: wide,
+		KeyBlock: keyBlock}
 }
 
 // Window is the bi-branch window the kernel was made with.
@@ -339,6 +362,9 @@ func (a *Kernel[T]) tileT(k int) (dkT, dvT []T) {
 func (a *Kernel[T]) prepare() bool {
 	for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
 		a.tile(k - 1)
+	}
+	if n := a.seqs * a.heads * a.tokens * 2; a.Wide && len(a.stats) != n {
+		a.stats = make([]T, n)
 	}
 	if !a.Keep {
 		return false
@@ -425,7 +451,10 @@ func (a *Kernel[T]) scatter(x, buf []T, s, u, t0, t1 int) {
 // rows qt with leading dimension ldq), the probabilities of reconstructed
 // keys p (R, end = t1) and of original keys po (R, bw) over key band [b0,
 // t1). Entries of the other branch and future keys are zero.
-func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) {
+//
+// Wide layers record each row's softmax shift and 1/Σ in st (2 per row)
+// when st is not nil.
+func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, st []T) {
 	Dh, KV := a.headDim, a.kvHeads*a.headDim
 	g := u * a.Stack / (a.heads / a.kvHeads)
 	rows, end := (t1-t0)*a.Stack, t1
@@ -456,7 +485,10 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) 
 			}
 		}
 		if a.Wide { // long rows: the one-pass sum (see linalg.Softmax2Lanes)
-			softmax2Lanes(rec, orig)
+			m, inv := softmax2Stats(rec, orig)
+			if st != nil {
+				st[2*r], st[2*r+1] = m, inv
+			}
 		} else {
 			softmax2(rec, orig)
 		}
@@ -466,6 +498,65 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int) 
 			clear(orow[:lo-b0])
 			clear(orow[t+1-b0:])
 		}
+	}
+}
+
+// rowStats returns the softmax shift and 1/Σ of the rows of tile [t0, t1)
+// of (sequence s, unit u), 2 per row (nil for narrow layers).
+func (a *Kernel[T]) rowStats(s, u, t0, t1 int) []T {
+	if !a.Wide {
+		return nil
+	}
+	units := a.heads / a.Stack
+	off := ((s*units+u)*a.tokens + t0) * a.Stack * 2
+	return a.stats[off : off+(t1-t0)*a.Stack*2]
+}
+
+// backwardBlocked is the backward of one tile of a wide layer without a
+// soft-cap whose probabilities Forward did not keep: block by block of
+// KeyBlock reconstructed keys it recomputes the scores S = Q·K̂ᵀ, the
+// probabilities P = exp(S − m)·inv from the shift and 1/Σ of each row that
+// Forward recorded, dP = dO·V̂ᵀ and dS = P ⊙ (dP − dO·O), and accumulates
+// dV̂ᵀ += dOᵀ·P and dK̂rᵀ += Qᵀ·dS, so that its buffers are rows × KeyBlock
+// (p, dp) whatever T. dots (≥ rows) is scratch for the rows' dO·O.
+func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd int, kh, vh, o, dkT, dvT []T, s, u, t0, t1, koff int) {
+	Dh, KV, QD := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim
+	rows, kb := (t1-t0)*a.Stack, max(a.KeyBlock, 1)
+	st := a.rowStats(s, u, t0, t1)
+	kLo, kHi := a.tokens, 0 // the reconstructed keys of the tile's rows
+	for r := 0; r < rows; r++ {
+		t, h := t0+r/a.Stack, u*a.Stack+r%a.Stack
+		ooff := (s*a.tokens+t)*QD + h*Dh
+		orow, drow := o[ooff:ooff+Dh], dt[r*ldd:r*ldd+Dh]
+		var dot T
+		for j, v := range orow {
+			dot += v * drow[j]
+		}
+		dots[r] = dot
+		if first, lo := a.keys(t); lo > first {
+			kLo, kHi = min(kLo, first), max(kHi, lo)
+		}
+	}
+	for c0 := kLo; c0 < kHi; c0 += kb {
+		c1 := min(c0+kb, kHi)
+		w := c1 - c0
+		sp, sd := p[:rows*w], dp[:rows*w]
+		a.product(false, true, rows, w, Dh, qt, ldq, kh[koff+c0*KV:], KV, 0, sp, w)
+		a.product(false, true, rows, w, Dh, dt, ldd, vh[koff+c0*KV:], KV, 0, sd, w)
+		for r := 0; r < rows; r++ {
+			first, lo := a.keys(t0 + r/a.Stack)
+			j0 := min(max(first-c0, 0), w)
+			j1 := max(min(lo-c0, w), j0)
+			prow, drow := sp[r*w:(r+1)*w], sd[r*w:(r+1)*w]
+			expScale(prow[j0:j1], st[2*r], st[2*r+1])
+			scaleDiff(drow[j0:j1], prow[j0:j1], dots[r])
+			clear(prow[:j0])
+			clear(prow[j1:])
+			clear(drow[:j0])
+			clear(drow[j1:])
+		}
+		a.product(true, false, Dh, w, rows, dt, ldd, sp, w, 1, dvT[c0:], a.tokens)
+		a.product(true, false, Dh, w, rows, qt, ldq, sd, w, 1, dkT[c0:], a.tokens)
 	}
 }
 
@@ -491,7 +582,7 @@ func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 					p, po = a.stored(s, u, i, t0, t1)
 				}
 				qt, ldq := a.rows(qb, q, s, u, t0, t1)
-				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1)
+				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, a.rowStats(s, u, t0, t1))
 				ot, ldo := a.dest(ob, o, s, u, t0)
 				a.product(false, false, rows, Dh, t1, p, t1, vh[koff:], KV, 0, ot, ldo)
 				if b0, bw := a.band(t0, t1); bw > 0 {
@@ -522,6 +613,9 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 			a.tileT(k - 1)
 		}
 	}
+	// Wide layers without a soft-cap recompute unkept probabilities block
+	// by block of keys.
+	blocked := a.Wide && !keep && a.softCap == 0
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
@@ -538,12 +632,16 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				t1 := min(t0+a.Block, a.tokens)
 				rows, end := (t1-t0)*a.Stack, t1
 				qt, ldq := a.rows(qb, q, s, u, t0, t1)
+				dt, ldd := a.rows(db, do, s, u, t0, t1)
+				if blocked {
+					a.backwardBlocked(p, dp, po, qt, ldq, dt, ldd, kh, vh, o, dkT, dvT, s, u, t0, t1, koff)
+					continue
+				}
 				if keep {
 					p, _ = a.stored(s, u, i, t0, t1)
 				} else {
-					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1)
+					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, nil)
 				}
-				dt, ldd := a.rows(db, do, s, u, t0, t1)
 				dp := dp[:rows*end]
 				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O),
 				// times 1 − tanh²(S/c) under the soft-cap (S = Q·K̂ᵀ)

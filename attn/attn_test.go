@@ -140,7 +140,8 @@ func TestExp32(t *testing.T) {
 // transposed gradient sums (Wide, as layers from stackWidth on run), to the
 // per-head tiles (the kernel narrower layers run): outputs and key and value gradients, with
 // and without the bi-branch window, sliding window and soft-cap, kept and
-// recomputed probabilities, tiles that do not divide T. float64: relative
+// recomputed probabilities (key blocks of 3 in the wide kernel's
+// backwardBlocked), tiles that do not divide T. float64: relative
 // 1e-12 of the largest value; float32: 1e-5.
 func TestStackedAttention(t *testing.T) {
 	const seqs, T = 2, 11
@@ -181,7 +182,7 @@ func checkStacked[T Float](t *testing.T, name string, rule Rule, seqs, tokens, w
 	var outs [3][3][]T // per kernel: o, dk, dv
 	for i, stack := range []int{1, rule.Heads / rule.KVHeads, rule.Heads / rule.KVHeads} {
 		a := New[T](seqs, tokens, rule, window, mode)
-		a.Block, a.Stack, a.Keep, a.Wide = 4, stack, keep, i == 2
+		a.Block, a.Stack, a.Keep, a.Wide, a.KeyBlock = 4, stack, keep, i == 2, 3
 		o, dk, dv := make([]T, rows*QD), make([]T, rows*KV), make([]T, rows*KV)
 		a.Forward(o, q, kh, vh, ko, vo)
 		a.Backward(dk, dv, q, kh, vh, ko, vo, o, do)

@@ -87,8 +87,9 @@ static void scale(float *restrict x, long n, float s) {
 }
 
 // softmax2 is the softmax of the concatenation of a and b, each part's
-// exponentials and sum computed by sum (cskv_exp_shift or exp_shift_lanes).
-static void softmax2(float *a, long na, float *b, long nb, float (*sum)(float *, long, float)) {
+// exponentials and sum computed by sum (cskv_exp_shift or exp_shift_lanes);
+// it stores the shift and 1/Σ in *mp and *invp.
+static void softmax2(float *a, long na, float *b, long nb, float (*sum)(float *, long, float), float *mp, float *invp) {
 	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
 	float sa = 0, sb = 0;
 	if (na) sa = sum(a, na, m);
@@ -96,11 +97,25 @@ static void softmax2(float *a, long na, float *b, long nb, float (*sum)(float *,
 	float inv = 1 / (sa + sb);
 	scale(a, na, inv);
 	scale(b, nb, inv);
+	*mp = m;
+	*invp = inv;
 }
 
-void cskv_softmax2(float *a, long na, float *b, long nb) { softmax2(a, na, b, nb, cskv_exp_shift); }
+void cskv_softmax2(float *a, long na, float *b, long nb) {
+	float m, inv;
+	softmax2(a, na, b, nb, cskv_exp_shift, &m, &inv);
+}
 
-void cskv_softmax2_lanes(float *a, long na, float *b, long nb) { softmax2(a, na, b, nb, exp_shift_lanes); }
+void cskv_softmax2_lanes(float *a, long na, float *b, long nb, float *m, float *inv) {
+	softmax2(a, na, b, nb, exp_shift_lanes, m, inv);
+}
+
+// cskv_exp_scale sets x[i] = exp(x[i] − m)·inv: the probabilities of a
+// softmax row from its shift and 1/Σ, with the operations of softmax2.
+void cskv_exp_scale(float *x, long n, float m, float inv) {
+	exp_shift(x, n, m);
+	scale(x, n, inv);
+}
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void cskv_scale_diff(float *restrict s, const float *restrict p, long n, float d) {

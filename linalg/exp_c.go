@@ -5,7 +5,8 @@ package linalg
 // #cgo CFLAGS: -O3
 // float cskv_exp_shift(float *x, long n, float m);
 // void cskv_softmax2(float *a, long na, float *b, long nb);
-// void cskv_softmax2_lanes(float *a, long na, float *b, long nb);
+// void cskv_softmax2_lanes(float *a, long na, float *b, long nb, float *m, float *inv);
+// void cskv_exp_scale(float *x, long n, float m, float inv);
 // void cskv_scale_diff(float *s, const float *p, long n, float d);
 import "C"
 
@@ -22,9 +23,15 @@ func softmax2Vec(a, b []float32) {
 	C.cskv_softmax2(pa, C.long(len(a)), pb, C.long(len(b)))
 }
 
-func softmax2LanesVec(a, b []float32) {
+func softmax2LanesVec(a, b []float32) (m, inv float32) {
 	pa, pb := cfloats(a), cfloats(b)
-	C.cskv_softmax2_lanes(pa, C.long(len(a)), pb, C.long(len(b)))
+	var cm, ci C.float
+	C.cskv_softmax2_lanes(pa, C.long(len(a)), pb, C.long(len(b)), &cm, &ci)
+	return float32(cm), float32(ci)
+}
+
+func expScaleVec(x []float32, m, inv float32) {
+	C.cskv_exp_scale(cfloats(x), C.long(len(x)), C.float(m), C.float(inv))
 }
 
 // cfloats is x's first element for C (nil when x is empty).

@@ -8,6 +8,7 @@ const minVecExp = 1 << 62
 
 func expShiftVec(x []float32, m float32) float32 { return expShiftGo(x, m) }
 
-func softmax2Vec(a, b []float32)             { softmax2Go(a, b) }
-func softmax2LanesVec(a, b []float32)        { softmax2LanesGo(a, b) }
-func scaleDiffVec(s, p []float32, d float32) { scaleDiffGo(s, p, d) }
+func softmax2Vec(a, b []float32)                       { softmax2Go(a, b) }
+func softmax2LanesVec(a, b []float32) (m, inv float32) { return softmax2LanesGo(a, b) }
+func expScaleVec(x []float32, m, inv float32)          { expScaleGo(x, m, inv) }
+func scaleDiffVec(s, p []float32, d float32)           { scaleDiffGo(s, p, d) }

@@ -80,7 +80,8 @@ func TestSoftmax2(t *testing.T) {
 			for _, f := range []struct {
 				name       string
 				fast, slow func(a, b []float32)
-			}{{"Softmax2", Softmax2, softmax2Go}, {"Softmax2Lanes", Softmax2Lanes, softmax2LanesGo}} {
+			}{{"Softmax2", Softmax2, softmax2Go},
+				{"Softmax2Lanes", func(a, b []float32) { Softmax2Lanes(a, b) }, func(a, b []float32) { softmax2LanesGo(a, b) }}} {
 				x, y := append([]float32(nil), a...), append([]float32(nil), a...)
 				f.fast(x[:n[0]], x[n[0]:])
 				f.slow(y[:n[0]], y[n[0]:])
@@ -96,11 +97,28 @@ func TestSoftmax2(t *testing.T) {
 				}
 			}
 		}
+		// ExpScale recomputes Softmax2Lanes's rows from its shift and 1/Σ.
+		x, y := append([]float32(nil), a...), append([]float32(nil), a...)
+		m, inv := Softmax2Lanes(x[:n[0]], x[n[0]:])
+		ExpScale(y[:n[0]], m, inv)
+		ExpScale(y[n[0]:], m, inv)
+		for i := range x {
+			if !same(x[i], y[i]) {
+				t.Fatalf("ExpScale, parts %v: element %d = %g, softmax %g", n, i, y[i], x[i])
+			}
+		}
+		z := append([]float32(nil), a...)
+		expScaleGo(z, m, inv)
+		for i := range z {
+			if !same(z[i], y[i]) {
+				t.Fatalf("ExpScale, n=%d: element %d = %g, Go %g", len(a), i, y[i], z[i])
+			}
+		}
 		p := make([]float32, len(a))
 		for i := range p {
 			p[i] = float32(r.Float64())
 		}
-		x, y := append([]float32(nil), a...), append([]float32(nil), a...)
+		x, y = append([]float32(nil), a...), append([]float32(nil), a...)
 		ScaleDiff(x, p, 0.3)
 		scaleDiffGo(y, p, 0.3)
 		for i := range x {

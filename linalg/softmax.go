@@ -17,9 +17,9 @@ func Softmax2(a, b []float32) {
 func softmax2Go(a, b []float32) { softmax2With(a, b, ExpShift) }
 
 // softmax2With is the softmax of the concatenation of a and b, each part's
-// exponentials and sum computed by expSum.
-func softmax2With(a, b []float32, expSum func([]float32, float32) float32) {
-	m := maxOf(b, maxOf(a, float32(math.Inf(-1))))
+// exponentials and sum computed by expSum; it returns the shift m and 1/Σ.
+func softmax2With(a, b []float32, expSum func([]float32, float32) float32) (m, inv float32) {
+	m = maxOf(b, maxOf(a, float32(math.Inf(-1))))
 	var sa, sb float32
 	if len(a) > 0 {
 		sa = expSum(a, m)
@@ -27,30 +27,48 @@ func softmax2With(a, b []float32, expSum func([]float32, float32) float32) {
 	if len(b) > 0 {
 		sb = expSum(b, m)
 	}
-	inv := 1 / (sa + sb)
+	inv = 1 / (sa + sb)
 	for i := range a {
 		a[i] *= inv
 	}
 	for i := range b {
 		b[i] *= inv
 	}
+	return m, inv
 }
 
 // Softmax2Lanes is Softmax2 with each part summed in 16 interleaved
 // partial sums (expShiftLanes) rather than in order: one vectorised pass
 // computes the exponentials and their sum, where the in-order sum of
 // Softmax2 is a chain of dependent additions. Package attn uses it for
-// wide layers, whose rows are long. The cgo build vectorises it, bit for
-// bit the same.
-func Softmax2Lanes(a, b []float32) {
+// wide layers, whose rows are long. It returns the shift m (the largest
+// value) and inv = 1/Σ, from which ExpScale recomputes the row. The cgo
+// build vectorises it, bit for bit the same.
+func Softmax2Lanes(a, b []float32) (m, inv float32) {
 	if len(a)+len(b) >= minVecExp {
-		softmax2LanesVec(a, b)
-		return
+		return softmax2LanesVec(a, b)
 	}
-	softmax2LanesGo(a, b)
+	return softmax2LanesGo(a, b)
 }
 
-func softmax2LanesGo(a, b []float32) { softmax2With(a, b, expShiftLanes) }
+func softmax2LanesGo(a, b []float32) (m, inv float32) { return softmax2With(a, b, expShiftLanes) }
+
+// ExpScale sets x[i] = exp(x[i] − m)·inv with the operations of
+// Softmax2Lanes: given the m and inv it returned for a row, the same bits
+// as that row's probabilities. The cgo build vectorises it.
+func ExpScale(x []float32, m, inv float32) {
+	if len(x) >= minVecExp {
+		expScaleVec(x, m, inv)
+		return
+	}
+	expScaleGo(x, m, inv)
+}
+
+func expScaleGo(x []float32, m, inv float32) {
+	for i, v := range x {
+		x[i] = exp1(v-m) * inv
+	}
+}
 
 // maxOf is the largest of m and x (NaNs skipped).
 func maxOf(x []float32, m float32) float32 {
