@@ -75,12 +75,22 @@ int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t 
                      int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta, int threads) {
 	memset(g, 0, sizeof *g);
 	g->bf16 = bf16;
+	g->m = m;
+	g->n = n;
+	g->ldc = ldc;
+	g->beta = beta;
+	// oneDNN's AMX and AVX512-BF16 kernels (brgemm) take a dense C only;
+	// with a strided one it falls back to a generic kernel (gemm:jit),
+	// measured 3–10× slower on the frozen forward's P·V tiles (128 rows,
+	// ldc 4096). So a bf16 product with a strided C writes a dense C into
+	// its scratchpad and adds it (TestStridedC).
+	g->dense_c = bf16 && ldc != n;
 	use_threads(threads);
 	int st;
 	dnnl_memory_desc_t a_md, b_md;
 	if ((st = strided(&g->a_user, m, k, lda, ta, dnnl_f32)) ||
 	    (st = strided(&g->b_user, k, n, ldb, tb, dnnl_f32)) ||
-	    (st = strided(&g->c_md, m, n, ldc, 0, dnnl_f32)))
+	    (st = strided(&g->c_md, m, n, g->dense_c ? n : ldc, 0, dnnl_f32)))
 		return st;
 	if (bf16) {
 		// A rounded to a dense row-major (m, k); B to a dense copy in the
@@ -104,7 +114,7 @@ int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t 
 	dnnl_primitive_attr_t attr;
 	if ((st = user_scratchpad(&attr))) return st;
 	if (alpha != 1) st = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
-	if (!st && beta != 0) {
+	if (!st && beta != 0 && !g->dense_c) {
 		dnnl_post_ops_t ops;
 		st = dnnl_post_ops_create(&ops);
 		if (!st) st = dnnl_post_ops_append_sum(ops, beta);
@@ -120,6 +130,10 @@ int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t 
 		strncpy(g->impl, impl, sizeof g->impl - 1);
 	}
 	g->scratch = max_size(g->scratch, scratch_size(pd));
+	if (g->dense_c) {
+		g->c_off = (g->scratch + 63) & ~(size_t)63;
+		g->scratch = g->c_off + (size_t)m * (size_t)n * sizeof(float);
+	}
 	st = dnnl_primitive_create(&g->mm, pd);
 	dnnl_primitive_desc_destroy(pd);
 	return st;
@@ -155,6 +169,23 @@ static int run(dnnl_primitive_t p, int n, const int *args, const dnnl_memory_des
 	return st;
 }
 
+// add_dense sets the strided C (m, n) to beta·C + D, D dense (alpha·A·B
+// from the matmul): beta·C first, then one addition, as the sum post-op
+// computes it.
+static void add_dense(float *c, int64_t ldc, const float *d, int64_t m, int64_t n, float beta) {
+	for (int64_t i = 0; i < m; i++) {
+		float *ci = c + i * ldc;
+		const float *di = d + i * n;
+		if (beta == 0) {
+			memcpy(ci, di, (size_t)n * sizeof(float));
+		} else if (beta == 1) {
+			for (int64_t j = 0; j < n; j++) ci[j] += di[j];
+		} else {
+			for (int64_t j = 0; j < n; j++) ci[j] = beta * ci[j] + di[j];
+		}
+	}
+}
+
 int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, void *abuf, void *bbuf,
                   void *scratch, int threads, int convert) {
 	use_threads(threads);
@@ -185,6 +216,10 @@ int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, 
 	if (convert & CSKV_CONVERT_ONLY) return 0;
 	int mm[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
 	const dnnl_memory_desc_t *mds[3] = {&g->a_md, &g->b_md, &g->c_md};
-	void *ptrs[3] = {(void *)src, (void *)wei, c};
-	return run(g->mm, 3, mm, mds, ptrs, sp, scratch);
+	float *dense = g->dense_c ? (float *)((char *)scratch + g->c_off) : c;
+	void *ptrs[3] = {(void *)src, (void *)wei, dense};
+	st = run(g->mm, 3, mm, mds, ptrs, sp, scratch);
+	if (st || !g->dense_c) return st;
+	add_dense(c, g->ldc, dense, g->m, g->n, g->beta);
+	return 0;
 }

@@ -90,14 +90,17 @@ func cbool(b bool) C.int {
 // allocates one) and gives it back. Unlike a sync.Pool, which every
 // collection empties and which handed a zero-sized request the large
 // scratchpad, it keeps its buffers, so their pages are touched once; it
-// holds at most maxFreeBytes.
+// holds at most maxFreeBytes in maxFreeBufs buffers.
 var bufs struct {
 	mu    sync.Mutex
 	free  []*[]byte
 	bytes int
 }
 
-const maxFreeBytes = 256 << 20
+const (
+	maxFreeBytes = 256 << 20
+	maxFreeBufs  = 64 // the list is searched whole on every call
+)
 
 var noBuf = []byte{}
 
@@ -132,7 +135,7 @@ func putBuf(b *[]byte) {
 		return
 	}
 	bufs.mu.Lock()
-	if bufs.bytes+cap(*b) <= maxFreeBytes {
+	if bufs.bytes+cap(*b) <= maxFreeBytes && len(bufs.free) < maxFreeBufs {
 		bufs.free = append(bufs.free, b)
 		bufs.bytes += cap(*b)
 	}
@@ -170,10 +173,10 @@ func dnnlGemm(bf16, serial, tA, tB bool, m, n, k int, alpha float32, a []float32
 	convert := C.int(C.CSKV_CONVERT_A | C.CSKV_CONVERT_B)
 	if bf16 {
 		// Operands inside a frozen slice are rounded once per view.
-		if v := frozenView(p, sb, a, viewKey{role: C.CSKV_CONVERT_A, rows: m, cols: k, ld: lda, t: tA}); v != nil {
+		if v := frozenView(p, sb, key.threads, a, viewKey{role: C.CSKV_CONVERT_A, rows: m, cols: k, ld: lda, t: tA}); v != nil {
 			pa, convert = v, convert&^C.CSKV_CONVERT_A
 		}
-		if v := frozenView(p, sb, b, viewKey{role: C.CSKV_CONVERT_B, rows: k, cols: n, ld: ldb, t: tB}); v != nil {
+		if v := frozenView(p, sb, key.threads, b, viewKey{role: C.CSKV_CONVERT_B, rows: k, cols: n, ld: ldb, t: tB}); v != nil {
 			pb, convert = v, convert&^C.CSKV_CONVERT_B
 		}
 	}

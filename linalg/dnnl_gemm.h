@@ -12,7 +12,11 @@ typedef struct {
 	dnnl_memory_desc_t a_user, b_user, c_md; // the caller's float32 buffers
 	dnnl_memory_desc_t a_md, b_md;           // the matmul's operands
 	size_t a_bytes, b_bytes;                 // bf16 operand buffers
-	size_t scratch;                          // scratchpad bytes (largest of the three)
+	size_t scratch;                          // scratchpad bytes (largest of the three, plus dense C)
+	int64_t m, n, ldc;                       // C's shape and leading dimension
+	float beta;
+	size_t c_off;                            // dense_c: where in the scratchpad the dense C lies
+	int dense_c;                             // bf16 with C strided: the matmul writes a dense C, then C = beta·C + it
 	char impl[96];                           // the matmul kernel oneDNN chose
 } cskv_gemm;
 

@@ -17,7 +17,18 @@ type frozenSlice struct {
 	s          []float32 // held, so that its memory is not reused while frozen
 	start, end uintptr
 	mu         sync.Mutex
-	views      map[viewKey]*roundedView
+	views      map[rounding]*roundedView
+}
+
+// rounding is what a rounded view holds: the stored (rows, cols) block at
+// ptr with leading dimension ld, densely in bf16, row-major or (transposed)
+// column-major. A product rounds A into a dense row-major op(A) and B into
+// the orientation it is stored in, so a step's input read untransposed as
+// A (X·Aᵀ) and as B (dCᵀ·X) shares one rounding.
+type rounding struct {
+	ptr            uintptr
+	rows, cols, ld int
+	transposed     bool
 }
 
 // viewKey is one operand view: role CSKV_CONVERT_A or _B, the logical
@@ -32,7 +43,7 @@ type viewKey struct {
 // roundedView is a view rounded to bf16 in the layout the product reads.
 type roundedView struct {
 	once sync.Once
-	buf  []byte
+	buf  *[]byte // from getBuf
 	err  error
 }
 
@@ -46,13 +57,31 @@ func freeze(s []float32) {
 		return
 	}
 	start := uintptr(unsafe.Pointer(&s[0]))
-	f := &frozenSlice{s: s, start: start, end: start + 4*uintptr(len(s)), views: map[viewKey]*roundedView{}}
+	f := &frozenSlice{s: s, start: start, end: start + 4*uintptr(len(s)), views: map[rounding]*roundedView{}}
 	frozen.mu.Lock()
 	defer frozen.mu.Unlock()
 	if frozen.slices == nil {
 		frozen.slices = map[uintptr]*frozenSlice{}
 	}
+	frozen.slices[start].release()
 	frozen.slices[start] = f
+}
+
+// release gives f's roundings back to the buffer free list: a slice that
+// is frozen again with new contents (a step's input) reuses the pages of
+// its last roundings instead of faulting in new ones.
+func (f *frozenSlice) release() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, v := range f.views {
+		if v.buf != nil {
+			putBuf(v.buf)
+		}
+	}
+	f.views = map[rounding]*roundedView{}
 }
 
 func thaw(s []float32) {
@@ -61,12 +90,14 @@ func thaw(s []float32) {
 	}
 	frozen.mu.Lock()
 	defer frozen.mu.Unlock()
-	delete(frozen.slices, uintptr(unsafe.Pointer(&s[0])))
+	start := uintptr(unsafe.Pointer(&s[0]))
+	frozen.slices[start].release()
+	delete(frozen.slices, start)
 }
 
 // frozenView returns the bf16 rounding of the operand view key of x when x
 // lies inside a frozen slice (rounding it on first use), else nil.
-func frozenView(p *gemmPrim, scratch *[]byte, x []float32, key viewKey) unsafe.Pointer {
+func frozenView(p *gemmPrim, scratch *[]byte, threads int, x []float32, key viewKey) unsafe.Pointer {
 	frozen.mu.Lock()
 	if len(frozen.slices) == 0 {
 		frozen.mu.Unlock()
@@ -89,11 +120,12 @@ func frozenView(p *gemmPrim, scratch *[]byte, x []float32, key viewKey) unsafe.P
 	if f == nil {
 		return nil
 	}
+	r := rounding{ptr: key.ptr, rows: stored, cols: cols, ld: key.ld, transposed: key.role == C.CSKV_CONVERT_A && key.t}
 	f.mu.Lock()
-	v := f.views[key]
+	v := f.views[r]
 	if v == nil {
 		v = &roundedView{}
-		f.views[key] = v
+		f.views[r] = v
 	}
 	f.mu.Unlock()
 	v.once.Do(func() {
@@ -101,16 +133,17 @@ func frozenView(p *gemmPrim, scratch *[]byte, x []float32, key viewKey) unsafe.P
 		if key.role == C.CSKV_CONVERT_B {
 			size, mask = p.g.b_bytes, C.CSKV_CONVERT_B|C.CSKV_CONVERT_ONLY
 		}
-		v.buf = make([]byte, size)
-		buf, src := unsafe.Pointer(&v.buf[0]), (*C.float)(&x[0])
-		if st := C.cskv_gemm_run(&p.g, src, src, nil, buf, buf, ptr(scratch), 1, mask); st != 0 {
+		v.buf = getBuf(int(size))
+		*v.buf = (*v.buf)[:size]
+		buf, src := ptr(v.buf), (*C.float)(&x[0])
+		if st := C.cskv_gemm_run(&p.g, src, src, nil, buf, buf, ptr(scratch), C.int(threads), mask); st != 0 {
 			v.err = fmt.Errorf("oneDNN: rounding a frozen operand failed (status %d)", int(st))
 		}
 	})
 	if v.err != nil {
 		panic("linalg: " + v.err.Error())
 	}
-	return unsafe.Pointer(&v.buf[0])
+	return ptr(v.buf)
 }
 
 // frozenCount is the number of frozen slices (for tests).

@@ -185,3 +185,41 @@ func TestSlowBackend(t *testing.T) {
 		t.Errorf("SlowBackend(4096) = %q in the %s build", w, Backend())
 	}
 }
+
+// TestStridedC: a bf16 product into a strided C (an attention tile's
+// output inside the (T, QD) rows) computes the dense product with the same
+// kernel and then sets C = beta·C + it, so it equals the dense-C product bit
+// for bit (oneDNN's fast kernels take a dense C only; before, a strided C
+// got a generic kernel, with other bits, 3–30× slower).
+func TestStridedC(t *testing.T) {
+	if !HasBF16() {
+		t.Skip("no bf16 products in this build")
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	m, n, k := 128, 96, 200
+	a, b := randSlice(r, m*k), randSlice(r, k*n)
+	dense := make([]float32, m*n)
+	if !dnnlGemm(true, true, false, false, m, n, k, 1, a, k, b, n, 0, dense, n) {
+		t.Fatal("oneDNN has no bf16 kernel")
+	}
+	ldc := 4 * n
+	for _, beta := range []float32{0, 1, 0.5} {
+		c := randSlice(r, m*ldc)
+		c0 := append([]float32(nil), c...)
+		dnnlGemm(true, true, false, false, m, n, k, 1, a, k, b, n, beta, c, ldc)
+		for i := 0; i < m; i++ {
+			for j := 0; j < ldc; j++ {
+				want := c0[i*ldc+j]
+				if j < n {
+					want = dense[i*n+j]
+					if beta != 0 {
+						want = beta*c0[i*ldc+j] + dense[i*n+j]
+					}
+				}
+				if got := c[i*ldc+j]; math.Float32bits(got) != math.Float32bits(want) {
+					t.Fatalf("beta %g: C[%d][%d] = %g, want %g", beta, i, j, got, want)
+				}
+			}
+		}
+	}
+}
