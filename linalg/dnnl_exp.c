@@ -121,3 +121,13 @@ __attribute__((target_clones("avx512f", "avx2", "default")))
 void cskv_scale_diff(float *restrict s, const float *restrict p, long n, float d) {
 	for (long i = 0; i < n; i++) s[i] = p[i] * (s[i] - d);
 }
+
+// cskv_silu_gate sets g[i] = g[i]/(1 + exp(−g[i]))·u[i] with exp1
+// (SiLUGate).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void cskv_silu_gate(float *restrict g, const float *restrict u, long n) {
+	for (long i = 0; i < n; i++) {
+		float x = g[i];
+		g[i] = x / (1.0f + exp1(-x)) * u[i];
+	}
+}

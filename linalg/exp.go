@@ -88,3 +88,24 @@ func exp1(v float32) float32 {
 	p = p*r + expP5
 	return (p*r*r + r + 1) * math.Float32frombits(uint32(k+127)<<23)
 }
+
+// SiLUGate sets g[i] = SiLU(g[i])·u[i] = g[i]/(1 + exp(−g[i]))·u[i], the
+// gate of a SwiGLU MLP, with ExpShift's exponential (float32, about 1 ulp;
+// the vector instructions of the cgo build give the same bits). Large
+// inputs stay finite: exp's range is clamped, so SiLU(x) is x above 87 and
+// a tiny x·e^x below −88.
+func SiLUGate(g, u []float32) {
+	if len(g) >= minVecExp {
+		siluGateVec(g, u)
+		return
+	}
+	siluGateGo(g, u)
+}
+
+// siluGateGo is SiLUGate in Go.
+func siluGateGo(g, u []float32) {
+	u = u[:len(g)]
+	for i, x := range g {
+		g[i] = x / (1 + exp1(-x)) * u[i]
+	}
+}

@@ -8,6 +8,7 @@ package linalg
 // void cskv_softmax2_lanes(float *a, long na, float *b, long nb, float *m, float *inv);
 // void cskv_exp_scale(float *x, long n, float m, float inv);
 // void cskv_scale_diff(float *s, const float *p, long n, float d);
+// void cskv_silu_gate(float *g, const float *u, long n);
 import "C"
 
 // minVecExp is the shortest slice ExpShift hands to C: below it the cgo
@@ -45,4 +46,9 @@ func cfloats(x []float32) *C.float {
 func scaleDiffVec(s, p []float32, d float32) {
 	p = p[:len(s)]
 	C.cskv_scale_diff((*C.float)(&s[0]), (*C.float)(&p[0]), C.long(len(s)), C.float(d))
+}
+
+func siluGateVec(g, u []float32) {
+	u = u[:len(g)]
+	C.cskv_silu_gate((*C.float)(&g[0]), (*C.float)(&u[0]), C.long(len(g)))
 }

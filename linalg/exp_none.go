@@ -12,3 +12,4 @@ func softmax2Vec(a, b []float32)                       { softmax2Go(a, b) }
 func softmax2LanesVec(a, b []float32) (m, inv float32) { return softmax2LanesGo(a, b) }
 func expScaleVec(x []float32, m, inv float32)          { expScaleGo(x, m, inv) }
 func scaleDiffVec(s, p []float32, d float32)           { scaleDiffGo(s, p, d) }
+func siluGateVec(g, u []float32)                       { siluGateGo(g, u) }

@@ -128,3 +128,39 @@ func TestSoftmax2(t *testing.T) {
 		}
 	}
 }
+
+// TestSiLUGate holds SiLUGate (vectorised in the cgo build) to its Go
+// version bit for bit, and both to x/(1 + e^−x)·u in float64 (1e-6
+// relative: a few float32 ulps), over lengths around the vector threshold,
+// ±1000, 0 and NaN.
+func TestSiLUGate(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, n := range []int{1, 63, 64, 65, 1000, 4099} {
+		g, u := make([]float32, n), make([]float32, n)
+		for i := range g {
+			g[i], u[i] = float32(r.NormFloat64()*8), float32(r.NormFloat64())
+		}
+		if n > 4 {
+			g[1], g[2], g[3], g[4] = -1000, 1000, 0, float32(math.NaN())
+		}
+		a, b := append([]float32(nil), g...), append([]float32(nil), g...)
+		SiLUGate(a, u)
+		siluGateGo(b, u)
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) && !(a[i] != a[i] && b[i] != b[i]) {
+				t.Fatalf("n=%d: SiLUGate(%g)·%g = %g, Go %g", n, g[i], u[i], a[i], b[i])
+			}
+			if g[i] != g[i] {
+				if a[i] == a[i] {
+					t.Errorf("SiLUGate(NaN) = %g", a[i])
+				}
+				continue
+			}
+			x := float64(g[i])
+			want := x / (1 + math.Exp(-x)) * float64(u[i])
+			if math.IsInf(float64(a[i]), 0) || math.Abs(float64(a[i])-want) > 1e-6*math.Abs(want)+1e-30 {
+				t.Errorf("SiLUGate(%g)·%g = %g, want %g", g[i], u[i], a[i], want)
+			}
+		}
+	}
+}

@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"github.com/cskv/cskv/linalg"
 	"math"
 )
 
@@ -102,16 +103,29 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// gateAct is an MLP gate activation: f per element and, when set, wide
+// sets g = f(g)·u for wide layers (hidden ≥ wideHidden) in vector
+// instructions, with other bits than f (so narrow models keep theirs).
+type gateAct struct {
+	f    func(x float32) float32
+	wide func(g, u []float32)
+}
+
 // activations is the table of MLP gate activations.
-var activations = map[string]func(x float32) float32{
-	"":     silu,
-	"silu": silu,
+var activations = map[string]gateAct{
+	"":     {silu, linalg.SiLUGate},
+	"silu": {silu, linalg.SiLUGate},
 	// gelu_tanh is 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
-	"gelu_tanh": func(x float32) float32 {
+	"gelu_tanh": {f: func(x float32) float32 {
 		v := float64(x)
 		return float32(0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v))))
-	},
+	}},
 }
+
+// wideHidden is the width from which a layer takes the wide paths: its
+// gate in vector instructions (gateAct.wide), as attention tiles stack
+// their heads from attn's stackWidth (1024) on.
+const wideHidden = 1024
 
 func silu(x float32) float32 { return x / (1 + float32(math.Exp(float64(-x)))) }
 

@@ -126,7 +126,7 @@ func (d *Decoder) Step(token int) ([]float32, error) {
 		u := make([]float32, F)
 		linalg.MatMulT(g, x, b.Wgate, 1, F, D, false)
 		linalg.MatMulT(u, x, b.Wup, 1, F, D, false)
-		act := activations[c.Activation]
+		act := activations[c.Activation].f
 		for i, gv := range g {
 			g[i] = act(gv) * u[i]
 		}

@@ -123,17 +123,22 @@ func (b *Block) Forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 	u := make([]float32, n*F)
 	linalg.MatMulT(g, x, b.Wgate, n, F, D, false)
 	linalg.MatMulT(u, x, b.Wup, n, F, D, false)
-	gate(g, u, activations[c.Activation])
+	gate(g, u, activations[c.Activation], D >= wideHidden)
 	b.residual(c, h, g, b.Wdown, b.PostFFNNorm, n, F)
 	return nil
 }
 
-// gate sets g[i] = act(g[i])·u[i], split between the cores from
-// minGateSplit elements on (an elementwise loop: the same bits either way).
-func gate(g, u []float32, act func(float32) float32) {
+// gate sets g[i] = act(g[i])·u[i], in vector instructions for wide layers
+// whose activation has them, split between the cores from minGateSplit
+// elements on (an elementwise loop: the same bits either way).
+func gate(g, u []float32, act gateAct, wide bool) {
+	rng := func(g, u []float32) { gateRange(g, u, act.f) }
+	if wide && act.wide != nil {
+		rng = act.wide
+	}
 	parts := runtime.GOMAXPROCS(0)
 	if len(g) < minGateSplit || parts <= 1 {
-		gateRange(g, u, act)
+		rng(g, u)
 		return
 	}
 	var wg sync.WaitGroup
@@ -142,7 +147,7 @@ func gate(g, u []float32, act func(float32) float32) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			gateRange(g[lo:hi], u[lo:hi], act)
+			rng(g[lo:hi], u[lo:hi])
 		}()
 	}
 	wg.Wait()

@@ -74,3 +74,37 @@ func TestTiledAttention(t *testing.T) {
 		}
 	}
 }
+
+// TestWideGate: wide layers' SwiGLU gate (linalg.SiLUGate, split between
+// the cores above minGateSplit) stays within 1e-6 relative of the per-element
+// silu that narrow layers keep, and is what SiLUGate computes; activations
+// without a vector version (gelu_tanh) compute f per element at any width.
+func TestWideGate(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	n := minGateSplit + 1000
+	g, u := make([]float32, n), make([]float32, n)
+	for i := range g {
+		g[i], u[i] = float32(r.NormFloat64()*6), float32(r.NormFloat64())
+	}
+	for _, name := range []string{"silu", "gelu_tanh"} {
+		act := activations[name]
+		narrow, wide := append([]float32(nil), g...), append([]float32(nil), g...)
+		gate(narrow, u, act, false)
+		gate(wide, u, act, true)
+		want := append([]float32(nil), g...)
+		if act.wide != nil {
+			act.wide(want, u)
+		} else {
+			want = narrow
+		}
+		for i := range g {
+			if math.Float32bits(wide[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: wide gate element %d = %g, want %g", name, i, wide[i], want[i])
+			}
+			ref := float64(act.f(g[i])) * float64(u[i])
+			if math.Float32bits(narrow[i]) != math.Float32bits(act.f(g[i])*u[i]) || math.Abs(float64(wide[i])-ref) > 1e-6*math.Abs(ref)+1e-30 {
+				t.Fatalf("%s: element %d: narrow %g, wide %g, per element %g", name, i, narrow[i], wide[i], ref)
+			}
+		}
+	}
+}
