@@ -12,6 +12,8 @@
 #include "dnnl_gemm.h"
 
 static dnnl_engine_t engine;
+
+#define DENSE_C_MACS (1 << 20)
 static __thread dnnl_stream_t stream;
 static void (*set_threads)(int);
 
@@ -82,9 +84,11 @@ int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t 
 	// oneDNN's AMX and AVX512-BF16 kernels (brgemm) take a dense C only;
 	// with a strided one it falls back to a generic kernel (gemm:jit),
 	// measured 3–10× slower on the frozen forward's P·V tiles (128 rows,
-	// ldc 4096). So a bf16 product with a strided C writes a dense C into
-	// its scratchpad and adds it (TestStridedC).
-	g->dense_c = bf16 && ldc != n;
+	// ldc 4096). So a bf16 product with a strided C of at least
+	// DENSE_C_MACS multiply-adds writes a dense C into its scratchpad and
+	// adds it (TestStridedC); below it (stories260K's tiles, 64 × 8 × 256)
+	// the generic kernel measured faster.
+	g->dense_c = bf16 && ldc != n && m * n * k >= DENSE_C_MACS;
 	use_threads(threads);
 	int st;
 	dnnl_memory_desc_t a_md, b_md;
