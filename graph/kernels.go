@@ -81,13 +81,16 @@ func sqDiffPart[T float](diff, a, b []T) float64 {
 	return s
 }
 
-// sumSq returns Σ x² in float64.
+// sumSq returns Σ x² in float64, split between the cores from minSplit
+// elements on (a wide layer's K, V and output targets).
 func sumSq[T float](x []T) float64 {
-	var s float64
-	for _, v := range x {
-		s += float64(v) * float64(v)
-	}
-	return s
+	return split(len(x), func(lo, hi int) float64 {
+		var s float64
+		for _, v := range x[lo:hi] {
+			s += float64(v) * float64(v)
+		}
+		return s
+	})
 }
 
 // ropeTable holds, for every position and rotate-half pair i (Hugging Face

@@ -34,9 +34,10 @@ func TestRopeInverse(t *testing.T) {
 	}
 }
 
-// TestSqDiffSplit holds the split sum of a wide layer's size to the single
-// loop (float64 partial sums: equal to 1e-10, relative) and its differences to a − b
-// exactly.
+// TestSqDiffSplit holds the split sums (sqDiff, sumSq) of a wide layer's
+// size to the single loop (float64 partial sums: equal to 1e-10, relative),
+// sqDiff's differences to a − b exactly, and sumSq below the split size to
+// the single loop bit for bit.
 func TestSqDiffSplit(t *testing.T) {
 	n := minSplit + 12345
 	a, b := make([]float32, n), make([]float32, n)
@@ -52,5 +53,21 @@ func TestSqDiffSplit(t *testing.T) {
 		if d1[i] != a[i]-b[i] {
 			t.Fatalf("diff[%d] = %v, want %v", i, d1[i], a[i]-b[i])
 		}
+	}
+	// sumSq: split at this size, one loop below minSplit.
+	var loop float64
+	for _, v := range a {
+		loop += float64(v) * float64(v)
+	}
+	if got := sumSq(a); math.Abs(got-loop) > 1e-10*loop {
+		t.Errorf("split Σx² %v, single loop %v", got, loop)
+	}
+	small := a[:minSplit-1]
+	loop = 0
+	for _, v := range small {
+		loop += float64(v) * float64(v)
+	}
+	if got := sumSq(small); got != loop {
+		t.Errorf("Σx² below minSplit %v, want the single loop's %v exactly", got, loop)
 	}
 }
