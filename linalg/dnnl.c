@@ -83,7 +83,7 @@ int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t 
 	g->beta = beta;
 	// oneDNN's AMX and AVX512-BF16 kernels (brgemm) take a dense C only;
 	// with a strided one it falls back to a generic kernel (gemm:jit),
-	// measured 3–10× slower on the frozen forward's P·V tiles (128 rows,
+	// measured 4–11× slower on the frozen forward's P·V tiles (128 rows,
 	// ldc 4096). So a bf16 product with a strided C of at least
 	// DENSE_C_MACS multiply-adds writes a dense C into its scratchpad and
 	// adds it (TestStridedC); below it (stories260K's tiles, 64 × 8 × 256)
