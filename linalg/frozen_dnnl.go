@@ -67,9 +67,9 @@ func freeze(s []float32) {
 	frozen.slices[start] = f
 }
 
-// release gives f's roundings back to the buffer free list: a slice that
-// is frozen again with new contents (a step's input) reuses the pages of
-// its last roundings instead of faulting in new ones.
+// release gives f's roundings back to the buffer free list when its slice
+// is frozen again with new contents (a step's input), so that the next
+// roundings reuse their pages instead of faulting in new ones.
 func (f *frozenSlice) release() {
 	if f == nil {
 		return
@@ -90,9 +90,10 @@ func thaw(s []float32) {
 	}
 	frozen.mu.Lock()
 	defer frozen.mu.Unlock()
-	start := uintptr(unsafe.Pointer(&s[0]))
-	frozen.slices[start].release()
-	delete(frozen.slices, start)
+	// The roundings are left to the collector: a thawed block's weights
+	// (hundreds of MiB in bf16 at 7B) must not stay in the free list
+	// through the layer's training.
+	delete(frozen.slices, uintptr(unsafe.Pointer(&s[0])))
 }
 
 // frozenView returns the bf16 rounding of the operand view key of x when x
