@@ -11,9 +11,11 @@
 
 #include "dnnl_gemm.h"
 
-static dnnl_engine_t engine;
-
+// DENSE_C_MACS: bf16 products from this size with a strided C compute a
+// dense C and add it (cskv_gemm_create).
 #define DENSE_C_MACS (1 << 20)
+
+static dnnl_engine_t engine;
 static __thread dnnl_stream_t stream;
 static void (*set_threads)(int);
 
