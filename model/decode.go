@@ -120,7 +120,7 @@ func (d *Decoder) Step(token int) ([]float32, error) {
 				attendRow(a, att[hd*dh:(hd+1)*dh], scores, q[hd*dh:(hd+1)*dh], kt, vt, t+1, a.FirstKey(t), t)
 			}
 		}
-		b.residual(c, h, att, b.Wo, b.PostAttnNorm, 1, QD)
+		b.residual(c, h, att, b.Wo, b.PostAttnNorm, 1, QD, &temps{})
 		RMSNorm(x, h, b.FFNNorm, 1, D, c.RMSEps)
 		g := make([]float32, F)
 		u := make([]float32, F)
@@ -130,7 +130,7 @@ func (d *Decoder) Step(token int) ([]float32, error) {
 		for i, gv := range g {
 			g[i] = act(gv) * u[i]
 		}
-		b.residual(c, h, g, b.Wdown, b.PostFFNNorm, 1, F)
+		b.residual(c, h, g, b.Wdown, b.PostFFNNorm, 1, F, &temps{})
 	}
 	logits := make([]float32, c.Vocab)
 	m.Logits(logits, h, 1)

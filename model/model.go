@@ -39,12 +39,15 @@ type Block struct {
 	// Attn is this layer's attention rule: RoPE frequencies and attention
 	// factor, scale, soft-cap, sliding window and the q/k norm weights.
 	Attn Attention
+
+	work *workspace // Forward's temporaries while frozen (Freeze), else nil
 }
 
 // Freeze declares the block's projection weights unchanged until the
-// returned thaw (linalg.Freeze): in bf16, a caller that runs the block over
-// many chunks of tokens (train's advance) rounds them once, holding a bf16
-// copy (2 bytes per weight) meanwhile.
+// returned thaw (linalg.Freeze), for a caller that runs the block over many
+// chunks of tokens (train's advance): in bf16 the weights are rounded once,
+// holding a bf16 copy (2 bytes per weight) meanwhile, and Forward keeps its
+// temporaries for the next call until the thaw.
 func (b *Block) Freeze() (thaw func()) {
 	ws := [][]float32{b.Wq, b.Wk, b.Wv, b.Wo, b.Wgate, b.Wup, b.Wdown}
 	for _, w := range ws {
@@ -52,7 +55,9 @@ func (b *Block) Freeze() (thaw func()) {
 			linalg.Freeze(w)
 		}
 	}
+	b.work = &workspace{}
 	return func() {
+		b.work = nil
 		for _, w := range ws {
 			if len(w) > 0 {
 				linalg.Thaw(w)

@@ -256,19 +256,21 @@ func NewRopeTable(T int, r Rope) *RopeTable {
 func (r *RopeTable) Apply(x []float32, T, heads, pos0 int) {
 	half := r.half
 	dh := 2 * half
-	for t := 0; t < T; t++ {
-		cs := r.Cos[(pos0+t)*half : (pos0+t+1)*half]
-		sn := r.Sin[(pos0+t)*half : (pos0+t+1)*half]
-		row := x[t*heads*dh : (t+1)*heads*dh]
-		for h := 0; h < heads; h++ {
-			v := row[h*dh : (h+1)*dh]
-			for i := 0; i < half; i++ {
-				a, b := v[i], v[i+half]
-				v[i] = a*cs[i] - b*sn[i]
-				v[i+half] = b*cs[i] + a*sn[i]
+	splitRows(T, heads*dh, func(t0, t1 int) {
+		for t := t0; t < t1; t++ {
+			cs := r.Cos[(pos0+t)*half : (pos0+t+1)*half]
+			sn := r.Sin[(pos0+t)*half : (pos0+t+1)*half]
+			row := x[t*heads*dh : (t+1)*heads*dh]
+			for h := 0; h < heads; h++ {
+				v := row[h*dh : (h+1)*dh]
+				for i := 0; i < half; i++ {
+					a, b := v[i], v[i+half]
+					v[i] = a*cs[i] - b*sn[i]
+					v[i+half] = b*cs[i] + a*sn[i]
+				}
 			}
 		}
-	}
+	})
 }
 
 // llama3Standard is the llama3 scaling every Llama-3.x release uses apart

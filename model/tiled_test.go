@@ -76,12 +76,12 @@ func TestTiledAttention(t *testing.T) {
 }
 
 // TestWideGate: wide layers' SwiGLU gate (linalg.SiLUGate, split between
-// the cores above minGateSplit) stays within 1e-6 relative of the per-element
+// the cores above minSplit) stays within 1e-6 relative of the per-element
 // silu that narrow layers keep, and is what SiLUGate computes; activations
 // without a vector version (gelu_tanh) compute f per element at any width.
 func TestWideGate(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
-	n := minGateSplit + 1000
+	n := minSplit + 1000
 	g, u := make([]float32, n), make([]float32, n)
 	for i := range g {
 		g[i], u[i] = float32(r.NormFloat64()*6), float32(r.NormFloat64())
@@ -105,6 +105,75 @@ func TestWideGate(t *testing.T) {
 			if math.Float32bits(narrow[i]) != math.Float32bits(act.f(g[i])*u[i]) || math.Abs(float64(wide[i])-ref) > 1e-6*math.Abs(ref)+1e-30 {
 				t.Fatalf("%s: element %d: narrow %g, wide %g, per element %g", name, i, narrow[i], wide[i], ref)
 			}
+		}
+	}
+}
+
+// TestFrozenForward: a frozen block's Forward, which reuses its temporaries
+// from call to call, gives the bits of an unfrozen one even when the kept
+// temporaries hold NaN from before (every one is overwritten or zeroed),
+// with and without an override, at a width whose norms, RoPE and gate are
+// split between the cores (splitRows).
+func TestFrozenForward(t *testing.T) {
+	c := Config{Arch: "llama", Hidden: 1024, Layers: 1, Heads: 8, KVHeads: 2, HeadDim: 128, FFN: 2048, Vocab: 64,
+		ContextLength: 512, RopeBase: 10000, RMSEps: 1e-5}
+	const nSeq, T = 2, 128
+	if nSeq*T*c.Hidden < minSplit {
+		t.Fatal("test layer is below minSplit")
+	}
+	m, err := SyntheticShape(c, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	b, err := m.Block(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rope := NewRopeTable(T, b.Attn.Rope)
+	r := rand.New(rand.NewPCG(9, 10))
+	h0 := make([]float32, nSeq*T*c.Hidden)
+	for i := range h0 {
+		h0[i] = float32(r.NormFloat64())
+	}
+	for _, ov := range []KVOverride{nil, windowOnly{16, kv.WindowBlock}} {
+		run := func() []float32 {
+			h := append([]float32(nil), h0...)
+			if err := b.Forward(c, h, nSeq, T, rope, ov); err != nil {
+				t.Fatal(err)
+			}
+			return h
+		}
+		want := run()
+		thaw := b.Freeze()
+		run()
+		for _, buf := range b.work.bufs {
+			for i := range buf[:cap(buf)] {
+				buf[:cap(buf)][i] = float32(math.NaN())
+			}
+		}
+		got := run()
+		thaw()
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("override %v: frozen forward differs at %d: %g, want %g", ov, i, got[i], want[i])
+			}
+		}
+	}
+	// the norm split between the cores equals the rows normed one by one
+	n, d := 300, 1024
+	x, w := make([]float32, n*d), h0[:d]
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	split, rows := make([]float32, n*d), make([]float32, n*d)
+	RMSNorm(split, x, w, n, d, 1e-5)
+	for i := range n {
+		RMSNorm(rows[i*d:], x[i*d:], w, 1, d, 1e-5)
+	}
+	for i := range split {
+		if math.Float32bits(split[i]) != math.Float32bits(rows[i]) {
+			t.Fatalf("split RMSNorm differs at %d", i)
 		}
 	}
 }
