@@ -65,6 +65,25 @@ func freeze[T Float](xs ...[]T) (thaw func()) {
 	}
 }
 
+// freeze freezes each sequence's keys or values (T, KV) in xs separately
+// (freeze): a bf16 product then rounds a head's keys once for all the
+// tiles that read them, its rounding covering the head's rows of that
+// sequence alone (linalg rounds a view's rows to the end of its frozen
+// slice).
+func (a *Kernel[T]) freeze(xs ...[]T) (thaw func()) {
+	n := a.tokens * a.kvHeads * a.headDim
+	var seqs [][]T
+	for _, x := range xs {
+		if len(x) < a.seqs*n {
+			continue
+		}
+		for s := 0; s < a.seqs; s++ {
+			seqs = append(seqs, x[s*n:(s+1)*n])
+		}
+	}
+	return freeze(seqs...)
+}
+
 // parallel runs fn(worker, i) for i in [0, n) on up to GOMAXPROCS workers and
 // returns when all are done. worker < workers(n).
 func parallel(n int, fn func(worker, i int)) {
@@ -565,9 +584,7 @@ func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd in
 // only when window > 0).
 func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 	Dh, KV, G := a.headDim, a.kvHeads*a.headDim, a.heads/a.kvHeads
-	if !a.Wide {
-		defer freeze(kh, vh, ko, vo)() // read by every query head of a group
-	}
+	defer a.freeze(kh, vh, ko, vo)() // read by every tile of a head
 	keep := a.prepare()
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
@@ -604,9 +621,7 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	n := a.seqs * a.tokens * KV
 	clear(dk[:n])
 	clear(dv[:n])
-	if !a.Wide {
-		defer freeze(kh, vh, ko, vo)()
-	}
+	defer a.freeze(kh, vh, ko, vo)()
 	keep := a.prepare()
 	if a.Wide {
 		for k := workers(a.seqs * a.kvHeads); k > 0; k-- {

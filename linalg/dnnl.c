@@ -229,3 +229,34 @@ int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, 
 	add_dense(c, g->ldc, dense, g->m, g->n, g->beta);
 	return 0;
 }
+
+int cskv_round_create(cskv_round *r, int64_t rows, int64_t cols, int64_t ld, int threads) {
+	memset(r, 0, sizeof *r);
+	use_threads(threads);
+	int st;
+	if ((st = strided(&r->src, rows, cols, ld, 0, dnnl_f32)) || (st = strided(&r->dst, rows, cols, cols, 0, dnnl_bf16)))
+		return st;
+	if ((st = reorder(&r->r, &r->scratch, &r->src, &r->dst))) return st;
+	r->bytes = dnnl_memory_desc_get_size(&r->dst);
+	return 0;
+}
+
+int cskv_round_run(const cskv_round *r, const float *src, void *dst, void *scratch, int threads) {
+	use_threads(threads);
+	dnnl_memory_desc_t smd;
+	const dnnl_memory_desc_t *sp = NULL;
+	if (r->scratch) {
+		dnnl_dims_t d = {(int64_t)r->scratch};
+		if (dnnl_memory_desc_init_by_tag(&smd, 1, d, dnnl_u8, dnnl_a)) return -1;
+		sp = &smd;
+	}
+	int io[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
+	const dnnl_memory_desc_t *mds[2] = {&r->src, &r->dst};
+	void *ptrs[2] = {(void *)src, dst};
+	return run(r->r, 2, io, mds, ptrs, sp, scratch);
+}
+
+void cskv_round_destroy(cskv_round *r) {
+	if (r->r) dnnl_primitive_destroy(r->r);
+	memset(r, 0, sizeof *r);
+}

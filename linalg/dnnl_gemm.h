@@ -20,6 +20,18 @@ typedef struct {
 	char impl[96];                           // the matmul kernel oneDNN chose
 } cskv_gemm;
 
+// cskv_round rounds a float32 (rows, cols) view with leading dimension ld
+// into a dense row-major bf16 copy (frozen operands, frozen_dnnl.go).
+typedef struct {
+	dnnl_primitive_t r;
+	dnnl_memory_desc_t src, dst;
+	size_t bytes, scratch; // the bf16 copy; the scratchpad
+} cskv_round;
+
+int cskv_round_create(cskv_round *r, int64_t rows, int64_t cols, int64_t ld, int threads);
+int cskv_round_run(const cskv_round *r, const float *src, void *dst, void *scratch, int threads);
+void cskv_round_destroy(cskv_round *r);
+
 // cskv_gemm_run's convert: which float32 operands to round into abuf, bbuf
 // (bf16 only; the others are there already), and whether to stop there.
 enum { CSKV_CONVERT_A = 1, CSKV_CONVERT_B = 2, CSKV_CONVERT_ONLY = 4 };

@@ -18,6 +18,40 @@ type frozenSlice struct {
 	start, end uintptr
 	mu         sync.Mutex
 	views      map[rounding]*roundedView
+	// arena holds the row-major roundings, one after another, up to 2
+	// bytes per element of s (one buffer per slice however many views:
+	// attention freezes each sequence's keys and rounds them per head).
+	arena *[]byte
+	used  int
+}
+
+// carve returns n bytes of f's arena (allocating it on first use), or nil
+// when it is full; f.mu is held.
+func (f *frozenSlice) carve(n int) []byte {
+	if f.arena == nil {
+		f.arena = getBuf(2 * len(f.s))
+		*f.arena = (*f.arena)[:2*len(f.s)]
+	}
+	off := (f.used + 63) &^ 63
+	if off+n > len(*f.arena) {
+		return nil
+	}
+	f.used = off + n
+	return (*f.arena)[off : off+n : off+n]
+}
+
+// recycle gives f's buffers back to the free list (those of at most limit
+// bytes), with f.mu held.
+func (f *frozenSlice) recycle(limit int) {
+	for _, v := range f.views {
+		if v.buf != nil && !v.carved && cap(*v.buf) <= limit {
+			putBuf(v.buf)
+		}
+	}
+	if f.arena != nil && cap(*f.arena) <= limit {
+		putBuf(f.arena)
+	}
+	f.arena, f.used = nil, 0
 }
 
 // rounding is what a rounded view holds: the stored (rows, cols) block at
@@ -25,6 +59,10 @@ type frozenSlice struct {
 // column-major. A product rounds A into a dense row-major op(A) and B into
 // the orientation it is stored in, so a step's input read untransposed as
 // A (X·Aᵀ) and as B (dCᵀ·X) shares one rounding.
+//
+// A row-major rounding covers every row of its slice from ptr on (rowsFrom):
+// a view of fewer rows reads its first rows·cols values, so the prefixes
+// [0, t1) of a head's keys that attention's tiles read share one rounding.
 type rounding struct {
 	ptr            uintptr
 	rows, cols, ld int
@@ -42,9 +80,10 @@ type viewKey struct {
 
 // roundedView is a view rounded to bf16 in the layout the product reads.
 type roundedView struct {
-	once sync.Once
-	buf  *[]byte // from getBuf
-	err  error
+	once   sync.Once
+	buf    *[]byte // from getBuf, or (carved) from the slice's arena
+	carved bool
+	err    error
 }
 
 var frozen struct {
@@ -76,11 +115,7 @@ func (f *frozenSlice) release() {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, v := range f.views {
-		if v.buf != nil {
-			putBuf(v.buf)
-		}
-	}
+	f.recycle(maxFreeBytes)
 	f.views = map[rounding]*roundedView{}
 }
 
@@ -90,10 +125,27 @@ func thaw(s []float32) {
 	}
 	frozen.mu.Lock()
 	defer frozen.mu.Unlock()
-	// The roundings are left to the collector: a thawed block's weights
-	// (hundreds of MiB in bf16 at 7B) must not stay in the free list
-	// through the layer's training.
-	delete(frozen.slices, uintptr(unsafe.Pointer(&s[0])))
+	start := uintptr(unsafe.Pointer(&s[0]))
+	// Roundings above maxRecycled are left to the collector: a thawed
+	// block's weights (hundreds of MiB in bf16 at 7B) must not stay in the
+	// free list through the layer's training. Smaller ones (attention's
+	// per-head keys and values, frozen for one call) go back to it.
+	if f := frozen.slices[start]; f != nil {
+		f.mu.Lock()
+		f.recycle(maxRecycled)
+		f.views = nil
+		f.mu.Unlock()
+	}
+	delete(frozen.slices, start)
+}
+
+// maxRecycled is the largest rounding a thaw gives back to the free list.
+const maxRecycled = 16 << 20
+
+// rowsFrom is how many rows of cols values with leading dimension ld lie in
+// f from ptr on.
+func (f *frozenSlice) rowsFrom(ptr uintptr, cols, ld int) int {
+	return (int(f.end-ptr)/4-cols)/ld + 1
 }
 
 // frozenView returns the bf16 rounding of the operand view key of x when x
@@ -121,8 +173,16 @@ func frozenView(p *gemmPrim, scratch *[]byte, threads int, x []float32, key view
 	if f == nil {
 		return nil
 	}
-	r := rounding{ptr: key.ptr, rows: stored, cols: cols, ld: key.ld, transposed: key.role == C.CSKV_CONVERT_A && key.t}
+	rowMajor := !(key.role == C.CSKV_CONVERT_A && key.t)
+	r := rounding{ptr: key.ptr, rows: stored, cols: cols, ld: key.ld, transposed: !rowMajor}
+	if rowMajor {
+		r.rows = f.rowsFrom(key.ptr, cols, key.ld)
+	}
 	f.mu.Lock()
+	if f.views == nil { // thawed meanwhile
+		f.mu.Unlock()
+		return nil
+	}
 	v := f.views[r]
 	if v == nil {
 		v = &roundedView{}
@@ -130,6 +190,15 @@ func frozenView(p *gemmPrim, scratch *[]byte, threads int, x []float32, key view
 	}
 	f.mu.Unlock()
 	v.once.Do(func() {
+		if rowMajor {
+			src := unsafe.Pointer(&f.s[(key.ptr-f.start)/4])
+			f.mu.Lock()
+			dst := f.carve(2 * r.rows * cols)
+			f.mu.Unlock()
+			v.buf, v.err = roundRows((*C.float)(src), r.rows, cols, key.ld, threads, dst)
+			v.carved = dst != nil
+			return
+		}
 		size, mask := p.g.a_bytes, C.int(C.CSKV_CONVERT_A|C.CSKV_CONVERT_ONLY)
 		if key.role == C.CSKV_CONVERT_B {
 			size, mask = p.g.b_bytes, C.CSKV_CONVERT_B|C.CSKV_CONVERT_ONLY
@@ -152,4 +221,47 @@ func frozenCount() int {
 	frozen.mu.Lock()
 	defer frozen.mu.Unlock()
 	return len(frozen.slices)
+}
+
+// roundPrims caches the rounding primitives by (rows, cols, ld, threads).
+var roundPrims struct {
+	mu sync.Mutex
+	m  map[[4]int]*C.cskv_round
+}
+
+// roundRows rounds the float32 (rows, cols) block at src with leading
+// dimension ld into a dense row-major bf16 buffer: dst when it is not nil,
+// else one from the free list.
+func roundRows(src *C.float, rows, cols, ld, threads int, dst []byte) (*[]byte, error) {
+	key := [4]int{rows, cols, ld, threads}
+	roundPrims.mu.Lock()
+	if roundPrims.m == nil {
+		roundPrims.m = map[[4]int]*C.cskv_round{}
+	}
+	r := roundPrims.m[key]
+	if r == nil {
+		if len(roundPrims.m) >= maxPrims {
+			roundPrims.mu.Unlock()
+			return nil, fmt.Errorf("oneDNN: more than %d rounding shapes", maxPrims)
+		}
+		r = new(C.cskv_round)
+		if st := C.cskv_round_create(r, C.int64_t(rows), C.int64_t(cols), C.int64_t(ld), C.int(threads)); st != 0 {
+			C.cskv_round_destroy(r)
+			roundPrims.mu.Unlock()
+			return nil, fmt.Errorf("oneDNN: no rounding for %d×%d (ld %d): status %d", rows, cols, ld, int(st))
+		}
+		roundPrims.m[key] = r
+	}
+	roundPrims.mu.Unlock()
+	buf := &dst
+	if dst == nil {
+		buf = getBuf(int(r.bytes))
+	}
+	sb := getBuf(int(r.scratch))
+	*buf, *sb = (*buf)[:r.bytes], (*sb)[:r.scratch]
+	defer putBuf(sb)
+	if st := C.cskv_round_run(r, src, ptr(buf), ptr(sb), C.int(threads)); st != 0 {
+		return nil, fmt.Errorf("oneDNN: rounding a frozen operand failed (status %d)", int(st))
+	}
+	return buf, nil
 }

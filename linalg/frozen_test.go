@@ -7,8 +7,9 @@ import (
 )
 
 // TestFrozen: bf16 products over frozen operands (whole slices and views
-// inside them, transposed or not) equal the unfrozen products bit for bit,
-// and Freeze after a change of contents uses the new contents.
+// inside them, transposed or not, prefixes of rows) equal the unfrozen
+// products bit for bit, and Freeze after a change of contents (or a Thaw)
+// uses the new contents.
 func TestFrozen(t *testing.T) {
 	if !HasBF16() {
 		t.Skip("no bf16 products in this build")
@@ -34,6 +35,12 @@ func TestFrozen(t *testing.T) {
 		{false, true, 32, 96, 80, 80, 80, 32 * 80}, // rows 32.. of X
 		{false, true, 64, 96, 40, 80, 80, 40},      // a column band of X
 		{true, false, 80, 80, 64, 80, 80, 0},       // Xᵀ·W-like (B = a's first 64 rows as k×n)
+		// views of fewer rows than their slice holds from their start on
+		// (attention's key prefixes): they read a rounding of all the rows
+		{false, true, 16, 96, 80, 80, 80, 0},         // the first 16 rows of X as A
+		{false, true, 64, 48, 80, 80, 80, 0},         // the first 48 rows of W as Bᵀ
+		{false, false, 64, 80, 48, 80, 80, 0},        // the first 48 rows of W as B
+		{false, true, 24, 40, 16, 80, 80, 8*80 + 16}, // a head-like column band, rows 8..32
 	}
 	var want [][]float32
 	for _, c := range calls {
@@ -67,6 +74,18 @@ func TestFrozen(t *testing.T) {
 	for j := range got {
 		if got[j] != -want[0][j] {
 			t.Fatalf("after Freeze of new contents: %g, want %g", got[j], -want[0][j])
+		}
+	}
+	// thawed, then frozen again: recycled buffers hold the new roundings
+	Thaw(a)
+	for i := range a {
+		a[i] = -a[i]
+	}
+	Freeze(a)
+	got = product(false, true, 16, 96, 80, 80, 80, a, b)
+	for j := range got {
+		if math.Float32bits(got[j]) != math.Float32bits(want[4][j]) {
+			t.Fatalf("after Thaw and Freeze: %g, want %g", got[j], want[4][j])
 		}
 	}
 	Thaw(a)

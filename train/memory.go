@@ -31,7 +31,7 @@ type Memory struct {
 	Gram    int64   `json:"gram"`    // XᵀX, D²·8 (whitened init, or D ≤ 1024)
 	Init    int64   `json:"init"`    // the init's float64 workspace: 5·max(D, KV)²·8
 	Targets int64   `json:"targets"` // N·T·KV·8 when that is at most 1 GiB, else 0
-	Graph   int64   `json:"graph"`   // the larger of the training graph (with its batch) and the held-out one
+	Graph   int64   `json:"graph"`   // the larger of the training graph (with its batch) and the held-out one; in bf16 with attention's rounded keys and values
 	Advance int64   `json:"advance"` // Block.Forward's temporaries for advanceGroup(T) sequences, and in bf16 the block's rounded weights
 	Layer   int64   `json:"layer"`   // Gram + Targets + max(Scan, Init, Graph)
 	Total   int64   `json:"total"`   // the formula
@@ -67,9 +67,16 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	if N*T*KV*f8 <= targetBudget && cfg.Steps > 0 {
 		m.Targets = N * T * KV * f8
 	}
-	train := graphBytes(mc, int64(cfg.Batch)*T, int64(min(cfg.OutSeqs, cfg.Batch)), T, int64(kRank), int64(vRank))
+	bo := int64(min(cfg.OutSeqs, cfg.Batch))
+	train := graphBytes(mc, int64(cfg.Batch)*T, bo, T, int64(kRank), int64(vRank))
 	train += int64(cfg.Batch) * T * (D + 2*KV) * f4 // the batch and its targets
 	held := graphBytes(mc, H*T, H, T, int64(kRank), int64(vRank)) + H*T*D*f4
+	if cfg.Precision.Resolve() == linalg.BF16 {
+		// attention's bf16 roundings of the output sequences' reconstructed
+		// and original keys and values (attn.Kernel freezes them)
+		train += 4 * 2 * bo * T * KV
+		held += 4 * 2 * H * T * KV
+	}
 	m.Graph = max(train, held)
 	m.Layer = m.Gram + m.Targets + max(m.Scan, m.Init, m.Graph)
 	g := int64(advanceGroup(int(T))) * T
