@@ -47,6 +47,7 @@ func trainLayer(ctx context.Context, j layerJob, env Env, run *runState) (doneLa
 	if st != nil {
 		env.Log.WithFields(logrus.Fields{"layer": j.l, "step": st.Step}).Info("resuming layer")
 	} else {
+		collect()
 		env.OnPhase("init", j.l)
 		if st, err = j.init(stats, env.Log); err != nil {
 			return doneLayer{}, err
@@ -96,6 +97,7 @@ func (j layerJob) train(ctx context.Context, env Env, run *runState, st *layerSt
 			return kv.Factors{}, err
 		}
 	}
+	collect()
 	layer, err := graph.NewLayer(j.spec(j.cfg.Batch), st.Factors)
 	if err != nil {
 		return kv.Factors{}, err
@@ -207,6 +209,7 @@ func (j layerJob) heldOutOn(f kv.Factors, xHeld []float32) (*graph.Loss, error) 
 	n := len(xHeld) / (j.cfg.SeqLen * j.mc.Hidden)
 	spec := j.spec(n)
 	spec.OutSeqs, spec.LambdaKV, spec.LambdaOut = n, 1, 1
+	collect()
 	layer, err := graph.NewLayer(spec, f)
 	if err != nil {
 		return nil, fmt.Errorf("held-out evaluation: %w", err)

@@ -1,6 +1,8 @@
 package train
 
 import (
+	"runtime"
+
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
@@ -31,11 +33,21 @@ type Memory struct {
 	Gram    int64   `json:"gram"`    // XᵀX, D²·8 (whitened init, or D ≤ 1024)
 	Init    int64   `json:"init"`    // the init's float64 workspace: 5·max(D, KV)²·8
 	Targets int64   `json:"targets"` // N·T·KV·8 when that is at most 1 GiB, else 0
-	Graph   int64   `json:"graph"`   // the larger of the training graph (with its batch) and the held-out one; in bf16 with attention's rounded keys and values
+	Graph   int64   `json:"graph"`   // the larger of the training graphs (one, or two with --out-window-alt; with the batch and Adam) and the held-out one; in bf16 with attention's rounded keys and values
 	Advance int64   `json:"advance"` // Block.Forward's temporaries for advanceGroup(T) sequences, and in bf16 the block's rounded weights
 	Layer   int64   `json:"layer"`   // Gram + Targets + max(Scan, Init, Graph)
 	Total   int64   `json:"total"`   // the formula
 }
+
+// collect runs the collector at a phase boundary. The formula's phases
+// (capture, init, the held-out and training graphs, advance) never hold
+// their memory at once, but under GCPercent the last phase's garbage would
+// stay until the heap reached 1.25 × what it held with it: the next phase
+// would allocate on top of it (measured: the held-out graph on top of the
+// closed training graph, 9.9 GiB for a formula of 7.7 on the README's 7B
+// run). The heap is almost all pointer-free, so a collection costs
+// milliseconds.
+func collect() { runtime.GC() }
 
 // memRuntime is the formula's constant: the Go runtime, the BLAS library's
 // buffers and the binary.
@@ -68,13 +80,21 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 		m.Targets = N * T * KV * f8
 	}
 	bo := int64(min(cfg.OutSeqs, cfg.Batch))
-	train := graphBytes(mc, int64(cfg.Batch)*T, bo, T, int64(kRank), int64(vRank))
+	P := (D + KV) * int64(kRank+vRank) // the factors' elements
+	// Each graph holds its buffers and the factors' values and gradients;
+	// --out-window-alt trains with a second graph beside the first.
+	graphs := int64(1)
+	if cfg.OutWindowAlt > 0 && cfg.OutWindowAlt != cfg.OutWindow {
+		graphs = 2
+	}
+	train := graphs * (graphBytes(mc, int64(cfg.Batch)*T, bo, T, int64(kRank), int64(vRank)) + 2*P*f4)
+	train += 2 * P * f4                             // Adam's moments
 	train += int64(cfg.Batch) * T * (D + 2*KV) * f4 // the batch and its targets
-	held := graphBytes(mc, H*T, H, T, int64(kRank), int64(vRank)) + H*T*D*f4
+	held := graphBytes(mc, H*T, H, T, int64(kRank), int64(vRank)) + 2*P*f4 + H*T*D*f4
 	if cfg.Precision.Resolve() == linalg.BF16 {
 		// attention's bf16 roundings of the output sequences' reconstructed
 		// and original keys and values (attn.Kernel freezes them)
-		train += 4 * 2 * bo * T * KV
+		train += graphs * 4 * 2 * bo * T * KV
 		held += 4 * 2 * H * T * KV
 	}
 	m.Graph = max(train, held)

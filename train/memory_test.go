@@ -19,8 +19,10 @@ func memoryConfig(n int) Config {
 
 // The formula's terms follow their definitions: in memory the streams are
 // (N+H)·T·D·4 and grow with N; spilled they vanish and the total no longer
-// depends on N; at the paper's 256 × 4096 tokens a spilled run fits 24 GiB,
-// even with batches of 8 sequences and the output term on all of them.
+// depends on N; at the paper's 256 × 4096 tokens a spilled run fits 24 GiB
+// with the default --out-window-alt (two graphs) at batch 2, and with one
+// graph even with batches of 8 sequences and the output term on all of
+// them.
 func TestEstimateMemory(t *testing.T) {
 	mc := model.Shapes["llama2-7b"]
 	c := memoryConfig(16)
@@ -46,9 +48,22 @@ func TestEstimateMemory(t *testing.T) {
 	if p.Total != s.Total {
 		t.Errorf("spilled total depends on N: %d at 256, %d at 16", p.Total, s.Total)
 	}
-	big.Batch, big.OutSeqs, big.Holdout = 8, 8, 8
+	if p.Total > 24<<30 || big.OutWindowAlt == 0 {
+		t.Errorf("256 × 4096, batch 2, the default --out-window-alt: %d GiB, want ≤ 24", p.Total>>30)
+	}
+	// --out-window-alt trains with two graphs: one more graph and its
+	// factors' values and gradients
+	one := big
+	one.OutWindowAlt = 0
+	q := EstimateMemory(one, mc, 2048, 2048)
+	P := int64(4096+4096) * (2048 + 2048)
+	g := graphBytes(mc, 2*4096, 1, 4096, 2048, 2048)
+	if p.Graph-q.Graph != g+2*P*4 {
+		t.Errorf("second graph adds %d bytes, want %d", p.Graph-q.Graph, g+2*P*4)
+	}
+	big.Batch, big.OutSeqs, big.Holdout, big.OutWindowAlt = 8, 8, 8, 0
 	if p = EstimateMemory(big, mc, 2048, 2048); p.Total > 24<<30 {
-		t.Errorf("256 × 4096, batch 8: %d GiB, want ≤ 24", p.Total>>30)
+		t.Errorf("256 × 4096, batch 8, one graph: %d GiB, want ≤ 24", p.Total>>30)
 	}
 	big.Precision = linalg.BF16 // attention's bf16 keys and values on top
 	if bp := EstimateMemory(big, mc, 2048, 2048); bp.Total > 24<<30 || bp.Graph != p.Graph+4*2*8*4096*4096 {

@@ -131,6 +131,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 			return nil, err
 		}
 		if l >= run.next() { // layers before the checkpoint's are already done, those before first another shard's
+			collect()
 			env.OnPhase("capture", l)
 			j := layerJob{cfg: cfg, mc: m.Config, blk: blk, l: l, kRank: kRanks[l], vRank: vRanks[l], h: h, hHeld: hHeld}
 			d, err := trainLayer(ctx, j, env, run)
@@ -145,6 +146,7 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 		if l == last-1 {
 			break // nothing reads the last layer's output
 		}
+		collect()
 		env.OnPhase("advance", l)
 		if err := errors.Join(h.advance(m.Config, blk), hHeld.advance(m.Config, blk)); err != nil {
 			return nil, fmt.Errorf("layer %d: advance: %w", l, err)
