@@ -192,17 +192,23 @@ static void add_dense(float *c, int64_t ldc, const float *d, int64_t m, int64_t 
 	}
 }
 
+// scratch_md describes a user scratchpad of n bytes in *md and returns it
+// (NULL when n is 0); *st is set on failure.
+static const dnnl_memory_desc_t *scratch_md(dnnl_memory_desc_t *md, size_t n, int *st) {
+	*st = 0;
+	if (!n) return NULL;
+	dnnl_dims_t d = {(int64_t)n};
+	if (dnnl_memory_desc_init_by_tag(md, 1, d, dnnl_u8, dnnl_a)) *st = -1;
+	return md;
+}
+
 int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, void *abuf, void *bbuf,
                   void *scratch, int threads, int convert) {
 	use_threads(threads);
 	dnnl_memory_desc_t smd;
-	const dnnl_memory_desc_t *sp = NULL;
-	if (g->scratch) {
-		dnnl_dims_t d = {(int64_t)g->scratch};
-		if (dnnl_memory_desc_init_by_tag(&smd, 1, d, dnnl_u8, dnnl_a)) return -1;
-		sp = &smd;
-	}
 	int st;
+	const dnnl_memory_desc_t *sp = scratch_md(&smd, g->scratch, &st);
+	if (st) return st;
 	const void *src = a, *wei = b;
 	if (g->bf16) {
 		int io[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
@@ -244,12 +250,9 @@ int cskv_round_create(cskv_round *r, int64_t rows, int64_t cols, int64_t ld, int
 int cskv_round_run(const cskv_round *r, const float *src, void *dst, void *scratch, int threads) {
 	use_threads(threads);
 	dnnl_memory_desc_t smd;
-	const dnnl_memory_desc_t *sp = NULL;
-	if (r->scratch) {
-		dnnl_dims_t d = {(int64_t)r->scratch};
-		if (dnnl_memory_desc_init_by_tag(&smd, 1, d, dnnl_u8, dnnl_a)) return -1;
-		sp = &smd;
-	}
+	int st;
+	const dnnl_memory_desc_t *sp = scratch_md(&smd, r->scratch, &st);
+	if (st) return st;
 	int io[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
 	const dnnl_memory_desc_t *mds[2] = {&r->src, &r->dst};
 	void *ptrs[2] = {(void *)src, dst};
