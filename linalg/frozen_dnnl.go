@@ -195,8 +195,11 @@ func frozenView(p *gemmPrim, scratch *[]byte, threads int, x []float32, key view
 			f.mu.Lock()
 			dst := f.carve(2 * r.rows * cols)
 			f.mu.Unlock()
-			v.buf, v.err = roundRows((*C.float)(src), r.rows, cols, key.ld, threads, dst)
-			v.carved = dst != nil
+			// A rounding that cannot be made (the primitive cache full)
+			// leaves the view unrounded: its products round their operand.
+			if buf, err := roundRows((*C.float)(src), r.rows, cols, key.ld, threads, dst); err == nil {
+				v.buf, v.carved = buf, dst != nil
+			}
 			return
 		}
 		size, mask := p.g.a_bytes, C.int(C.CSKV_CONVERT_A|C.CSKV_CONVERT_ONLY)
@@ -212,6 +215,9 @@ func frozenView(p *gemmPrim, scratch *[]byte, threads int, x []float32, key view
 	})
 	if v.err != nil {
 		panic("linalg: " + v.err.Error())
+	}
+	if v.buf == nil {
+		return nil
 	}
 	return ptr(v.buf)
 }
