@@ -24,7 +24,11 @@
 // causal grouped-query attention limited to the layer's sliding window, with
 // the bi-branch rule (key j is the original one for query t when it lies in
 // t's bi-branch window), times Woᵀ, compared with the original attention
-// output (docs/METHOD.md §3).
+// output (docs/METHOD.md §3). The comparison is computed on the heads, in
+// the metric G = Woᵀ·Wo (QD, QD), formed once per graph:
+// ‖(Ô − O)·Woᵀ‖² = Σ rows (Ô − O)·G·(Ô − O)ᵀ, and its gradient is
+// 2·(Ô − O)·G, so a step runs one product with G instead of the projection
+// and its input gradient.
 //
 // What does not depend on the factors (the targets X·Wkᵀ, X·Wvᵀ, the queries
 // RoPE(QNorm(Q))·Scale, the original attention output) is computed once per batch outside the

@@ -5,7 +5,10 @@ import (
 	"runtime"
 	"sync"
 
+	"gonum.org/v1/gonum/blas"
+
 	"github.com/cskv/cskv/attn"
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
 
@@ -90,6 +93,52 @@ func sumSq[T float](x []T) float64 {
 			s += float64(v) * float64(v)
 		}
 		return s
+	})
+}
+
+// gram returns G = Woᵀ·Wo (QD, QD) of the output projection wo (D, QD):
+// the metric under which the output term compares attention heads, since
+// ‖(Ô − O)·Woᵀ‖² = Σ rows (Ô − O)·G·(Ô − O)ᵀ. It is computed once per graph
+// in the element type (never bf16): the symmetric product of BLAS (syrk)
+// on the upper triangle, mirrored, so that G is exactly symmetric.
+func gram[T float](wo []T, d, qd int) []T {
+	g := make([]T, qd*qd)
+	switch w := any(wo).(type) {
+	case []float32:
+		linalg.BLAS().Ssyrk(blas.Upper, blas.Trans, qd, d, 1, w, qd, 0, any(g).([]float32), qd)
+	case []float64:
+		linalg.BLAS().Dsyrk(blas.Upper, blas.Trans, qd, d, 1, w, qd, 0, any(g).([]float64), qd)
+	}
+	for i := 0; i < qd; i++ {
+		for j := i + 1; j < qd; j++ {
+			g[j*qd+i] = g[i*qd+j]
+		}
+	}
+	return g
+}
+
+// quadForm sets y = x·G for x (m, n) and a symmetric G (n, n) and returns
+// Σ x ⊙ y, the sum over rows of x·G·xᵀ (in float64, split between the
+// cores as sqDiff is). G enters as Gᵀ, the layout whose bf16 product is
+// the faster one; G = Gᵀ.
+func quadForm[T float](y, x, g []T, m, n int) float64 {
+	attn.Gemm(false, true, m, n, n, 1, x, n, g, n, 0, y, n)
+	return split(m*n, func(lo, hi int) float64 {
+		var s float64
+		for i, v := range x[lo:hi] {
+			s += float64(v) * float64(y[lo+i])
+		}
+		return s
+	})
+}
+
+// subtract stores diff = a − b (split between the cores as sqDiff is).
+func subtract[T float](diff, a, b []T) {
+	split(len(a), func(lo, hi int) float64 {
+		for i, v := range a[lo:hi] {
+			diff[lo+i] = v - b[lo+i]
+		}
+		return 0
 	})
 }
 

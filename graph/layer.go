@@ -117,30 +117,31 @@ var errClosed = errors.New("graph: layer is closed")
 
 // core is the layer in one element type.
 type core[T float] struct {
-	s                       LayerSpec
-	m, mo, d, kv, qd        int
-	wq, wk, wv, wo, bq, bk  []T // frozen weights (aliases of the spec for float32)
-	bv                      []T
-	x                       []T        // (M, D) graph input
-	kt, vt                  []T        // (M, KV) targets X·Wkᵀ + bk, X·Wvᵀ + bv
-	qs                      []T        // (Mo, QD) RoPE(X·Wqᵀ + bq)/√Dh
-	kr                      []T        // (Mo, KV) RoPE(K)
-	vo                      []T        // (Mo, KV) = vt[:Mo·KV]
-	ot                      []T        // (Mo, QD) original attention heads
-	outT                    []T        // (Mo, D) original attention output
-	ms                      [3]float64 // mean squares of K, V, out targets
-	vals, grads             [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
-	rope                    *ropeTable[T]
-	qNorm, kNorm            *headNorm[T]    // the layer's query and key norms (nil when it has none)
-	att                     *attn.Kernel[T] // bi-branch attention of the output term
-	orig                    *attn.Kernel[T] // all-original attention for the target
-	fqK, fqV                *fakeQuant[T]
-	mseK, mseV, mseO        *mseOp[T]
-	g                       *gorgonia.ExprGraph
-	vm                      gorgonia.VM
-	ck, cv, kh, vh, khr, oh []T  // Eval scratch
-	loaded                  bool // a batch is loaded (by Run or Eval)
-	ob                      []T
+	s                      LayerSpec
+	m, mo, d, kv, qd       int
+	wq, wk, wv, wo, bq, bk []T // frozen weights (aliases of the spec for float32)
+	bv                     []T
+	x                      []T        // (M, D) graph input
+	kt, vt                 []T        // (M, KV) targets X·Wkᵀ + bk, X·Wvᵀ + bv
+	qs                     []T        // (Mo, QD) RoPE(X·Wqᵀ + bq)/√Dh
+	kr                     []T        // (Mo, KV) RoPE(K)
+	vo                     []T        // (Mo, KV) = vt[:Mo·KV]
+	ot                     []T        // (Mo, QD) original attention heads
+	gram                   []T        // (QD, QD) Woᵀ·Wo, the output term's metric (gram)
+	gy                     []T        // (Mo, QD) the heads' error times G (the output MSE's product; load and Eval scratch)
+	ms                     [3]float64 // mean squares of K, V, out targets
+	vals, grads            [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
+	rope                   *ropeTable[T]
+	qNorm, kNorm           *headNorm[T]    // the layer's query and key norms (nil when it has none)
+	att                    *attn.Kernel[T] // bi-branch attention of the output term
+	orig                   *attn.Kernel[T] // all-original attention for the target
+	fqK, fqV               *fakeQuant[T]
+	mseK, mseV, mseO       *mseOp[T]
+	g                      *gorgonia.ExprGraph
+	vm                     gorgonia.VM
+	ck, cv, kh, vh, khr    []T  // Eval scratch
+	loaded                 bool // a batch is loaded (by Run or Eval)
+	ob                     []T
 }
 
 // newCore validates spec and builds its graph in element type T: float32
@@ -183,7 +184,8 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 	if s.OutSeqs > 0 {
 		c.qs, c.kr = make([]T, c.mo*c.qd), make([]T, c.mo*c.kv)
 		c.vo = c.vt[:c.mo*c.kv]
-		c.ot, c.outT = make([]T, c.mo*c.qd), make([]T, c.mo*c.d)
+		c.ot, c.gy = make([]T, c.mo*c.qd), make([]T, c.mo*c.qd)
+		c.gram = gram(c.wo, c.d, c.qd)
 		c.rope = newRope[T](s.Tokens, s.Attn.Rope)
 		c.qNorm = newHeadNorm[T](s.Attn.QNorm, s.Attn.NormEps)
 		c.kNorm = newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps)
@@ -241,10 +243,14 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		if s.OutWindow > 0 {
 			args = append(args, mat("Kr", c.kr, c.mo, c.kv), mat("Vo", c.vo, c.mo, c.kv))
 		}
+		// MSE of the output Ô·Woᵀ against O·Woᵀ, as (Ô − O)·G·(Ô − O)ᵀ
+		// with G = Woᵀ·Wo: one (Mo, QD, QD) product a step where the output
+		// and its gradient took two of (Mo, D, QD), and the error is formed
+		// before the projection instead of as a difference of two
+		// projections.
 		o := apply(att, args...)
-		oh := apply(newLinOp[T]("outhat", nil, true, false), o, mat("Wo", c.wo, c.d, c.qd))
-		c.mseO = &mseOp[T]{opBase: opBase{name: "MSE(out)"}, w: s.LambdaOut}
-		cost = gorgonia.Must(gorgonia.Add(cost, apply(c.mseO, oh, mat("out", c.outT, c.mo, c.d))))
+		c.mseO = &mseOp[T]{opBase: opBase{name: "MSE(out)"}, w: s.LambdaOut, gram: c.gram, count: c.mo * c.d, y: c.gy}
+		cost = gorgonia.Must(gorgonia.Add(cost, apply(c.mseO, o, mat("O", c.ot, c.mo, c.qd))))
 	}
 
 	grads, err := gorgonia.Grad(cost, learn...)
@@ -266,7 +272,7 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		return nil, fmt.Errorf("graph: compiling the layer graph: %w", err)
 	}
 	c.vm = gorgonia.NewTapeMachine(g, gorgonia.WithPrecompiled(prog, locMap))
-	c.freeze(c.wq, c.wk, c.wv, c.wo)
+	c.freeze(c.wq, c.wk, c.wv, c.gram)
 	return c, nil
 }
 
@@ -282,7 +288,7 @@ func (c *core[T]) freeze(xs ...[]T) {
 
 // thaw ends every freeze of c.
 func (c *core[T]) thaw() {
-	for _, x := range [][]T{c.wq, c.wk, c.wv, c.wo, c.x} {
+	for _, x := range [][]T{c.wq, c.wk, c.wv, c.gram, c.x} {
 		if x32, ok := any(x).([]float32); ok {
 			linalg.Thaw(x32)
 		}
@@ -335,8 +341,7 @@ func (c *core[T]) loadTargets(x, k, v []float32, out bool) error {
 	}
 	c.attnKeys(c.kr, c.kt)
 	c.orig.Forward(c.ot, c.qs, c.kr, c.vo, nil, nil)
-	linear(c.outT, c.ot, c.wo, nil, c.mo, c.d, c.qd)
-	c.ms[2] = sumSq(c.outT) / float64(len(c.outT))
+	c.ms[2] = quadForm(c.gy, c.ot, c.gram, c.mo, c.qd) / float64(c.mo*c.d) // mean (O·Woᵀ)²
 	return nil
 }
 
@@ -418,11 +423,11 @@ func (c *core[T]) eval(x []float32) (Loss, error) {
 	v := sqDiffSum(vh, c.vt) / float64(len(vh))
 	var out float64
 	if hasOut {
-		khr, ob, oh := grow(&c.khr, c.mo*c.kv), grow(&c.ob, c.mo*c.qd), grow(&c.oh, c.mo*c.d)
+		khr, ob := grow(&c.khr, c.mo*c.kv), grow(&c.ob, c.mo*c.qd)
 		c.attnKeys(khr, kh)
 		c.att.Forward(ob, c.qs, khr, vh, c.kr, c.vo)
-		linear(oh, ob, c.wo, nil, c.mo, c.d, c.qd)
-		out = sqDiffSum(oh, c.outT) / float64(len(oh))
+		subtract(ob, ob, c.ot)
+		out = quadForm(c.gy, ob, c.gram, c.mo, c.qd) / float64(c.mo*c.d) // as MSE(out) in the graph
 	}
 	return c.loss(k, v, out, hasOut), nil
 }

@@ -231,15 +231,18 @@ func (o *gemmOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 }
 
 // ---------------------------------------------------------------------------
-// mseOp: L = w·mean((P − Y)²) for a prediction P and a constant target Y.
-// It records the unweighted MSE of its last run.
-
+// mseOp: L = w·mean((P − Y)²) for a prediction P and a constant target Y;
+// under a metric G (gram not nil) the mean of the errors (P − Y)·Woᵀ that
+// G = Woᵀ·Wo stands for, Σ (P − Y)·G·(P − Y)ᵀ / count (gram, quadForm).
 type mseOp[T float] struct {
 	opBase
-	w    float64
-	last float64 // unweighted MSE of the last Do
-	diff []T     // P − Y of the last Do
-	grad buf[T]
+	w     float64
+	last  float64 // unweighted MSE of the last Do
+	diff  []T     // P − Y of the last Do
+	grad  buf[T]
+	gram  []T // (n, n) for P of n columns, or nil
+	count int // under gram: the values averaged over (Mo·D)
+	y     []T // under gram: (P − Y)·G of the last Do, shape of P
 }
 
 func (o *mseOp[T]) Arity() int    { return 2 }
@@ -263,7 +266,16 @@ func (o *mseOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	if len(o.diff) != len(p) {
 		o.diff = make([]T, len(p))
 	}
-	o.last = sqDiff(o.diff, p, y) / float64(len(p))
+	if o.gram != nil {
+		rows, cols := in[0].Shape()[0], in[0].Shape()[1]
+		if len(o.y) != len(p) || len(o.gram) != cols*cols {
+			return nil, fmt.Errorf("%s: prediction (%d, %d) against a metric of %d values and a product buffer of %d", o.name, rows, cols, len(o.gram), len(o.y))
+		}
+		subtract(o.diff, p, y)
+		o.last = quadForm(o.y, o.diff, o.gram, rows, cols) / float64(o.count)
+	} else {
+		o.last = sqDiff(o.diff, p, y) / float64(len(p))
+	}
 	return newScalar[T](o.w * o.last), nil
 }
 
@@ -277,7 +289,8 @@ func (o *mseOp[T]) SymDiff(in gorgonia.Nodes, out, grad *gorgonia.Node) (gorgoni
 	return gorgonia.Nodes{g, nil}, nil
 }
 
-// mseGradOp: dP = 2·w·g·(P − Y)/n from the forward's stored difference.
+// mseGradOp: dP = 2·w·g·(P − Y)/n from the forward's stored difference;
+// under a metric 2·w·g·(P − Y)·G/count from the forward's product.
 type mseGradOp[T float] struct {
 	opBase
 	fwd *mseOp[T]
@@ -299,9 +312,13 @@ func (o *mseGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 	if len(o.fwd.diff) != len(d) {
 		return nil, fmt.Errorf("%s: forward did not run", o.name)
 	}
-	c := T(2 * o.fwd.w * g / float64(len(d)))
+	src, n := o.fwd.diff, len(d)
+	if o.fwd.gram != nil {
+		src, n = o.fwd.y, o.fwd.count
+	}
+	c := T(2 * o.fwd.w * g / float64(n))
 	split(len(d), func(lo, hi int) float64 {
-		for i, v := range o.fwd.diff[lo:hi] {
+		for i, v := range src[lo:hi] {
 			d[lo+i] = c * v
 		}
 		return 0

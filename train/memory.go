@@ -115,15 +115,16 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 // output term on outSeqs sequences of T tokens: per row X, the K and V
 // targets, the compressed features and their gradients, K̂ and V̂ with their
 // differences and gradients (D + 10·KV + 2·(Rk+Rv) floats); per output row
-// the queries, original keys, heads and output, the reconstructed heads and
-// output with their gradients (3·D + 4·QD + 4·KV floats); and the kept
-// attention probabilities, outSeqs·heads·T·(T+64)/2 floats up to 2²⁷.
+// the queries, the original keys and heads, the reconstructed heads, their
+// error, its product with the metric G and the heads' gradient (6·QD + 4·KV
+// floats); the metric G = Woᵀ·Wo (QD² floats); and the kept attention
+// probabilities, outSeqs·heads·T·(T+64)/2 floats up to 2²⁷.
 func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64) int64 {
 	D, KV, QD, heads := int64(mc.Hidden), int64(mc.KVDim()), int64(mc.QDim()), int64(mc.Heads)
 	n := rows * (D + 10*KV + 2*(kRank+vRank))
 	if outSeqs > 0 {
 		mo := outSeqs * T
-		n += mo*(3*D+4*QD+4*KV) + min(outSeqs*heads*T*(T+64)/2, 1<<27)
+		n += mo*(6*QD+4*KV) + QD*QD + min(outSeqs*heads*T*(T+64)/2, 1<<27)
 	}
 	return 4 * n
 }
