@@ -95,7 +95,11 @@ func KVFLOPs(s graph.BenchShape) float64 {
 // T tokens: Q·K̂ᵀ, P·V̂, dP = dO·V̂ᵀ, dV̂ = Pᵀ·dO and dK̂ = dSᵀ·Q over the
 // causal half (T²·QD each), o_proj forward and its input gradient
 // (2·T·QD·D each). Recomputation inside the attention backward is not
-// counted. At the Llama-3-8B shape (one sequence) that is 223 GFLOP.
+// counted. At the Llama-3-8B shape (one sequence) that is 223 GFLOP. This
+// is the fixed count: the graph computes the projection's part as
+// one product with the metric Woᵀ·Wo (2·T·QD², package graph), so a step
+// runs 2·T·QD·(2·D − QD) fewer of these flops than it is credited with
+// (69 GFLOP at 8B; ProductGFLOPs counts what ran).
 func OutFLOPs(s graph.BenchShape, outSeqs int) float64 {
 	t, qd, d := float64(s.Tokens), float64(s.NHeads*s.HeadDim), float64(s.Hidden)
 	return float64(outSeqs) * (5*t*t*qd + 4*t*qd*d)

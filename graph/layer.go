@@ -128,8 +128,8 @@ type core[T float] struct {
 	vo                     []T        // (Mo, KV) = vt[:Mo·KV]
 	ot                     []T        // (Mo, QD) original attention heads
 	gram                   []T        // (QD, QD) Woᵀ·Wo, the output term's metric (gram)
-	gy                     []T        // (Mo, QD) the heads' error times G (the output MSE's product; load and Eval scratch)
-	ms                     [3]float64 // mean squares of K, V, out targets
+	gy                     []T        // (Mo, QD) the heads' error times G (the output MSE's product; Eval's scratch)
+	ms                     [3]float64 // mean squares of K, V, out targets (out: Eval only)
 	vals, grads            [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
 	rope                   *ropeTable[T]
 	qNorm, kNorm           *headNorm[T]    // the layer's query and key norms (nil when it has none)
@@ -341,7 +341,6 @@ func (c *core[T]) loadTargets(x, k, v []float32, out bool) error {
 	}
 	c.attnKeys(c.kr, c.kt)
 	c.orig.Forward(c.ot, c.qs, c.kr, c.vo, nil, nil)
-	c.ms[2] = quadForm(c.gy, c.ot, c.gram, c.mo, c.qd) / float64(c.mo*c.d) // mean (O·Woᵀ)²
 	return nil
 }
 
@@ -356,10 +355,15 @@ func (c *core[T]) attnKeys(dst, k []T) {
 	c.rope.apply(dst, src, c.mo, c.kv, false)
 }
 
-func (c *core[T]) loss(k, v, out float64, hasOut bool) Loss {
+// loss assembles a Loss; OutRel only with rel (Eval), which computes the
+// output target's mean square c.ms[2].
+func (c *core[T]) loss(k, v, out float64, hasOut, rel bool) Loss {
 	l := Loss{KV: k + v, KRel: k / c.ms[0], VRel: v / c.ms[1]}
 	if hasOut {
-		l.Out, l.OutRel = out, out/c.ms[2]
+		l.Out = out
+		if rel {
+			l.OutRel = out / c.ms[2]
+		}
 	}
 	l.Total = c.s.LambdaKV*l.KV + c.s.LambdaOut*l.Out
 	return l
@@ -387,7 +391,7 @@ func (c *core[T]) step() (Loss, error) {
 	if c.mseO != nil {
 		out = c.mseO.last
 	}
-	return c.loss(c.mseK.last, c.mseV.last, out, c.s.hasOut()), nil
+	return c.loss(c.mseK.last, c.mseV.last, out, c.s.hasOut(), false), nil
 }
 
 func (c *core[T]) eval(x []float32) (Loss, error) {
@@ -423,13 +427,16 @@ func (c *core[T]) eval(x []float32) (Loss, error) {
 	v := sqDiffSum(vh, c.vt) / float64(len(vh))
 	var out float64
 	if hasOut {
+		// the target's mean square, mean (O·Woᵀ)², for OutRel (Run and
+		// Rerun leave it out: a (Mo, QD, QD) product per batch)
+		c.ms[2] = quadForm(c.gy, c.ot, c.gram, c.mo, c.qd) / float64(c.mo*c.d)
 		khr, ob := grow(&c.khr, c.mo*c.kv), grow(&c.ob, c.mo*c.qd)
 		c.attnKeys(khr, kh)
 		c.att.Forward(ob, c.qs, khr, vh, c.kr, c.vo)
 		subtract(ob, ob, c.ot)
 		out = quadForm(c.gy, ob, c.gram, c.mo, c.qd) / float64(c.mo*c.d) // as MSE(out) in the graph
 	}
-	return c.loss(k, v, out, hasOut), nil
+	return c.loss(k, v, out, hasOut, true), nil
 }
 
 func sqDiffSum[T float](a, b []T) float64 {

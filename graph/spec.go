@@ -59,7 +59,9 @@ type Param struct {
 
 // Loss reports one batch. KV = MSE(K, K̂) + MSE(V, V̂), Out = MSE(out, out̂)
 // (0 when there is no output term); *Rel divide each MSE by the mean square
-// of its target. Total = LambdaKV·KV + LambdaOut·Out.
+// of its target. Total = LambdaKV·KV + LambdaOut·Out. OutRel is Eval's
+// only: the output target's mean square costs a (Mo, QD, QD) product per
+// batch, which Run and Rerun (training steps) do not spend; they leave it 0.
 type Loss struct {
 	Total, KV, Out     float64
 	KRel, VRel, OutRel float64
