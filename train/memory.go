@@ -93,9 +93,11 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	held := graphBytes(mc, H*T, H, T, int64(kRank), int64(vRank)) + 2*P*f4 + H*T*D*f4
 	if cfg.Precision.Resolve() == linalg.BF16 {
 		// attention's bf16 roundings of the output sequences' reconstructed
-		// and original keys and values (attn.Kernel freezes them)
-		train += graphs * 4 * 2 * bo * T * KV
-		held += 4 * 2 * H * T * KV
+		// and original keys and values (attn.Kernel freezes them), and the
+		// graphs' frozen operands rounded once: Wq, Wk and Wv (shared by the
+		// graphs) and each graph's metric Woᵀ·Wo
+		train += graphs*(4*2*bo*T*KV+2*QD*QD) + 2*D*(QD+2*KV)
+		held += 4*2*H*T*KV + 2*QD*QD + 2*D*(QD+2*KV)
 	}
 	m.Graph = max(train, held)
 	m.Layer = m.Gram + m.Targets + max(m.Scan, m.Init, m.Graph)
