@@ -248,6 +248,14 @@ type Kernel[T Float] struct {
 	tileOff                               []int // offset of each tile inside one unit's store
 	unitSize                              int   // store elements per (sequence, unit)
 	stats                                 []T   // wide layers: each query row's softmax shift and 1/Σ from Forward, (N, units, T·Stack, 2)
+	// half: the probabilities and their gradients are written in bf16 for
+	// the products that read them (halfProbs); store16 and scratch16 then
+	// replace store and the tiles' p, po, dp as those products' operands.
+	half      bool
+	keptHalf  bool // the last Forward's half, the representation of the probabilities it kept
+	noHalf    bool // tests: float32 probabilities even where halfProbs holds
+	store16   []uint16
+	scratch16 [][]uint16 // per worker: p16 (R, T), po16 (R, block+W), dp16 (R, T)
 }
 
 // keepBudget is the largest probability store (elements) that forward keeps
@@ -362,6 +370,33 @@ func (a *Kernel[T]) tile(k int) (p, po, dp, sc, qb, db []T) {
 	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
 }
 
+// tile16 returns worker k's bf16 tiles (half): p16 (R, T), po16 (R,
+// block+W) and dp16 (R, T), as tile's p, po and dp.
+func (a *Kernel[T]) tile16(k int) (p16, po16, dp16 []uint16) {
+	nb, nt := a.Block*a.Stack, a.tokens
+	np, no := nb*nt, nb*(a.Block+max(a.window, 0))
+	for len(a.scratch16) <= k {
+		a.scratch16 = append(a.scratch16, nil)
+	}
+	if len(a.scratch16[k]) < 2*np+no {
+		a.scratch16[k] = make([]uint16, 2*np+no)
+	}
+	s := a.scratch16[k]
+	return s[:np:np], s[np : np+no : np+no], s[np+no : 2*np+no : 2*np+no]
+}
+
+// halfProbs reports whether attention writes its probabilities and their
+// gradients in bf16 (half): products in bf16 (linalg.BF16), a wide float32
+// kernel without a soft-cap. The products would round them anyway; written
+// in bf16 by the softmax (linalg.Softmax2LanesBF16), they cost the products
+// no rounding pass and half the memory traffic. The forward's products read
+// the same bf16 values either way (TestHalfProbs).
+func (a *Kernel[T]) halfProbs() bool {
+	var z T
+	_, f32 := any(z).(float32)
+	return f32 && !a.noHalf && a.Wide && a.softCap == 0 && linalg.CurrentPrecision() == linalg.BF16
+}
+
 // tileT returns worker k's transposed key and value gradients dkT, dvT
 // (Dh, T) for the backward of a wide layer.
 func (a *Kernel[T]) tileT(k int) (dkT, dvT []T) {
@@ -379,8 +414,12 @@ func (a *Kernel[T]) tileT(k int) (dkT, dvT []T) {
 // prepare allocates the per-worker tiles and, when keep is set and it fits
 // keepBudget, the probability store. It reports whether the store is used.
 func (a *Kernel[T]) prepare() bool {
+	a.half = a.halfProbs()
 	for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
 		a.tile(k - 1)
+		if a.half {
+			a.tile16(k - 1)
+		}
 	}
 	if n := a.seqs * a.heads * a.tokens * 2; a.Wide && len(a.stats) != n {
 		a.stats = make([]T, n)
@@ -402,6 +441,14 @@ func (a *Kernel[T]) prepare() bool {
 	if total > keepBudget {
 		return false
 	}
+	if a.half {
+		a.store = nil
+		if len(a.store16) != total {
+			a.store16 = make([]uint16, total)
+		}
+		return true
+	}
+	a.store16 = nil
 	if len(a.store) != total {
 		a.store = make([]T, total)
 	}
@@ -415,6 +462,28 @@ func (a *Kernel[T]) stored(s, u, i, t0, t1 int) (p, po []T) {
 	r := (t1 - t0) * a.Stack
 	return a.store[off : off+r*t1], a.store[off+r*t1 : off+r*(t1+bw)]
 }
+
+// stored16 is stored for the bf16 store (half).
+func (a *Kernel[T]) stored16(s, u, i, t0, t1 int) (p, po []uint16) {
+	_, bw := a.band(t0, t1)
+	off := (s*a.heads/a.Stack+u)*a.unitSize + a.tileOff[i]
+	r := (t1 - t0) * a.Stack
+	return a.store16[off : off+r*t1], a.store16[off+r*t1 : off+r*(t1+bw)]
+}
+
+// product16 is product with an operand in bf16 (half; linalg.GemmBF16).
+func (a *Kernel[T]) product16(m, n, k int, x, y linalg.Operand, beta T, c []T, ldc int) {
+	serial := a.Wide && workers(a.seqs*a.kvHeads) > 1
+	linalg.GemmBF16(serial, m, n, k, 1, x, y, float32(beta), any(c).([]float32), ldc)
+}
+
+// op32 is x (float32 when half) as a product operand.
+func op32[T Float](x []T, ld int, t bool) linalg.Operand {
+	return linalg.Operand{F32: any(x).([]float32), LD: ld, T: t}
+}
+
+// op16 is bf16 x as a product operand.
+func op16(x []uint16, ld int) linalg.Operand { return linalg.Operand{BF16: x, LD: ld} }
 
 // product is a tile's matrix product: on the worker's core for wide layers
 // when several workers run (gemmSerial), else Gemm.
@@ -472,8 +541,9 @@ func (a *Kernel[T]) scatter(x, buf []T, s, u, t0, t1 int) {
 // t1). Entries of the other branch and future keys are zero.
 //
 // Wide layers record each row's softmax shift and 1/Σ in st (2 per row)
-// when st is not nil.
-func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, st []T) {
+// when st is not nil. When half, the probabilities go to p16 and po16 in
+// bf16 instead (p and po then hold the scores' exponentials).
+func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, st []T, p16, po16 []uint16) {
 	Dh, KV := a.headDim, a.kvHeads*a.headDim
 	g := u * a.Stack / (a.heads / a.kvHeads)
 	rows, end := (t1-t0)*a.Stack, t1
@@ -502,6 +572,25 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, 
 			for j, v := range orig {
 				orig[j] = softCap(v, c)
 			}
+		}
+		if a.half {
+			row16 := p16[r*end : r*end+end]
+			var orow16, orig16 []uint16
+			if bw > 0 {
+				orow16 = po16[r*bw : r*bw+bw]
+				orig16 = orow16[lo-b0 : t+1-b0]
+			}
+			m, inv := linalg.Softmax2LanesBF16(any(rec).([]float32), any(orig).([]float32), row16[first:lo], orig16)
+			if st != nil {
+				st[2*r], st[2*r+1] = T(m), T(inv)
+			}
+			clear(row16[:first])
+			clear(row16[lo:])
+			if bw > 0 {
+				clear(orow16[:lo-b0])
+				clear(orow16[t+1-b0:])
+			}
+			continue
 		}
 		if a.Wide { // long rows: the one-pass sum (see linalg.Softmax2Lanes)
 			m, inv := softmax2Stats(rec, orig)
@@ -537,8 +626,9 @@ func (a *Kernel[T]) rowStats(s, u, t0, t1 int) []T {
 // probabilities P = exp(S − m)·inv from the shift and 1/Σ of each row that
 // Forward recorded, dP = dO·V̂ᵀ and dS = P ⊙ (dP − dO·O), and accumulates
 // dV̂ᵀ += dOᵀ·P and dK̂rᵀ += Qᵀ·dS, so that its buffers are rows × KeyBlock
-// (p, dp) whatever T. dots (≥ rows) is scratch for the rows' dO·O.
-func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd int, kh, vh, o, dkT, dvT []T, s, u, t0, t1, koff int) {
+// (p, dp) whatever T. dots (≥ rows) is scratch for the rows' dO·O. When
+// half, P and dS go to p16 and dp16 in bf16 for the gradient products.
+func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd int, kh, vh, o, dkT, dvT []T, s, u, t0, t1, koff int, p16, dp16 []uint16) {
 	Dh, KV, QD := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim
 	rows, kb := (t1-t0)*a.Stack, max(a.KeyBlock, 1)
 	st := a.rowStats(s, u, t0, t1)
@@ -567,12 +657,27 @@ func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd in
 			j0 := min(max(first-c0, 0), w)
 			j1 := max(min(lo-c0, w), j0)
 			prow, drow := sp[r*w:(r+1)*w], sd[r*w:(r+1)*w]
+			if a.half {
+				prow16, drow16 := p16[r*w:(r+1)*w], dp16[r*w:(r+1)*w]
+				linalg.ExpScaleBF16(any(prow[j0:j1]).([]float32), prow16[j0:j1], float32(st[2*r]), float32(st[2*r+1]))
+				linalg.ScaleDiffBF16(drow16[j0:j1], any(drow[j0:j1]).([]float32), prow16[j0:j1], float32(dots[r]))
+				clear(prow16[:j0])
+				clear(prow16[j1:])
+				clear(drow16[:j0])
+				clear(drow16[j1:])
+				continue
+			}
 			expScale(prow[j0:j1], st[2*r], st[2*r+1])
 			scaleDiff(drow[j0:j1], prow[j0:j1], dots[r])
 			clear(prow[:j0])
 			clear(prow[j1:])
 			clear(drow[:j0])
 			clear(drow[j1:])
+		}
+		if a.half {
+			a.product16(Dh, w, rows, op32(dt, ldd, true), op16(p16[:rows*w], w), 1, dvT[c0:], a.tokens)
+			a.product16(Dh, w, rows, op32(qt, ldq, true), op16(dp16[:rows*w], w), 1, dkT[c0:], a.tokens)
+			continue
 		}
 		a.product(true, false, Dh, w, rows, dt, ldd, sp, w, 1, dvT[c0:], a.tokens)
 		a.product(true, false, Dh, w, rows, qt, ldq, sd, w, 1, dkT[c0:], a.tokens)
@@ -586,24 +691,40 @@ func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 	Dh, KV, G := a.headDim, a.kvHeads*a.headDim, a.heads/a.kvHeads
 	defer a.freeze(kh, vh, ko, vo)() // read by every tile of a head
 	keep := a.prepare()
+	a.keptHalf = a.half
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, _, _, qb, ob := a.tile(w)
+		var p16, po16 []uint16
+		if a.half {
+			p16, po16, _ = a.tile16(w)
+		}
 		koff := s*a.tokens*KV + g*Dh
 		for u := g * perGroup; u < (g+1)*perGroup; u++ {
 			for i, t0 := 0, 0; t0 < a.tokens; i, t0 = i+1, t0+a.Block {
 				t1 := min(t0+a.Block, a.tokens)
 				rows := (t1 - t0) * a.Stack
-				if keep {
+				switch {
+				case keep && a.half:
+					p16, po16 = a.stored16(s, u, i, t0, t1)
+				case keep:
 					p, po = a.stored(s, u, i, t0, t1)
 				}
 				qt, ldq := a.rows(qb, q, s, u, t0, t1)
-				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, a.rowStats(s, u, t0, t1))
+				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, a.rowStats(s, u, t0, t1), p16, po16)
 				ot, ldo := a.dest(ob, o, s, u, t0)
-				a.product(false, false, rows, Dh, t1, p, t1, vh[koff:], KV, 0, ot, ldo)
-				if b0, bw := a.band(t0, t1); bw > 0 {
-					a.product(false, false, rows, Dh, bw, po, bw, vo[koff+b0*KV:], KV, 1, ot, ldo)
+				b0, bw := a.band(t0, t1)
+				if a.half {
+					a.product16(rows, Dh, t1, op16(p16[:rows*t1], t1), op32(vh[koff:], KV, false), 0, ot, ldo)
+					if bw > 0 {
+						a.product16(rows, Dh, bw, op16(po16[:rows*bw], bw), op32(vo[koff+b0*KV:], KV, false), 1, ot, ldo)
+					}
+				} else {
+					a.product(false, false, rows, Dh, t1, p, t1, vh[koff:], KV, 0, ot, ldo)
+					if bw > 0 {
+						a.product(false, false, rows, Dh, bw, po, bw, vo[koff+b0*KV:], KV, 1, ot, ldo)
+					}
 				}
 				a.scatter(o, ot, s, u, t0, t1)
 			}
@@ -622,7 +743,9 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	clear(dk[:n])
 	clear(dv[:n])
 	defer a.freeze(kh, vh, ko, vo)()
-	keep := a.prepare()
+	// Probabilities kept in the other representation (the precision changed
+	// since Forward) are recomputed.
+	keep := a.prepare() && a.half == a.keptHalf
 	if a.Wide {
 		for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
 			a.tileT(k - 1)
@@ -635,6 +758,10 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, dp, sc, qb, db := a.tile(w)
+		var p16, po16, dp16 []uint16
+		if a.half {
+			p16, po16, dp16 = a.tile16(w)
+		}
 		var dkT, dvT []T
 		if a.Wide {
 			dkT, dvT = a.tileT(w)
@@ -649,13 +776,16 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				qt, ldq := a.rows(qb, q, s, u, t0, t1)
 				dt, ldd := a.rows(db, do, s, u, t0, t1)
 				if blocked {
-					a.backwardBlocked(p, dp, po, qt, ldq, dt, ldd, kh, vh, o, dkT, dvT, s, u, t0, t1, koff)
+					a.backwardBlocked(p, dp, po, qt, ldq, dt, ldd, kh, vh, o, dkT, dvT, s, u, t0, t1, koff, p16, dp16)
 					continue
 				}
-				if keep {
+				switch {
+				case keep && a.half:
+					p16, _ = a.stored16(s, u, i, t0, t1)
+				case keep:
 					p, _ = a.stored(s, u, i, t0, t1)
-				} else {
-					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, nil)
+				default:
+					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, nil, p16, po16)
 				}
 				dp := dp[:rows*end]
 				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O),
@@ -676,6 +806,12 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					}
 					first, lo := a.keys(t)
 					srow := dp[r*end : r*end+end]
+					if a.half {
+						drow16 := dp16[r*end : r*end+end]
+						linalg.ScaleDiffBF16(drow16[:lo], any(srow).([]float32), p16[r*end:r*end+lo], float32(dot))
+						clear(drow16[lo:])
+						continue
+					}
 					scaleDiff(srow[:lo], p[r*end:r*end+lo], dot)
 					if c := a.softCap; c > 0 {
 						for j, v := range sc[r*end+first : r*end+lo] {
@@ -687,10 +823,14 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q; wide layers accumulate the
 				// transposes dV̂ᵀ += dOᵀ·P, dK̂rᵀ += Qᵀ·dS, whose large operand
 				// (P, dS) enters the product untransposed
-				if a.Wide {
+				switch {
+				case a.half:
+					a.product16(Dh, end, rows, op32(dt, ldd, true), op16(p16[:rows*end], end), 1, dvT, a.tokens)
+					a.product16(Dh, end, rows, op32(qt, ldq, true), op16(dp16[:rows*end], end), 1, dkT, a.tokens)
+				case a.Wide:
 					a.product(true, false, Dh, end, rows, dt, ldd, p, end, 1, dvT, a.tokens)
 					a.product(true, false, Dh, end, rows, qt, ldq, dp, end, 1, dkT, a.tokens)
-				} else {
+				default:
 					a.product(true, false, end, Dh, rows, p, end, dt, ldd, 1, dv[koff:], KV)
 					a.product(true, false, end, Dh, rows, dp, end, qt, ldq, 1, dk[koff:], KV)
 				}

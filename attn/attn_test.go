@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/linalg"
 )
 
 // TestAttentionSoftmaxRows feeds the fused causal softmax score rows whose
@@ -196,6 +197,71 @@ func checkStacked[T Float](t *testing.T, name string, rule Rule, seqs, tokens, w
 		for i, kind := range []string{"", "stacked", "stacked wide"} {
 			if e := vecErr(outs[i][j], want); i > 0 && e > tol {
 				t.Errorf("%s, %T: %s %s differs from per-head by %.3g > %g", name, q[0], kind, what, e, tol)
+			}
+		}
+	}
+}
+
+// TestHalfProbs: in bf16 a wide kernel writes its probabilities and their
+// gradients in bf16 (half). Its outputs equal the float32-probability
+// kernel's in bf16 bit for bit (the products read the same bf16 values),
+// and its key and value gradients, where P is rounded before dS = P ⊙ (dP
+// − dO·O) instead of after, stay within 2% of the largest of the float32
+// kernel's (the float32-probability kernel in bf16: within 2% too), with
+// and without the bi-branch window, kept and recomputed (backwardBlocked).
+func TestHalfProbs(t *testing.T) {
+	if !linalg.HasBF16() {
+		t.Skip("no bf16 products in this build")
+	}
+	defer linalg.SetPrecision(linalg.CurrentPrecision())
+	const seqs, T = 2, 40
+	rule := Rule{Heads: 8, KVHeads: 2, HeadDim: 16}
+	rows, QD, KV := seqs*T, rule.Heads*rule.HeadDim, rule.KVHeads*rule.HeadDim
+	r := rand.New(rand.NewPCG(7, 8))
+	rnd := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(r.NormFloat64())
+		}
+		return v
+	}
+	q, do := rnd(rows*QD), rnd(rows*QD)
+	kh, vh, ko, vo := rnd(rows*KV), rnd(rows*KV), rnd(rows*KV), rnd(rows*KV)
+	run := func(p linalg.Precision, window int, keep, noHalf bool) (out [3][]float32, half bool) {
+		if err := linalg.SetPrecision(p); err != nil {
+			t.Fatal(err)
+		}
+		a := New[float32](seqs, T, rule, window, kv.WindowBlock)
+		a.Block, a.Stack, a.Keep, a.Wide, a.KeyBlock, a.noHalf = 8, 4, keep, true, 12, noHalf
+		o, dk, dv := make([]float32, rows*QD), make([]float32, rows*KV), make([]float32, rows*KV)
+		a.Forward(o, q, kh, vh, ko, vo)
+		a.Backward(dk, dv, q, kh, vh, ko, vo, o, do)
+		return [3][]float32{o, dk, dv}, a.half
+	}
+	for _, window := range []int{0, 4} {
+		for _, keep := range []bool{true, false} {
+			name := fmt.Sprintf("W %d, keep %v", window, keep)
+			f32, _ := run(linalg.F32, window, keep, false)
+			bf, halfOff := run(linalg.BF16, window, keep, true)
+			h, half := run(linalg.BF16, window, keep, false)
+			if !half || halfOff {
+				t.Fatalf("%s: half %v with bf16 probabilities, %v without", name, half, halfOff)
+			}
+			for i, v := range h[0] {
+				if math.Float32bits(v) != math.Float32bits(bf[0][i]) {
+					t.Fatalf("%s: output %d is %g, %g with float32 probabilities", name, i, v, bf[0][i])
+				}
+			}
+			for j, what := range []string{"output", "dK", "dV"} {
+				want := make([]float64, len(f32[j]))
+				for i, v := range f32[j] {
+					want[i] = float64(v)
+				}
+				eh, eb := vecErr(h[j], want), vecErr(bf[j], want)
+				t.Logf("%s %s: bf16 probabilities %.2g, float32 probabilities %.2g off float32", name, what, eh, eb)
+				if eh > 0.02 || eb > 0.02 {
+					t.Errorf("%s %s: %.3g (bf16 probabilities), %.3g (float32) off float32 > 0.02", name, what, eh, eb)
+				}
 			}
 		}
 	}

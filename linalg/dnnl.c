@@ -75,7 +75,7 @@ static int reorder(dnnl_primitive_t *p, size_t *scratch, const dnnl_memory_desc_
 	return st;
 }
 
-int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t n, int64_t k,
+int cskv_gemm_create(cskv_gemm *g, int bf16, int a16, int b16, int ta, int tb, int64_t m, int64_t n, int64_t k,
                      int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta, int threads) {
 	memset(g, 0, sizeof *g);
 	g->bf16 = bf16;
@@ -94,21 +94,25 @@ int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t 
 	use_threads(threads);
 	int st;
 	dnnl_memory_desc_t a_md, b_md;
-	if ((st = strided(&g->a_user, m, k, lda, ta, dnnl_f32)) ||
-	    (st = strided(&g->b_user, k, n, ldb, tb, dnnl_f32)) ||
+	if (!bf16 && (a16 || b16)) return -1;
+	if ((st = strided(&g->a_user, m, k, lda, ta, a16 ? dnnl_bf16 : dnnl_f32)) ||
+	    (st = strided(&g->b_user, k, n, ldb, tb, b16 ? dnnl_bf16 : dnnl_f32)) ||
 	    (st = strided(&g->c_md, m, n, g->dense_c ? n : ldc, 0, dnnl_f32)))
 		return st;
 	if (bf16) {
 		// A rounded to a dense row-major (m, k); B to a dense copy in the
 		// orientation it is stored in.
+		// An operand given in bf16 in that layout already is read as it
+		// lies (no reorder, ra or rb NULL).
 		if ((st = strided(&a_md, m, k, k, 0, dnnl_bf16)) ||
 		    (st = strided(&b_md, k, n, tb ? k : n, tb, dnnl_bf16)))
 			return st;
-		if ((st = reorder(&g->ra, &g->scratch, &g->a_user, &a_md)) ||
-		    (st = reorder(&g->rb, &g->scratch, &g->b_user, &b_md)))
+		int a_as_is = a16 && !ta && lda == k, b_as_is = b16 && ldb == (tb ? k : n);
+		if ((!a_as_is && (st = reorder(&g->ra, &g->scratch, &g->a_user, &a_md))) ||
+		    (!b_as_is && (st = reorder(&g->rb, &g->scratch, &g->b_user, &b_md))))
 			return st;
-		g->a_bytes = dnnl_memory_desc_get_size(&a_md);
-		g->b_bytes = dnnl_memory_desc_get_size(&b_md);
+		g->a_bytes = a_as_is ? 0 : dnnl_memory_desc_get_size(&a_md);
+		g->b_bytes = b_as_is ? 0 : dnnl_memory_desc_get_size(&b_md);
 		g->a_md = a_md;
 		g->b_md = b_md;
 	} else {
@@ -212,18 +216,18 @@ int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, 
 	const void *src = a, *wei = b;
 	if (g->bf16) {
 		int io[2] = {DNNL_ARG_FROM, DNNL_ARG_TO};
-		if (convert & CSKV_CONVERT_A) {
+		if ((convert & CSKV_CONVERT_A) && g->ra) {
 			const dnnl_memory_desc_t *amd[2] = {&g->a_user, &g->a_md};
 			void *ap[2] = {(void *)a, abuf};
 			if ((st = run(g->ra, 2, io, amd, ap, sp, scratch))) return st;
 		}
-		if (convert & CSKV_CONVERT_B) {
+		if ((convert & CSKV_CONVERT_B) && g->rb) {
 			const dnnl_memory_desc_t *bmd[2] = {&g->b_user, &g->b_md};
 			void *bp[2] = {(void *)b, bbuf};
 			if ((st = run(g->rb, 2, io, bmd, bp, sp, scratch))) return st;
 		}
-		src = abuf;
-		wei = bbuf;
+		src = g->ra ? abuf : a;
+		wei = g->rb ? bbuf : b;
 	}
 	if (convert & CSKV_CONVERT_ONLY) return 0;
 	int mm[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};

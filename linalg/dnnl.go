@@ -17,6 +17,7 @@ const hasDNNL = true
 // gemmKey is everything a oneDNN matmul primitive is specialised on.
 type gemmKey struct {
 	bf16, tA, tB  bool
+	a16, b16      bool // the operand is given in bf16 (GemmBF16)
 	m, n, k       int
 	lda, ldb, ldc int
 	alpha, beta   float32
@@ -65,7 +66,7 @@ func prim(key gemmKey) *gemmPrim {
 		return nil
 	}
 	p := &gemmPrim{}
-	st := C.cskv_gemm_create(&p.g, cbool(key.bf16), cbool(key.tA), cbool(key.tB),
+	st := C.cskv_gemm_create(&p.g, cbool(key.bf16), cbool(key.a16), cbool(key.b16), cbool(key.tA), cbool(key.tB),
 		C.int64_t(key.m), C.int64_t(key.n), C.int64_t(key.k),
 		C.int64_t(key.lda), C.int64_t(key.ldb), C.int64_t(key.ldc),
 		C.float(key.alpha), C.float(key.beta), C.int(key.threads))
@@ -162,7 +163,14 @@ func dnnlThreads(serial bool, m, n, k int) int {
 // calling thread alone when serial) and reports false when oneDNN has no
 // kernel for it (nothing is written then).
 func dnnlGemm(bf16, serial, tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
-	key := gemmKey{bf16: bf16, tA: tA, tB: tB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc, alpha: alpha, beta: beta, threads: dnnlThreads(serial, m, n, k)}
+	return dnnlProduct(bf16, serial, m, n, k, alpha, Operand{F32: a, LD: lda, T: tA}, Operand{F32: b, LD: ldb, T: tB}, beta, c, ldc)
+}
+
+// dnnlProduct is dnnlGemm with operands that may be given in bf16 (bf16
+// products only).
+func dnnlProduct(bf16, serial bool, m, n, k int, alpha float32, a, b Operand, beta float32, c []float32, ldc int) bool {
+	key := gemmKey{bf16: bf16, tA: a.T, tB: b.T, a16: a.F32 == nil, b16: b.F32 == nil, m: m, n: n, k: k,
+		lda: a.LD, ldb: b.LD, ldc: ldc, alpha: alpha, beta: beta, threads: dnnlThreads(serial, m, n, k)}
 	p := prim(key)
 	if p == nil || !p.ok {
 		return false
@@ -171,16 +179,18 @@ func dnnlGemm(bf16, serial, tA, tB bool, m, n, k int, alpha float32, a []float32
 	*ab, *bb, *sb = (*ab)[:p.g.a_bytes], (*bb)[:p.g.b_bytes], (*sb)[:p.g.scratch]
 	pa, pb := ptr(ab), ptr(bb)
 	convert := C.int(C.CSKV_CONVERT_A | C.CSKV_CONVERT_B)
-	if bf16 {
-		// Operands inside a frozen slice are rounded once per view.
-		if v := frozenView(p, sb, key.threads, a, viewKey{role: C.CSKV_CONVERT_A, rows: m, cols: k, ld: lda, t: tA}); v != nil {
+	// Float32 operands inside a frozen slice are rounded once per view.
+	if bf16 && a.F32 != nil {
+		if v := frozenView(p, sb, key.threads, a.F32, viewKey{role: C.CSKV_CONVERT_A, rows: m, cols: k, ld: a.LD, t: a.T}); v != nil {
 			pa, convert = v, convert&^C.CSKV_CONVERT_A
 		}
-		if v := frozenView(p, sb, key.threads, b, viewKey{role: C.CSKV_CONVERT_B, rows: k, cols: n, ld: ldb, t: tB}); v != nil {
+	}
+	if bf16 && b.F32 != nil {
+		if v := frozenView(p, sb, key.threads, b.F32, viewKey{role: C.CSKV_CONVERT_B, rows: k, cols: n, ld: b.LD, t: b.T}); v != nil {
 			pb, convert = v, convert&^C.CSKV_CONVERT_B
 		}
 	}
-	st := C.cskv_gemm_run(&p.g, (*C.float)(&a[0]), (*C.float)(&b[0]), (*C.float)(&c[0]),
+	st := C.cskv_gemm_run(&p.g, (*C.float)(a.first()), (*C.float)(b.first()), (*C.float)(&c[0]),
 		pa, pb, ptr(sb), C.int(key.threads), convert)
 	putBuf(ab)
 	putBuf(bb)
@@ -189,6 +199,14 @@ func dnnlGemm(bf16, serial, tA, tB bool, m, n, k int, alpha float32, a []float32
 		panic(fmt.Sprintf("linalg: oneDNN matmul %dx%dx%d failed after creation (status %d)", m, n, k, int(st)))
 	}
 	return true
+}
+
+// first is the address of o's first element.
+func (o Operand) first() unsafe.Pointer {
+	if o.F32 != nil {
+		return unsafe.Pointer(&o.F32[0])
+	}
+	return unsafe.Pointer(&o.BF16[0])
 }
 
 // dnnlPeak times oneDNN's dense product C (m, n) = A (m, k)·B (k, n) for at

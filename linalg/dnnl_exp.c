@@ -131,3 +131,49 @@ void cskv_silu_gate(float *restrict g, const float *restrict u, long n) {
 		g[i] = x / (1.0f + exp1(-x)) * u[i];
 	}
 }
+
+// to_bf16 rounds x to bfloat16, to nearest with ties to even (ToBF16).
+static inline __attribute__((always_inline)) uint16_t to_bf16(float x) {
+	uint32_t u;
+	memcpy(&u, &x, sizeof u);
+	if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+static inline __attribute__((always_inline)) float from_bf16(uint16_t v) {
+	uint32_t u = (uint32_t)v << 16;
+	float x;
+	memcpy(&x, &u, sizeof x);
+	return x;
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void scale_bf16(const float *restrict x, uint16_t *restrict r, long n, float s) {
+	for (long i = 0; i < n; i++) r[i] = to_bf16(x[i] * s);
+}
+
+// cskv_softmax2_lanes_bf16 is cskv_softmax2_lanes writing the scaled row
+// in bf16 into ra, rb (a and b keep the exponentials): Softmax2LanesBF16.
+void cskv_softmax2_lanes_bf16(float *a, long na, float *b, long nb, uint16_t *ra, uint16_t *rb, float *mp, float *invp) {
+	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
+	float sa = 0, sb = 0;
+	if (na) sa = exp_shift_lanes(a, na, m);
+	if (nb) sb = exp_shift_lanes(b, nb, m);
+	float inv = 1 / (sa + sb);
+	scale_bf16(a, ra, na, inv);
+	scale_bf16(b, rb, nb, inv);
+	*mp = m;
+	*invp = inv;
+}
+
+// cskv_exp_scale_bf16 sets r[i] = bf16(exp(x[i] − m)·inv) (ExpScaleBF16).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void cskv_exp_scale_bf16(const float *restrict x, uint16_t *restrict r, long n, float m, float inv) {
+	for (long i = 0; i < n; i++) r[i] = to_bf16(exp1(x[i] - m) * inv);
+}
+
+// cskv_scale_diff_bf16 sets ds[i] = bf16(p[i]·(s[i] − d)) (ScaleDiffBF16).
+__attribute__((target_clones("avx512f", "avx2", "default")))
+void cskv_scale_diff_bf16(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
+	for (long i = 0; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d));
+}

@@ -37,7 +37,7 @@ void cskv_round_destroy(cskv_round *r);
 enum { CSKV_CONVERT_A = 1, CSKV_CONVERT_B = 2, CSKV_CONVERT_ONLY = 4 };
 
 int cskv_dnnl_init(void);
-int cskv_gemm_create(cskv_gemm *g, int bf16, int ta, int tb, int64_t m, int64_t n, int64_t k,
+int cskv_gemm_create(cskv_gemm *g, int bf16, int a16, int b16, int ta, int tb, int64_t m, int64_t n, int64_t k,
                      int64_t lda, int64_t ldb, int64_t ldc, float alpha, float beta, int threads);
 void cskv_gemm_destroy(cskv_gemm *g);
 int cskv_gemm_run(const cskv_gemm *g, const float *a, const float *b, float *c, void *abuf, void *bbuf,

@@ -9,6 +9,11 @@ func dnnlGemm(bool, bool, bool, bool, int, int, int, float32, []float32, int, []
 	return false
 }
 
+// dnnlProduct is the oneDNN product with bf16 operands; this build has none.
+func dnnlProduct(bool, bool, int, int, int, float32, Operand, Operand, float32, []float32, int) bool {
+	return false
+}
+
 // dnnlPeak is oneDNN's product rate; this build has none.
 func dnnlPeak(bool, int, int, int, float64) (float64, string, error) {
 	return 0, "", errNoDNNL

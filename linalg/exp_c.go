@@ -9,6 +9,10 @@ package linalg
 // void cskv_exp_scale(float *x, long n, float m, float inv);
 // void cskv_scale_diff(float *s, const float *p, long n, float d);
 // void cskv_silu_gate(float *g, const float *u, long n);
+// #include <stdint.h>
+// void cskv_softmax2_lanes_bf16(float *a, long na, float *b, long nb, uint16_t *ra, uint16_t *rb, float *m, float *inv);
+// void cskv_exp_scale_bf16(const float *x, uint16_t *r, long n, float m, float inv);
+// void cskv_scale_diff_bf16(uint16_t *ds, const float *s, const uint16_t *p, long n, float d);
 import "C"
 
 // minVecExp is the shortest slice ExpShift hands to C: below it the cgo
@@ -51,4 +55,31 @@ func scaleDiffVec(s, p []float32, d float32) {
 func siluGateVec(g, u []float32) {
 	u = u[:len(g)]
 	C.cskv_silu_gate((*C.float)(&g[0]), (*C.float)(&u[0]), C.long(len(g)))
+}
+
+// cbf16 is x's first element for C (nil when x is empty).
+func cbf16(x []uint16) *C.uint16_t {
+	if len(x) == 0 {
+		return nil
+	}
+	return (*C.uint16_t)(&x[0])
+}
+
+func softmax2LanesBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
+	checkBF16("Softmax2LanesBF16", len(a), len(ra))
+	checkBF16("Softmax2LanesBF16", len(b), len(rb))
+	var cm, ci C.float
+	C.cskv_softmax2_lanes_bf16(cfloats(a), C.long(len(a)), cfloats(b), C.long(len(b)), cbf16(ra), cbf16(rb), &cm, &ci)
+	return float32(cm), float32(ci)
+}
+
+func expScaleBF16Vec(x []float32, r []uint16, m, inv float32) {
+	checkBF16("ExpScaleBF16", len(x), len(r))
+	C.cskv_exp_scale_bf16(cfloats(x), cbf16(r), C.long(len(x)), C.float(m), C.float(inv))
+}
+
+func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d float32) {
+	checkBF16("ScaleDiffBF16", len(ds), len(s))
+	checkBF16("ScaleDiffBF16", len(ds), len(p))
+	C.cskv_scale_diff_bf16(cbf16(ds), cfloats(s), cbf16(p), C.long(len(ds)), C.float(d))
 }

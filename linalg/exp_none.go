@@ -13,3 +13,9 @@ func softmax2LanesVec(a, b []float32) (m, inv float32) { return softmax2LanesGo(
 func expScaleVec(x []float32, m, inv float32)          { expScaleGo(x, m, inv) }
 func scaleDiffVec(s, p []float32, d float32)           { scaleDiffGo(s, p, d) }
 func siluGateVec(g, u []float32)                       { siluGateGo(g, u) }
+
+func softmax2LanesBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
+	return softmax2LanesBF16Go(a, b, ra, rb)
+}
+func expScaleBF16Vec(x []float32, r []uint16, m, inv float32)          { expScaleBF16Go(x, r, m, inv) }
+func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d float32) { scaleDiffBF16Go(ds, s, p, d) }

@@ -1,0 +1,177 @@
+package linalg
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestToBF16 holds ToBF16 to the rounding of oneDNN's bf16 products: a
+// product with the identity returns each element of A rounded to bf16
+// (exactly, accumulated in float32). The values include ties in both
+// directions, the largest finite ones and values from four decades; not
+// subnormals or −0, which the products read as +0 however they are
+// rounded (and an infinity would turn its row into NaN: inf·0).
+func TestToBF16(t *testing.T) {
+	if !HasBF16() {
+		t.Skip("no bf16 products in this build")
+	}
+	defer SetPrecision(CurrentPrecision())
+	if err := SetPrecision(BF16); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	const m, k = 64, 32
+	a := make([]float32, m*k)
+	for i := range a {
+		a[i] = float32(r.NormFloat64() * math.Pow(10, float64(r.IntN(5)-2)))
+	}
+	specials := []uint32{0x3f808000, 0x3f818000, 0x3f80c000, 0x3f817fff, 0xbf808000, 0x00818000, 0x00808001, 0x7f7e8000, 0xff7f7fff, 0}
+	for i, u := range specials {
+		a[i] = math.Float32frombits(u)
+	}
+	id := make([]float32, k*k)
+	for i := range k {
+		id[i*k+i] = 1
+	}
+	c := make([]float32, m*k)
+	Gemm32(false, false, m, k, k, 1, a, k, id, k, 0, c, k)
+	for i, x := range a {
+		if got, want := FromBF16(ToBF16(x)), c[i]; math.Float32bits(got) != math.Float32bits(want) {
+			t.Errorf("%g (%#08x): ToBF16 %g (%#04x), oneDNN %g (%#08x)", x, math.Float32bits(x), got, ToBF16(x), want, math.Float32bits(want))
+		}
+	}
+}
+
+// TestSoftmaxBF16 holds the bf16 writers (vectorised in the cgo build) to
+// their float32 counterparts rounded by ToBF16, bit for bit, and the Go
+// versions to the vectorised ones.
+func TestSoftmaxBF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	round := func(x []float32) []uint16 {
+		out := make([]uint16, len(x))
+		for i, v := range x {
+			out[i] = ToBF16(v)
+		}
+		return out
+	}
+	same := func(what string, got, want []uint16) {
+		t.Helper()
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%s: element %d is %#04x, want %#04x", what, i, got[i], want[i])
+			}
+		}
+	}
+	for _, n := range [][2]int{{0, 5}, {7, 0}, {40, 30}, {300, 129}, {2048, 0}} {
+		a, b := randSlice(r, n[0]), randSlice(r, n[1])
+		for i := range a {
+			a[i] *= 8
+		}
+		fa, fb := append([]float32(nil), a...), append([]float32(nil), b...)
+		m, inv := Softmax2Lanes(fa, fb)
+		ra, rb := make([]uint16, len(a)), make([]uint16, len(b))
+		ga, gb := append([]float32(nil), a...), append([]float32(nil), b...)
+		m16, inv16 := Softmax2LanesBF16(ga, gb, ra, rb)
+		if m16 != m || inv16 != inv {
+			t.Fatalf("%v: shift, 1/Σ %g, %g; float32 %g, %g", n, m16, inv16, m, inv)
+		}
+		same("Softmax2LanesBF16 a", ra, round(fa))
+		same("Softmax2LanesBF16 b", rb, round(fb))
+		goA, goB := make([]uint16, len(a)), make([]uint16, len(b))
+		softmax2LanesBF16Go(append([]float32(nil), a...), append([]float32(nil), b...), goA, goB)
+		same("softmax2LanesBF16Go a", goA, ra)
+		same("softmax2LanesBF16Go b", goB, rb)
+
+		x := append([]float32(nil), a...)
+		ExpScale(x, m, inv)
+		e, eg := make([]uint16, len(a)), make([]uint16, len(a))
+		ExpScaleBF16(a, e, m, inv)
+		expScaleBF16Go(a, eg, m, inv)
+		same("ExpScaleBF16", e, round(x))
+		same("expScaleBF16Go", eg, e)
+
+		s := randSlice(r, len(a))
+		p := round(x)
+		want := make([]float32, len(a))
+		for i := range want {
+			want[i] = FromBF16(p[i]) * (s[i] - 0.25)
+		}
+		ds, dg := make([]uint16, len(a)), make([]uint16, len(a))
+		ScaleDiffBF16(ds, s, p, 0.25)
+		scaleDiffBF16Go(dg, s, p, 0.25)
+		same("ScaleDiffBF16", ds, round(want))
+		same("scaleDiffBF16Go", dg, ds)
+	}
+}
+
+// TestGemmBF16: a product with an operand given in bf16 equals the bf16
+// product of its float32 widening (whose rounding is then exact) bit for
+// bit, dense (read as it lies) or strided (reordered), as A or B,
+// transposed or not, threaded or serial.
+func TestGemmBF16(t *testing.T) {
+	if !HasBF16() {
+		t.Skip("no bf16 products in this build")
+	}
+	defer SetPrecision(CurrentPrecision())
+	if err := SetPrecision(BF16); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(15, 16))
+	bf := func(n int) ([]uint16, []float32) {
+		b := make([]uint16, n)
+		w := make([]float32, n)
+		for i := range b {
+			b[i] = ToBF16(float32(r.NormFloat64()))
+			w[i] = FromBF16(b[i])
+		}
+		return b, w
+	}
+	type call struct {
+		a16, b16, tA, tB, serial bool
+		m, n, k, lda, ldb        int
+	}
+	calls := []call{
+		{true, false, false, true, false, 256, 64, 512, 512, 512},    // P·V-like: A dense
+		{true, false, false, false, true, 256, 64, 512, 600, 64},     // A strided
+		{false, true, true, false, true, 64, 512, 256, 64, 512},      // dOᵀ·P: B dense
+		{false, true, true, false, false, 64, 512, 256, 64, 520},     // B strided
+		{false, true, false, true, true, 96, 128, 64, 64, 64},        // B dense transposed
+		{true, true, false, false, false, 128, 256, 1024, 1024, 256}, // both
+	}
+	for _, c := range calls {
+		arows, acols := c.m, c.k
+		if c.tA {
+			arows, acols = c.k, c.m
+		}
+		brows, bcols := c.k, c.n
+		if c.tB {
+			brows, bcols = c.n, c.k
+		}
+		a16, a32 := bf((arows-1)*c.lda + acols)
+		b16, b32 := bf((brows-1)*c.ldb + bcols)
+		want := make([]float32, c.m*c.n)
+		if c.serial {
+			Gemm32Serial(c.tA, c.tB, c.m, c.n, c.k, 0.5, a32, c.lda, b32, c.ldb, 0, want, c.n)
+		} else {
+			Gemm32(c.tA, c.tB, c.m, c.n, c.k, 0.5, a32, c.lda, b32, c.ldb, 0, want, c.n)
+		}
+		opA, opB := Operand{F32: a32, LD: c.lda, T: c.tA}, Operand{F32: b32, LD: c.ldb, T: c.tB}
+		if c.a16 {
+			opA = Operand{BF16: a16, LD: c.lda, T: c.tA}
+		}
+		if c.b16 {
+			opB = Operand{BF16: b16, LD: c.ldb, T: c.tB}
+		}
+		got := make([]float32, c.m*c.n)
+		for i := range got {
+			got[i] = 1 // beta 0 must overwrite
+		}
+		GemmBF16(c.serial, c.m, c.n, c.k, 0.5, opA, opB, 0, got, c.n)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%+v: element %d is %g, want %g", c, i, got[i], want[i])
+			}
+		}
+	}
+}
