@@ -93,7 +93,7 @@ func softmax2LanesBF16Go(a, b []float32, ra, rb []uint16) (m, inv float32) {
 }
 
 // ExpScaleBF16 sets r[i] to ExpScale's x[i] = exp(x[i] − m)·inv rounded to
-// bf16 (len(r) = len(x)); x is left unchanged.
+// bf16 (len(r) = len(x)); x is left holding the exponentials exp(x[i] − m).
 func ExpScaleBF16(x []float32, r []uint16, m, inv float32) {
 	if len(x) >= minVecExp {
 		expScaleBF16Vec(x, r, m, inv)
@@ -105,7 +105,8 @@ func ExpScaleBF16(x []float32, r []uint16, m, inv float32) {
 func expScaleBF16Go(x []float32, r []uint16, m, inv float32) {
 	r = r[:len(x)]
 	for i, v := range x {
-		r[i] = ToBF16(exp1(v-m) * inv)
+		x[i] = exp1(v - m)
+		r[i] = ToBF16(x[i] * inv)
 	}
 }
 

@@ -86,8 +86,8 @@ func TestSoftmaxBF16(t *testing.T) {
 		x := append([]float32(nil), a...)
 		ExpScale(x, m, inv)
 		e, eg := make([]uint16, len(a)), make([]uint16, len(a))
-		ExpScaleBF16(a, e, m, inv)
-		expScaleBF16Go(a, eg, m, inv)
+		ExpScaleBF16(append([]float32(nil), a...), e, m, inv)
+		expScaleBF16Go(append([]float32(nil), a...), eg, m, inv)
 		same("ExpScaleBF16", e, round(x))
 		same("expScaleBF16Go", eg, e)
 

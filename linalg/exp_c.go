@@ -11,7 +11,7 @@ package linalg
 // void cskv_silu_gate(float *g, const float *u, long n);
 // #include <stdint.h>
 // void cskv_softmax2_lanes_bf16(float *a, long na, float *b, long nb, uint16_t *ra, uint16_t *rb, float *m, float *inv);
-// void cskv_exp_scale_bf16(const float *x, uint16_t *r, long n, float m, float inv);
+// void cskv_exp_scale_bf16(float *x, uint16_t *r, long n, float m, float inv);
 // void cskv_scale_diff_bf16(uint16_t *ds, const float *s, const uint16_t *p, long n, float d);
 import "C"
 
