@@ -170,16 +170,7 @@ func TestStackedAttention(t *testing.T) {
 func checkStacked[T Float](t *testing.T, name string, rule Rule, seqs, tokens, window int, mode kv.WindowMode, keep bool, tol float64) {
 	t.Helper()
 	rows, QD, KV := seqs*tokens, rule.Heads*rule.HeadDim, rule.KVHeads*rule.HeadDim
-	r := rand.New(rand.NewPCG(3, 4))
-	rnd := func(n int) []T {
-		v := make([]T, n)
-		for i := range v {
-			v[i] = T(r.NormFloat64())
-		}
-		return v
-	}
-	q, do := rnd(rows*QD), rnd(rows*QD)
-	kh, vh, ko, vo := rnd(rows*KV), rnd(rows*KV), rnd(rows*KV), rnd(rows*KV)
+	q, do, kh, vh, ko, vo := randInputs[T](rand.New(rand.NewPCG(3, 4)), rows, QD, KV)
 	var outs [3][3][]T // per kernel: o, dk, dv
 	for i, stack := range []int{1, rule.Heads / rule.KVHeads, rule.Heads / rule.KVHeads} {
 		a := New[T](seqs, tokens, rule, window, mode)
@@ -217,16 +208,7 @@ func TestHalfProbs(t *testing.T) {
 	const seqs, T = 2, 40
 	rule := Rule{Heads: 8, KVHeads: 2, HeadDim: 16}
 	rows, QD, KV := seqs*T, rule.Heads*rule.HeadDim, rule.KVHeads*rule.HeadDim
-	r := rand.New(rand.NewPCG(7, 8))
-	rnd := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = float32(r.NormFloat64())
-		}
-		return v
-	}
-	q, do := rnd(rows*QD), rnd(rows*QD)
-	kh, vh, ko, vo := rnd(rows*KV), rnd(rows*KV), rnd(rows*KV), rnd(rows*KV)
+	q, do, kh, vh, ko, vo := randInputs[float32](rand.New(rand.NewPCG(7, 8)), rows, QD, KV)
 	run := func(p linalg.Precision, window int, keep, noHalf bool) (out [3][]float32, half bool) {
 		if err := linalg.SetPrecision(p); err != nil {
 			t.Fatal(err)
@@ -265,4 +247,17 @@ func TestHalfProbs(t *testing.T) {
 			}
 		}
 	}
+}
+
+// randInputs draws a kernel's inputs from r: queries and output gradients
+// (rows, QD), reconstructed and original keys and values (rows, KV).
+func randInputs[T Float](r *rand.Rand, rows, QD, KV int) (q, do, kh, vh, ko, vo []T) {
+	rnd := func(n int) []T {
+		v := make([]T, n)
+		for i := range v {
+			v[i] = T(r.NormFloat64())
+		}
+		return v
+	}
+	return rnd(rows * QD), rnd(rows * QD), rnd(rows * KV), rnd(rows * KV), rnd(rows * KV), rnd(rows * KV)
 }

@@ -74,15 +74,7 @@ func Softmax2LanesBF16(a, b []float32, ra, rb []uint16) (m, inv float32) {
 }
 
 func softmax2LanesBF16Go(a, b []float32, ra, rb []uint16) (m, inv float32) {
-	m = maxOf(b, maxOf(a, float32(math.Inf(-1))))
-	var sa, sb float32
-	if len(a) > 0 {
-		sa = expShiftLanes(a, m)
-	}
-	if len(b) > 0 {
-		sb = expShiftLanes(b, m)
-	}
-	inv = 1 / (sa + sb)
+	m, inv = expSums(a, b, expShiftLanes)
 	for i, v := range a {
 		ra[i] = ToBF16(v * inv)
 	}

@@ -19,15 +19,7 @@ func softmax2Go(a, b []float32) { softmax2With(a, b, ExpShift) }
 // softmax2With is the softmax of the concatenation of a and b, each part's
 // exponentials and sum computed by expSum; it returns the shift m and 1/Σ.
 func softmax2With(a, b []float32, expSum func([]float32, float32) float32) (m, inv float32) {
-	m = maxOf(b, maxOf(a, float32(math.Inf(-1))))
-	var sa, sb float32
-	if len(a) > 0 {
-		sa = expSum(a, m)
-	}
-	if len(b) > 0 {
-		sb = expSum(b, m)
-	}
-	inv = 1 / (sa + sb)
+	m, inv = expSums(a, b, expSum)
 	for i := range a {
 		a[i] *= inv
 	}
@@ -68,6 +60,21 @@ func expScaleGo(x []float32, m, inv float32) {
 	for i, v := range x {
 		x[i] = exp1(v-m) * inv
 	}
+}
+
+// expSums replaces a and b by their exponentials shifted by m, the largest
+// value of both, each part's computed and summed by expSum, and returns m
+// and 1/Σ.
+func expSums(a, b []float32, expSum func([]float32, float32) float32) (m, inv float32) {
+	m = maxOf(b, maxOf(a, float32(math.Inf(-1))))
+	var sa, sb float32
+	if len(a) > 0 {
+		sa = expSum(a, m)
+	}
+	if len(b) > 0 {
+		sb = expSum(b, m)
+	}
+	return m, 1 / (sa + sb)
 }
 
 // maxOf is the largest of m and x (NaNs skipped).
