@@ -120,10 +120,10 @@ func scaleDiffBF16Go(ds []uint16, s []float32, p []uint16, d float32) {
 	}
 }
 
-// checkBF16 panics unless a bf16 output has room for nx values (before C
-// writes it).
-func checkBF16(what string, nx, nr int) {
-	if nr < nx {
-		panic(fmt.Sprintf("linalg: %s: %d bf16 values for %d inputs", what, nr, nx))
+// checkBF16 panics unless a slice that C is about to read or write holds
+// the need values it touches.
+func checkBF16(what string, need, have int) {
+	if have < need {
+		panic(fmt.Sprintf("linalg: %s: a slice of %d values where %d are touched", what, have, need))
 	}
 }
