@@ -108,10 +108,21 @@ func TestSoftmaxBF16(t *testing.T) {
 // TestGemmBF16: a product with an operand given in bf16 equals the bf16
 // product of its float32 widening (whose rounding is then exact) bit for
 // bit, dense (read as it lies) or strided (reordered), as A or B,
-// transposed or not, threaded or serial.
+// transposed or not, threaded or serial; without oneDNN, the float32
+// product of the widening.
 func TestGemmBF16(t *testing.T) {
 	if !HasBF16() {
-		t.Skip("no bf16 products in this build")
+		// The pure-Go build widens the bf16 operand and multiplies in float32.
+		a16, b := []uint16{ToBF16(1.5), ToBF16(-2), ToBF16(0.25), ToBF16(3)}, []float32{1, 2, 3, 4, 5, 6}
+		want, got := make([]float32, 6), make([]float32, 6)
+		Gemm32(false, false, 2, 3, 2, 1, []float32{1.5, -2, 0.25, 3}, 2, b, 3, 0, want, 3)
+		GemmBF16(false, 2, 3, 2, 1, Operand{BF16: a16, LD: 2}, Operand{F32: b, LD: 3}, 0, got, 3)
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("widened product element %d is %g, want %g", i, got[i], want[i])
+			}
+		}
+		return
 	}
 	defer SetPrecision(CurrentPrecision())
 	if err := SetPrecision(BF16); err != nil {
