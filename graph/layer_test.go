@@ -240,6 +240,13 @@ func TestFloat32AgainstReference(t *testing.T) {
 			if e := relErr(ev.Total, total); e > 1e-5 {
 				t.Errorf("float32 Eval total = %.8g, reference %.8g", ev.Total, total)
 			}
+			// OutRel: Eval's only (training steps leave it 0), the output
+			// MSE over the target's mean square
+			if _, _, out := ref.loss(f64); s.LambdaOut > 0 {
+				if e := relErr(ev.OutRel, out/ref.outMeanSquare()); e > 1e-5 || got.OutRel != 0 {
+					t.Errorf("float32 Eval OutRel = %.8g, reference %.8g (Run's %g, want 0)", ev.OutRel, out/ref.outMeanSquare(), got.OutRel)
+				}
+			}
 			lossFn := func(f [4][]float64) float64 { tot, _, _ := ref.loss(f); return tot }
 			for k, p := range l.Params() {
 				fd := fdGrad(lossFn, f64, k, 1e-5)

@@ -204,6 +204,22 @@ func (r *refLayer) loss(f [4][]float64) (total, kv, out float64) {
 	return s.LambdaKV*kv + s.LambdaOut*out, kv, out
 }
 
+// outMeanSquare is the mean square of the original attention output (the
+// output term's target, after Wo) over the output sequences.
+func (r *refLayer) outMeanSquare() float64 {
+	s := r.s
+	M, D, KVD := s.Rows(), s.Hidden, s.KVDim()
+	k := refLin(r.x, M, D, r.wk, KVD, r.bk)
+	v := refLin(r.x, M, D, r.wv, KVD, r.bv)
+	var sum float64
+	for q := 0; q < s.OutSeqs; q++ {
+		for _, o := range r.attn(q, k, v, k, v, func(int, int) bool { return true }) {
+			sum += o * o
+		}
+	}
+	return sum / float64(s.OutSeqs*s.Tokens*D)
+}
+
 // refFakeQuant fake-quantises c with the key or value rule of s through
 // package quant (in float32, as the graph does).
 func refFakeQuant(s LayerSpec) func(side int, c []float64, tokens, cols int) {
