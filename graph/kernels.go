@@ -85,7 +85,7 @@ func sqDiffPart[T float](diff, a, b []T) float64 {
 }
 
 // sumSq returns Σ x² in float64, split between the cores from minSplit
-// elements on (a wide layer's K, V and output targets).
+// elements on (a wide layer's K and V targets).
 func sumSq[T float](x []T) float64 {
 	return split(len(x), func(lo, hi int) float64 {
 		var s float64

@@ -117,31 +117,31 @@ var errClosed = errors.New("graph: layer is closed")
 
 // core is the layer in one element type.
 type core[T float] struct {
-	s                      LayerSpec
-	m, mo, d, kv, qd       int
-	wq, wk, wv, wo, bq, bk []T // frozen weights (aliases of the spec for float32)
-	bv                     []T
-	x                      []T        // (M, D) graph input
-	kt, vt                 []T        // (M, KV) targets X·Wkᵀ + bk, X·Wvᵀ + bv
-	qs                     []T        // (Mo, QD) RoPE(X·Wqᵀ + bq)/√Dh
-	kr                     []T        // (Mo, KV) RoPE(K)
-	vo                     []T        // (Mo, KV) = vt[:Mo·KV]
-	ot                     []T        // (Mo, QD) original attention heads
-	gram                   []T        // (QD, QD) Woᵀ·Wo, the output term's metric (gram)
-	gy                     []T        // (Mo, QD) the heads' error times G (the output MSE's product; Eval's scratch)
-	ms                     [3]float64 // mean squares of K, V, out targets (out: Eval only)
-	vals, grads            [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
-	rope                   *ropeTable[T]
-	qNorm, kNorm           *headNorm[T]    // the layer's query and key norms (nil when it has none)
-	att                    *attn.Kernel[T] // bi-branch attention of the output term
-	orig                   *attn.Kernel[T] // all-original attention for the target
-	fqK, fqV               *fakeQuant[T]
-	mseK, mseV, mseO       *mseOp[T]
-	g                      *gorgonia.ExprGraph
-	vm                     gorgonia.VM
-	ck, cv, kh, vh, khr    []T  // Eval scratch
-	loaded                 bool // a batch is loaded (by Run or Eval)
-	ob                     []T
+	s                   LayerSpec
+	m, mo, d, kv, qd    int
+	wq, wk, wv, bq, bk  []T // frozen weights (aliases of the spec for float32)
+	bv                  []T
+	x                   []T        // (M, D) graph input
+	kt, vt              []T        // (M, KV) targets X·Wkᵀ + bk, X·Wvᵀ + bv
+	qs                  []T        // (Mo, QD) RoPE(X·Wqᵀ + bq)/√Dh
+	kr                  []T        // (Mo, KV) RoPE(K)
+	vo                  []T        // (Mo, KV) = vt[:Mo·KV]
+	ot                  []T        // (Mo, QD) original attention heads
+	gram                []T        // (QD, QD) Woᵀ·Wo, the output term's metric (gram)
+	gy                  []T        // (Mo, QD) the heads' error times G (the output MSE's product; Eval's scratch)
+	ms                  [3]float64 // mean squares of K, V, out targets (out: Eval only)
+	vals, grads         [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
+	rope                *ropeTable[T]
+	qNorm, kNorm        *headNorm[T]    // the layer's query and key norms (nil when it has none)
+	att                 *attn.Kernel[T] // bi-branch attention of the output term
+	orig                *attn.Kernel[T] // all-original attention for the target
+	fqK, fqV            *fakeQuant[T]
+	mseK, mseV, mseO    *mseOp[T]
+	g                   *gorgonia.ExprGraph
+	vm                  gorgonia.VM
+	ck, cv, kh, vh, khr []T  // Eval scratch
+	loaded              bool // a batch is loaded (by Run or Eval)
+	ob                  []T
 }
 
 // newCore validates spec and builds its graph in element type T: float32
@@ -172,7 +172,7 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		convert(v, w)
 		return v
 	}
-	c.wq, c.wk, c.wv, c.wo = frozen(s.Wq), frozen(s.Wk), frozen(s.Wv), frozen(s.Wo)
+	c.wq, c.wk, c.wv = frozen(s.Wq), frozen(s.Wk), frozen(s.Wv)
 	c.bq, c.bk, c.bv = frozen(s.Bq), frozen(s.Bk), frozen(s.Bv)
 	for i, f := range init.Tensors() {
 		c.vals[i] = make([]T, len(f))
@@ -185,7 +185,7 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		c.qs, c.kr = make([]T, c.mo*c.qd), make([]T, c.mo*c.kv)
 		c.vo = c.vt[:c.mo*c.kv]
 		c.ot, c.gy = make([]T, c.mo*c.qd), make([]T, c.mo*c.qd)
-		c.gram = gram(c.wo, c.d, c.qd)
+		c.gram = gram(frozen(s.Wo), c.d, c.qd) // Wo enters the graph only through G
 		c.rope = newRope[T](s.Tokens, s.Attn.Rope)
 		c.qNorm = newHeadNorm[T](s.Attn.QNorm, s.Attn.NormEps)
 		c.kNorm = newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps)
