@@ -6,6 +6,7 @@
 
 #pragma GCC optimize("fp-contract=off")
 
+#include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -68,12 +69,21 @@ float cskv_exp_shift(float *x, long n, float m) {
 }
 
 // max_of returns the largest of m and x[0..n) (NaNs are skipped, as by
-// `if v > m` in Go), with 16 partial maxima so that it vectorises.
+// `if v > m` in Go), with 64 partial maxima so that it vectorises and four
+// vectors' comparisons are in flight at once (the largest value does not
+// depend on the order in which it is found).
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static float max_of(const float *x, long n, float m) {
-	float acc[16];
+	float acc[64];
 	for (int j = 0; j < 16; j++) acc[j] = m;
 	long i = 0;
+	if (n >= 64) {
+		for (int j = 16; j < 64; j++) acc[j] = m;
+		for (; i + 64 <= n; i += 64)
+			for (int j = 0; j < 64; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
+		for (int k = 16; k < 64; k += 16)
+			for (int j = 0; j < 16; j++) acc[j] = acc[k + j] > acc[j] ? acc[k + j] : acc[j];
+	}
 	for (; i + 16 <= n; i += 16)
 		for (int j = 0; j < 16; j++) acc[j] = x[i + j] > acc[j] ? x[i + j] : acc[j];
 	for (; i < n; i++) m = x[i] > m ? x[i] : m;
@@ -178,4 +188,58 @@ void cskv_exp_scale_bf16(float *x, uint16_t *r, long n, float m, float inv) {
 __attribute__((target_clones("avx512f", "avx2", "default")))
 void cskv_scale_diff_bf16(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
 	for (long i = 0; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d));
+}
+
+// cskv_adam is AdamUpdate (adam.go): the same float32 operations in the
+// same order (no fused multiply-adds, a correctly rounded square root), so
+// the same bits as the Go version. The vector loops are written with
+// intrinsics: the compiler does not vectorise sqrtf while it may set errno.
+static inline void adam1(float *value, const float *grad, float *m, float *v, long j,
+	float b1, float b2, float c1, float c2, float eps, float step, float sq) {
+	float g = grad[j];
+	float mj = b1 * m[j] + c1 * g;
+	float vj = b2 * v[j] + c2 * g * g;
+	m[j] = mj;
+	v[j] = vj;
+	float denom = __builtin_sqrtf(vj) / sq + eps;
+	value[j] -= step * mj / denom;
+}
+
+#define ADAM_LOOP(W, T, P)                                                                            \
+	T vb1 = P##_set1_ps(b1), vb2 = P##_set1_ps(b2), vc1 = P##_set1_ps(c1), vc2 = P##_set1_ps(c2);  \
+	T veps = P##_set1_ps(eps), vstep = P##_set1_ps(step), vsq = P##_set1_ps(sq);                    \
+	for (; j + W <= n; j += W) {                                                                  \
+		T g = P##_loadu_ps(grad + j);                                                             \
+		T mj = P##_add_ps(P##_mul_ps(vb1, P##_loadu_ps(m + j)), P##_mul_ps(vc1, g));              \
+		T vj = P##_add_ps(P##_mul_ps(vb2, P##_loadu_ps(v + j)), P##_mul_ps(P##_mul_ps(vc2, g), g)); \
+		P##_storeu_ps(m + j, mj);                                                                 \
+		P##_storeu_ps(v + j, vj);                                                                 \
+		T denom = P##_add_ps(P##_div_ps(P##_sqrt_ps(vj), vsq), veps);                             \
+		P##_storeu_ps(value + j, P##_sub_ps(P##_loadu_ps(value + j), P##_div_ps(P##_mul_ps(vstep, mj), denom))); \
+	}
+
+__attribute__((target("avx512f"))) static long adam_avx512(float *value, const float *grad, float *m, float *v,
+	long n, float b1, float b2, float c1, float c2, float eps, float step, float sq) {
+	long j = 0;
+	ADAM_LOOP(16, __m512, _mm512)
+	return j;
+}
+
+__attribute__((target("avx"))) static long adam_avx(float *value, const float *grad, float *m, float *v,
+	long n, float b1, float b2, float c1, float c2, float eps, float step, float sq) {
+	long j = 0;
+	ADAM_LOOP(8, __m256, _mm256)
+	return j;
+}
+
+void cskv_adam(float *value, const float *grad, float *m, float *v, long n,
+	float b1, float b2, float eps, float step, float sq) {
+	float c1 = 1 - b1, c2 = 1 - b2;
+	long j = 0;
+	if (__builtin_cpu_supports("avx512f")) {
+		j = adam_avx512(value, grad, m, v, n, b1, b2, c1, c2, eps, step, sq);
+	} else if (__builtin_cpu_supports("avx")) {
+		j = adam_avx(value, grad, m, v, n, b1, b2, c1, c2, eps, step, sq);
+	}
+	for (; j < n; j++) adam1(value, grad, m, v, j, b1, b2, c1, c2, eps, step, sq);
 }

@@ -3,6 +3,7 @@
 package linalg
 
 // #cgo CFLAGS: -O3
+// #cgo LDFLAGS: -lm
 // float cskv_exp_shift(float *x, long n, float m);
 // void cskv_softmax2(float *a, long na, float *b, long nb);
 // void cskv_softmax2_lanes(float *a, long na, float *b, long nb, float *m, float *inv);
@@ -13,6 +14,7 @@ package linalg
 // void cskv_softmax2_lanes_bf16(float *a, long na, float *b, long nb, uint16_t *ra, uint16_t *rb, float *m, float *inv);
 // void cskv_exp_scale_bf16(float *x, uint16_t *r, long n, float m, float inv);
 // void cskv_scale_diff_bf16(uint16_t *ds, const float *s, const uint16_t *p, long n, float d);
+// void cskv_adam(float *value, const float *grad, float *m, float *v, long n, float b1, float b2, float eps, float step, float sq);
 import "C"
 
 // minVecExp is the shortest slice ExpShift hands to C: below it the cgo
@@ -82,4 +84,9 @@ func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d float32) {
 	checkBF16("ScaleDiffBF16", len(ds), len(s))
 	checkBF16("ScaleDiffBF16", len(ds), len(p))
 	C.cskv_scale_diff_bf16(cbf16(ds), cfloats(s), cbf16(p), C.long(len(ds)), C.float(d))
+}
+
+func adamVec(value, grad, m, v []float32, p AdamParams) {
+	C.cskv_adam(cfloats(value), cfloats(grad), cfloats(m), cfloats(v), C.long(len(grad)),
+		C.float(p.Beta1), C.float(p.Beta2), C.float(p.Eps), C.float(p.StepSize), C.float(p.SqrtBC2))
 }

@@ -19,3 +19,5 @@ func softmax2LanesBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
 }
 func expScaleBF16Vec(x []float32, r []uint16, m, inv float32)          { expScaleBF16Go(x, r, m, inv) }
 func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d float32) { scaleDiffBF16Go(ds, s, p, d) }
+
+func adamVec(value, grad, m, v []float32, p AdamParams) { adamGo(value, grad, m, v, p) }

@@ -59,19 +59,23 @@ func BenchmarkExpShift(b *testing.B) {
 
 // TestSoftmax2 holds Softmax2, Softmax2Lanes and ScaleDiff (vectorised in
 // the cgo build) to their Go versions bit for bit, over lengths around the vector
-// threshold, empty parts, ±1000 and NaN, and checks that a softmax sums to 1.
+// threshold and widths, empty parts, ±1000 and NaN, and checks that a
+// softmax sums to 1.
 func TestSoftmax2(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	same := func(x, y float32) bool {
 		return math.Float32bits(x) == math.Float32bits(y) || (x != x && y != y)
 	}
-	for _, n := range [][2]int{{0, 1}, {1, 0}, {5, 3}, {40, 30}, {63, 0}, {64, 0}, {0, 64}, {100, 17}, {1000, 33}, {4099, 0}} {
+	for _, n := range [][2]int{{0, 1}, {1, 0}, {5, 3}, {40, 30}, {63, 0}, {64, 0}, {0, 64}, {100, 17}, {1000, 33}, {200, 190}, {4099, 0}} {
 		a := make([]float32, n[0]+n[1])
 		for i := range a {
 			a[i] = float32(r.NormFloat64() * 20)
 		}
 		if len(a) > 3 {
 			a[1], a[2] = -1000, 1000
+		}
+		if len(a) > 130 { // the largest value in a later lane of the maxima
+			a[len(a)-70] = 1500
 		}
 		for _, nan := range []bool{false, true} {
 			if nan && len(a) > 4 {

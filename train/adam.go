@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/cskv/cskv/graph"
+	"github.com/cskv/cskv/linalg"
 )
 
 // Adam is the Adam optimiser (PyTorch's formulation) with exported state, so
@@ -32,17 +33,8 @@ func (a *Adam) Step(params []graph.Param, lr float64) {
 	a.T++
 	bc1 := 1 - math.Pow(a.Beta1, float64(a.T))
 	bc2 := 1 - math.Pow(a.Beta2, float64(a.T))
-	stepSize := float32(lr / bc1)
-	sqrtBC2 := float32(math.Sqrt(bc2))
-	b1, b2, eps := float32(a.Beta1), float32(a.Beta2), float32(a.Eps)
-	update := func(value, grad, m, v []float32) {
-		for j, g := range grad {
-			m[j] = b1*m[j] + (1-b1)*g
-			v[j] = b2*v[j] + (1-b2)*g*g
-			denom := float32(math.Sqrt(float64(v[j])))/sqrtBC2 + eps
-			value[j] -= stepSize * m[j] / denom
-		}
-	}
+	hp := linalg.AdamParams{Beta1: float32(a.Beta1), Beta2: float32(a.Beta2), Eps: float32(a.Eps),
+		StepSize: float32(lr / bc1), SqrtBC2: float32(math.Sqrt(bc2))}
 	// Each element's update depends on that element alone: large parameters
 	// are split between the cores, with the same bits.
 	var wg sync.WaitGroup
@@ -50,7 +42,7 @@ func (a *Adam) Step(params []graph.Param, lr float64) {
 		m, v := a.M[i], a.V[i]
 		parts := min(runtime.GOMAXPROCS(0), len(p.Grad)/minAdamSplit)
 		if parts <= 1 {
-			update(p.Value, p.Grad, m, v)
+			linalg.AdamUpdate(p.Value, p.Grad, m, v, hp)
 			continue
 		}
 		for k := range parts {
@@ -58,7 +50,7 @@ func (a *Adam) Step(params []graph.Param, lr float64) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				update(p.Value[lo:hi], p.Grad[lo:hi], m[lo:hi], v[lo:hi])
+				linalg.AdamUpdate(p.Value[lo:hi], p.Grad[lo:hi], m[lo:hi], v[lo:hi], hp)
 			}()
 		}
 	}
