@@ -391,10 +391,13 @@ func (a *Kernel[T]) tile16(k int) (p16, po16, dp16 []uint16) {
 // in bf16 by the softmax (linalg.Softmax2LanesBF16), they cost the products
 // no rounding pass and half the memory traffic. The forward's products read
 // the same bf16 values either way (TestHalfProbs).
-func (a *Kernel[T]) halfProbs() bool {
+func (a *Kernel[T]) halfProbs() bool { return a.halfIn(linalg.CurrentPrecision() == linalg.BF16) }
+
+// halfIn is halfProbs with the products in bf16 or not.
+func (a *Kernel[T]) halfIn(bf16 bool) bool {
 	var z T
 	_, f32 := any(z).(float32)
-	return f32 && !a.noHalf && a.Wide && a.softCap == 0 && linalg.CurrentPrecision() == linalg.BF16
+	return f32 && !a.noHalf && a.Wide && a.softCap == 0 && bf16
 }
 
 // tileT returns worker k's transposed key and value gradients dkT, dvT
@@ -427,17 +430,7 @@ func (a *Kernel[T]) prepare() bool {
 	if !a.Keep {
 		return false
 	}
-	if a.tileOff == nil {
-		n := 0
-		for t0 := 0; t0 < a.tokens; t0 += a.Block {
-			t1 := min(t0+a.Block, a.tokens)
-			_, bw := a.band(t0, t1)
-			a.tileOff = append(a.tileOff, n)
-			n += (t1 - t0) * a.Stack * (t1 + bw)
-		}
-		a.unitSize = n
-	}
-	total := a.seqs * a.heads / a.Stack * a.unitSize
+	total := a.storeSize()
 	if total > keepBudget {
 		return false
 	}
@@ -453,6 +446,39 @@ func (a *Kernel[T]) prepare() bool {
 		a.store = make([]T, total)
 	}
 	return true
+}
+
+// storeSize is the probability store's elements: for each unit, the tiles'
+// rows × (causal keys + the original branch's band).
+func (a *Kernel[T]) storeSize() int {
+	if a.tileOff == nil {
+		n := 0
+		for t0 := 0; t0 < a.tokens; t0 += a.Block {
+			t1 := min(t0+a.Block, a.tokens)
+			_, bw := a.band(t0, t1)
+			a.tileOff = append(a.tileOff, n)
+			n += (t1 - t0) * a.Stack * (t1 + bw)
+		}
+		a.unitSize = n
+	}
+	return a.seqs * a.heads / a.Stack * a.unitSize
+}
+
+// StoreBytes is the memory of the probability store that a float32 kernel
+// of seqs sequences of tokens under r, with the bi-branch window and mode,
+// keeps from Forward for Backward when Keep: 0 above keepBudget (Backward
+// then recomputes the probabilities), 2 bytes an element when they are
+// bf16 (halfProbs, with products in bf16), else 4.
+func StoreBytes(seqs, tokens int, r Rule, window int, mode kv.WindowMode, bf16 bool) int64 {
+	a := New[float32](seqs, tokens, r, window, mode)
+	n := a.storeSize()
+	switch {
+	case n > keepBudget:
+		return 0
+	case a.halfIn(bf16):
+		return 2 * int64(n)
+	}
+	return 4 * int64(n)
 }
 
 // stored returns the kept probabilities of tile i of (sequence s, unit u).

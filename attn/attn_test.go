@@ -261,3 +261,46 @@ func randInputs[T Float](r *rand.Rand, rows, QD, KV int) (q, do, kh, vh, ko, vo 
 	}
 	return rnd(rows * QD), rnd(rows * QD), rnd(rows * KV), rnd(rows * KV), rnd(rows * KV), rnd(rows * KV)
 }
+
+// TestStoreBytes holds StoreBytes to the probability store a kernel
+// allocates in its Forward (float32, and bf16 where the build has it: half
+// the bytes on a wide layer), with and without the original branch's band,
+// and to the reference shapes: the 8B layer keeps its 2048 tokens' store,
+// the 7B layer on 4096 tokens recomputes.
+func TestStoreBytes(t *testing.T) {
+	defer linalg.SetPrecision(linalg.CurrentPrecision())
+	const seqs, T = 2, 40
+	for _, rule := range []Rule{{Heads: 8, KVHeads: 2, HeadDim: 128}, {Heads: 4, KVHeads: 2, HeadDim: 8}} {
+		rows, QD, KV := seqs*T, rule.Heads*rule.HeadDim, rule.KVHeads*rule.HeadDim
+		q, _, kh, vh, ko, vo := randInputs[float32](rand.New(rand.NewPCG(9, 10)), rows, QD, KV)
+		for _, p := range []linalg.Precision{linalg.F32, linalg.BF16} {
+			if p == linalg.BF16 && !linalg.HasBF16() {
+				continue
+			}
+			if err := linalg.SetPrecision(p); err != nil {
+				t.Fatal(err)
+			}
+			for _, window := range []int{0, 4} {
+				for _, mode := range []kv.WindowMode{kv.WindowBlock, kv.WindowSliding} {
+					a := New[float32](seqs, T, rule, window, mode)
+					a.Keep = true
+					a.Forward(make([]float32, rows*QD), q, kh, vh, ko, vo)
+					got := int64(4*len(a.store) + 2*len(a.store16))
+					if want := StoreBytes(seqs, T, rule, window, mode, p == linalg.BF16); got != want || got == 0 {
+						t.Errorf("rule %+v, %v, W %d %v: the store has %d bytes, StoreBytes %d", rule, p, window, mode, got, want)
+					}
+				}
+			}
+		}
+	}
+	b8 := Rule{Heads: 32, KVHeads: 8, HeadDim: 128}
+	if got, want := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, false), int64(4*32*256*256*36); got != want {
+		t.Errorf("8B on 2048 tokens: %d bytes, want %d (32 heads × 256² × (1 + … + 8))", got, want)
+	}
+	if got := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, true); got != 4*32*256*256*36/2 {
+		t.Errorf("8B on 2048 tokens in bf16: %d bytes, want half of float32's", got)
+	}
+	if got := StoreBytes(1, 4096, Rule{Heads: 32, KVHeads: 32, HeadDim: 128}, 0, kv.WindowBlock, false); got != 0 {
+		t.Errorf("7B on 4096 tokens: %d bytes, want 0 (above the budget: recomputed)", got)
+	}
+}

@@ -3,6 +3,8 @@ package train
 import (
 	"runtime"
 
+	"github.com/cskv/cskv/attn"
+	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
@@ -87,11 +89,18 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	if cfg.OutWindowAlt > 0 && cfg.OutWindowAlt != cfg.OutWindow {
 		graphs = 2
 	}
-	train := graphs * (graphBytes(mc, int64(cfg.Batch)*T, bo, T, int64(kRank), int64(vRank)) + 2*P*f4)
+	bf16 := cfg.Precision.Resolve() == linalg.BF16
+	graph := func(rows, outSeqs int64, window int) int64 {
+		return graphBytes(mc, rows, outSeqs, T, int64(kRank), int64(vRank), window, cfg.Window, bf16)
+	}
+	train := graph(int64(cfg.Batch)*T, bo, cfg.OutWindow) + graphs*2*P*f4
+	if graphs == 2 {
+		train += graph(int64(cfg.Batch)*T, bo, cfg.OutWindowAlt)
+	}
 	train += 2 * P * f4                             // Adam's moments
 	train += int64(cfg.Batch) * T * (D + 2*KV) * f4 // the batch and its targets
-	held := graphBytes(mc, H*T, H, T, int64(kRank), int64(vRank)) + 2*P*f4 + H*T*D*f4
-	if cfg.Precision.Resolve() == linalg.BF16 {
+	held := graph(H*T, H, cfg.OutWindow) + 2*P*f4 + H*T*D*f4
+	if bf16 {
 		// attention's bf16 roundings of the output sequences' reconstructed
 		// and original keys and values (attn.Kernel freezes them), and the
 		// graphs' frozen operands rounded once: Wq, Wk and Wv (shared by the
@@ -114,19 +123,24 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 }
 
 // graphBytes is the memory of the layer graph on rows = B·T rows with the
-// output term on outSeqs sequences of T tokens: per row X, the K and V
-// targets, the compressed features and their gradients, K̂ and V̂ with their
-// differences and gradients (D + 10·KV + 2·(Rk+Rv) floats); per output row
-// the queries, the original keys and heads, the reconstructed heads, their
-// error, its product with the metric G and the heads' gradient (6·QD + 4·KV
-// floats); the metric G = Woᵀ·Wo (QD² floats); and the kept attention
-// probabilities, outSeqs·heads·T·(T+64)/2 floats up to 2²⁷.
-func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64) int64 {
-	D, KV, QD, heads := int64(mc.Hidden), int64(mc.KVDim()), int64(mc.QDim()), int64(mc.Heads)
+// output term on outSeqs sequences of T tokens and the bi-branch window
+// and mode: per row X, the K and V targets, the compressed features and
+// their gradients, K̂ and V̂ with their differences and gradients (D +
+// 10·KV + 2·(Rk+Rv) floats); per output row the queries, the original keys
+// and heads, the reconstructed heads, their error, its product with the
+// metric G and the heads' gradient (6·QD + 4·KV floats); the metric G =
+// Woᵀ·Wo (QD² floats); and the attention probabilities kept from the
+// forward for the backward (attn.StoreBytes: none when they would exceed
+// attention's budget, bf16 in bf16 on wide layers).
+func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64, window int, mode kv.WindowMode, bf16 bool) int64 {
+	D, KV, QD := int64(mc.Hidden), int64(mc.KVDim()), int64(mc.QDim())
 	n := rows * (D + 10*KV + 2*(kRank+vRank))
+	var store int64
 	if outSeqs > 0 {
 		mo := outSeqs * T
-		n += mo*(6*QD+4*KV) + QD*QD + min(outSeqs*heads*T*(T+64)/2, 1<<27)
+		n += mo*(6*QD+4*KV) + QD*QD
+		r := attn.Rule{Heads: mc.Heads, KVHeads: mc.KVHeads, HeadDim: int(QD) / mc.Heads, SoftCap: float32(mc.AttnSoftCap)}
+		store = attn.StoreBytes(int(outSeqs), int(T), r, window, mode, bf16)
 	}
-	return 4 * n
+	return 4*n + store
 }

@@ -57,7 +57,7 @@ func TestEstimateMemory(t *testing.T) {
 	one.OutWindowAlt = 0
 	q := EstimateMemory(one, mc, 2048, 2048)
 	P := int64(4096+4096) * (2048 + 2048)
-	g := graphBytes(mc, 2*4096, 1, 4096, 2048, 2048)
+	g := graphBytes(mc, 2*4096, 1, 4096, 2048, 2048, big.OutWindowAlt, big.Window, false)
 	if p.Graph-q.Graph != g+2*P*4 {
 		t.Errorf("second graph adds %d bytes, want %d", p.Graph-q.Graph, g+2*P*4)
 	}
