@@ -1,6 +1,7 @@
 package linalg
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -63,18 +64,25 @@ func TestSoftmaxBF16(t *testing.T) {
 			}
 		}
 	}
-	for _, n := range [][2]int{{0, 5}, {7, 0}, {40, 30}, {300, 129}, {2048, 0}} {
-		a, b := randSlice(r, n[0]), randSlice(r, n[1])
-		for i := range a {
-			a[i] *= 8
+	denormal := func(xs ...[]uint16) (n int) {
+		for _, x := range xs {
+			for _, v := range x {
+				if v&0x7f80 == 0 && v&0x7f != 0 {
+					n++
+				}
+			}
 		}
+		return n
+	}
+	check := func(n string, a, b, s []float32) (denormals int) {
+		t.Helper()
 		fa, fb := append([]float32(nil), a...), append([]float32(nil), b...)
 		m, inv := Softmax2Lanes(fa, fb)
 		ra, rb := make([]uint16, len(a)), make([]uint16, len(b))
 		ga, gb := append([]float32(nil), a...), append([]float32(nil), b...)
 		m16, inv16 := Softmax2LanesBF16(ga, gb, ra, rb)
 		if m16 != m || inv16 != inv {
-			t.Fatalf("%v: shift, 1/Σ %g, %g; float32 %g, %g", n, m16, inv16, m, inv)
+			t.Fatalf("%s: shift, 1/Σ %g, %g; float32 %g, %g", n, m16, inv16, m, inv)
 		}
 		same("Softmax2LanesBF16 a", ra, round(fa))
 		same("Softmax2LanesBF16 b", rb, round(fb))
@@ -91,7 +99,6 @@ func TestSoftmaxBF16(t *testing.T) {
 		same("ExpScaleBF16", e, round(x))
 		same("expScaleBF16Go", eg, e)
 
-		s := randSlice(r, len(a))
 		p := round(x)
 		want := make([]float32, len(a))
 		for i := range want {
@@ -102,6 +109,30 @@ func TestSoftmaxBF16(t *testing.T) {
 		scaleDiffBF16Go(dg, s, p, 0.25)
 		same("ScaleDiffBF16", ds, round(want))
 		same("scaleDiffBF16Go", dg, ds)
+		return denormal(ra, rb, e, ds)
+	}
+	for _, n := range [][2]int{{0, 5}, {7, 0}, {40, 30}, {300, 129}, {2048, 0}} {
+		a, b := randSlice(r, n[0]), randSlice(r, n[1])
+		for i := range a {
+			a[i] *= 8
+		}
+		check(fmt.Sprint(n), a, b, randSlice(r, len(a)))
+	}
+	// Denormal results (which the vector conversion of AVX512-BF16 would
+	// flush to zero): scores down to 87.5 below the row's largest give
+	// exponentials near the smallest normal float, times 1/Σ < 1; and the
+	// products' NaN and infinite inputs.
+	a := make([]float32, 100)
+	for i := range a {
+		a[i] = -float32(i%8) * 12.5
+	}
+	s := randSlice(r, len(a))
+	s[3], s[20], s[41] = float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))
+	for i := 50; i < 70; i++ {
+		s[i] = 0.25 + 1e-3 // small differences: products of the small probabilities are denormal
+	}
+	if n := check("denormals", a, a[:16], s); n == 0 {
+		t.Error("the special values gave no denormal results")
 	}
 }
 

@@ -158,8 +158,46 @@ static inline __attribute__((always_inline)) float from_bf16(uint16_t v) {
 }
 
 __attribute__((target_clones("avx512f", "avx2", "default")))
-static void scale_bf16(const float *restrict x, uint16_t *restrict r, long n, float s) {
+static void scale_bf16_plain(const float *restrict x, uint16_t *restrict r, long n, float s) {
 	for (long i = 0; i < n; i++) r[i] = to_bf16(x[i] * s);
+}
+
+// The AVX512-BF16 conversion rounds to nearest even and quiets a NaN as
+// to_bf16 does, but flushes denormals to zero: the native loops round a
+// vector holding a nonzero denormal with to_bf16 instead, so that both give
+// the same bits.
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+BF16_TARGET static inline __mmask16 denormals(__m512 v) {
+	__m512 a = _mm512_abs_ps(v);
+	return _mm512_cmp_ps_mask(a, _mm512_set1_ps(1.17549435e-38f), _CMP_LT_OQ) &
+		_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+}
+
+BF16_TARGET static void scale_bf16_native(const float *restrict x, uint16_t *restrict r, long n, float s) {
+	__m512 vs = _mm512_set1_ps(s);
+	long i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vs);
+		if (denormals(v)) {
+			for (int j = 0; j < 16; j++) r[i + j] = to_bf16(x[i + j] * s);
+			continue;
+		}
+		_mm256_storeu_si256((__m256i *)(r + i), (__m256i)_mm512_cvtneps_pbh(v));
+	}
+	for (; i < n; i++) r[i] = to_bf16(x[i] * s);
+}
+
+// native_bf16 reports whether the CPU has the AVX512-BF16 conversion.
+static inline int native_bf16(void) { return __builtin_cpu_supports("avx512bf16"); }
+
+// scale_bf16 sets r[i] = bf16(x[i]·s).
+static void scale_bf16(const float *restrict x, uint16_t *restrict r, long n, float s) {
+	if (native_bf16()) {
+		scale_bf16_native(x, r, n, s);
+		return;
+	}
+	scale_bf16_plain(x, r, n, s);
 }
 
 // cskv_softmax2_lanes_bf16 is cskv_softmax2_lanes writing the scaled row
@@ -186,8 +224,31 @@ void cskv_exp_scale_bf16(float *x, uint16_t *r, long n, float m, float inv) {
 
 // cskv_scale_diff_bf16 sets ds[i] = bf16(p[i]·(s[i] − d)) (ScaleDiffBF16).
 __attribute__((target_clones("avx512f", "avx2", "default")))
-void cskv_scale_diff_bf16(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
+static void scale_diff_bf16_plain(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
 	for (long i = 0; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d));
+}
+
+BF16_TARGET static void scale_diff_bf16_native(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
+	__m512 vd = _mm512_set1_ps(d);
+	long i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + i))), 16);
+		__m512 v = _mm512_mul_ps(_mm512_castsi512_ps(w), _mm512_sub_ps(_mm512_loadu_ps(s + i), vd));
+		if (denormals(v)) {
+			for (int j = 0; j < 16; j++) ds[i + j] = to_bf16(from_bf16(p[i + j]) * (s[i + j] - d));
+			continue;
+		}
+		_mm256_storeu_si256((__m256i *)(ds + i), (__m256i)_mm512_cvtneps_pbh(v));
+	}
+	for (; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d));
+}
+
+void cskv_scale_diff_bf16(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
+	if (native_bf16()) {
+		scale_diff_bf16_native(ds, s, p, n, d);
+		return;
+	}
+	scale_diff_bf16_plain(ds, s, p, n, d);
 }
 
 // cskv_adam is AdamUpdate (adam.go): the same float32 operations in the
