@@ -3,6 +3,7 @@ package graph
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -77,6 +78,25 @@ func (l *Layer) Eval(x []float32) (Loss, error) {
 	return l.c.eval(x)
 }
 
+// SetOutWindow makes the output term's attention run at bi-branch window w
+// from the next Run, Rerun or Eval on: the spec's OutWindow or
+// OutWindowAlt. One graph thus trains both windows of --out-window-alt
+// (docs/METHOD.md §3); only attention's own buffers are held twice.
+func (l *Layer) SetOutWindow(w int) error {
+	if l.c == nil {
+		return errClosed
+	}
+	for i, cw := range l.c.windows() {
+		if cw == w {
+			if l.c.atts[i] != nil { // nil without an output term
+				l.c.att.Kernel = l.c.atts[i]
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("graph: out window %d: the layer's output term runs at %v", w, l.c.windows())
+}
+
 // Params returns Ak, Bk, Av, Bv with live backing slices (nil once closed).
 func (l *Layer) Params() []Param {
 	if l.c == nil {
@@ -132,9 +152,10 @@ type core[T float] struct {
 	ms                  [3]float64 // mean squares of K, V, out targets (out: Eval only)
 	vals, grads         [4][]T     // Ak (Rk, D), Bk (KV, Rk), Av (Rv, D), Bv (KV, Rv)
 	rope                *ropeTable[T]
-	qNorm, kNorm        *headNorm[T]    // the layer's query and key norms (nil when it has none)
-	att                 *attn.Kernel[T] // bi-branch attention of the output term
-	orig                *attn.Kernel[T] // all-original attention for the target
+	qNorm, kNorm        *headNorm[T]       // the layer's query and key norms (nil when it has none)
+	att                 *kernelRef[T]      // bi-branch attention of the output term, at the window in use
+	atts                [2]*attn.Kernel[T] // at OutWindow and OutWindowAlt (nil without it)
+	orig                *attn.Kernel[T]    // all-original attention for the target
 	fqK, fqV            *fakeQuant[T]
 	mseK, mseV, mseO    *mseOp[T]
 	g                   *gorgonia.ExprGraph
@@ -189,8 +210,11 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		c.rope = newRope[T](s.Tokens, s.Attn.Rope)
 		c.qNorm = newHeadNorm[T](s.Attn.QNorm, s.Attn.NormEps)
 		c.kNorm = newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps)
-		c.att = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), s.OutWindow, s.WindowMode)
-		c.att.Keep = s.hasOut()
+		for i, w := range c.windows() {
+			c.atts[i] = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), w, s.WindowMode)
+			c.atts[i].Keep = s.hasOut()
+		}
+		c.att = &kernelRef[T]{c.atts[0]}
 		c.orig = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), 0, kv.WindowBlock)
 	}
 	kq, vq, _ := s.Quant.Specs(s.KRank, s.VRank, s.Attn.KVHeads) // checked by validate
@@ -237,10 +261,11 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 
 	// Output term on the first Mo rows.
 	if s.hasOut() {
-		att := &attnOp[T]{opBase: opBase{name: "Attention"}, att: c.att, rope: c.rope,
+		att := &attnOp[T]{opBase: opBase{name: "Attention"}, att: c.att, arity: 3, rope: c.rope,
 			norm: newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps), mo: c.mo, kv: c.kv}
 		args := gorgonia.Nodes{mat("Qs", c.qs, c.mo, c.qd), kh, vh}
-		if s.OutWindow > 0 {
+		if slices.Max(c.windows()) > 0 { // the original branch's keys and values
+			att.arity = 5
 			args = append(args, mat("Kr", c.kr, c.mo, c.kv), mat("Vo", c.vo, c.mo, c.kv))
 		}
 		// MSE of the output Ô·Woᵀ against O·Woᵀ, as (Ô − O)·G·(Ô − O)ᵀ
@@ -274,6 +299,15 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 	c.vm = gorgonia.NewTapeMachine(g, gorgonia.WithPrecompiled(prog, locMap))
 	c.freeze(c.wq, c.wk, c.wv, c.gram)
 	return c, nil
+}
+
+// windows are the bi-branch windows the output term's attention can run
+// at: OutWindow, then OutWindowAlt when it is another.
+func (c *core[T]) windows() []int {
+	if w := c.s.OutWindowAlt; w > 0 && w != c.s.OutWindow {
+		return []int{c.s.OutWindow, w}
+	}
+	return []int{c.s.OutWindow}
 }
 
 // freeze tells linalg that these float32 operands do not change until

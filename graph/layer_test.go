@@ -80,7 +80,7 @@ var lossCases = []lossCase{
 // makes backward recompute the probabilities.
 func setTile[T float](co *core[T], c lossCase) {
 	if co.att != nil {
-		setKernel(co.att, c.tile, c.recompute, c.stack)
+		setKernel(co.att.Kernel, c.tile, c.recompute, c.stack)
 		setKernel(co.orig, c.tile, false, c.stack)
 	}
 }
@@ -487,5 +487,57 @@ func TestRunTargetsEqualsRun(t *testing.T) {
 	}
 	if _, err := b.RunTargets(x, k[:1], v); err == nil {
 		t.Error("short targets accepted")
+	}
+}
+
+// One graph with OutWindowAlt switched by SetOutWindow gives, at each
+// window and in any order, the losses and gradients of a graph built for
+// that window alone, bit for bit (Run, Rerun and Eval); windows outside the
+// spec's are errors.
+func TestSetOutWindow(t *testing.T) {
+	spec := NewRandomSpec(BenchShape{Name: "t", Hidden: 16, NHeads: 4, NKVHeads: 2, HeadDim: 4, Rank: 4, Seqs: 2, Tokens: 8}, 1)
+	spec.OutSeqs, spec.LambdaOut = 1, 1
+	f, x := RandomFactors(spec, 2), RandomInput(spec, 3)
+	for _, pair := range [][2]int{{0, 3}, {2, 5}} {
+		both := spec
+		both.OutWindow, both.OutWindowAlt = pair[0], pair[1]
+		l, err := NewLayer(both, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range []int{pair[1], pair[0], pair[1]} {
+			alone := spec
+			alone.OutWindow = w
+			ref, err := NewLayer(alone, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.SetOutWindow(w); err != nil {
+				t.Fatal(err)
+			}
+			for _, run := range []func(*Layer) (Loss, error){
+				func(l *Layer) (Loss, error) { return l.Run(x) },
+				func(l *Layer) (Loss, error) { return l.Rerun() },
+				func(l *Layer) (Loss, error) { return l.Eval(x) }} {
+				got, err1 := run(l)
+				want, err2 := run(ref)
+				if err1 != nil || err2 != nil {
+					t.Fatal(err1, err2)
+				}
+				if got != want {
+					t.Fatalf("windows %v at %d: loss %+v, the graph of W %d alone %+v", pair, w, got, w, want)
+				}
+				for i, p := range l.Params() {
+					if !slices.Equal(p.Grad, ref.Params()[i].Grad) {
+						t.Fatalf("windows %v at %d: %s's gradient differs from the graph of W %d alone", pair, w, p.Name, w)
+					}
+				}
+			}
+			ref.Close()
+		}
+		if err := l.SetOutWindow(pair[1] + 1); err == nil {
+			t.Errorf("windows %v: SetOutWindow(%d) succeeded", pair, pair[1]+1)
+		}
+		l.Close()
 	}
 }

@@ -334,9 +334,16 @@ func (o *mseGradOp[T]) Do(in ...gorgonia.Value) (gorgonia.Value, error) {
 // and values Vo (Mo, KV) (constants). Output: the concatenated head outputs
 // (Mo, QD). The keys attention reads are RoPE(KNorm(K̂)).
 
+// kernelRef is the output term's attention kernel in use, shared by the
+// layer (Layer.SetOutWindow switches it) and its attention ops, which hold
+// it and not the layer: a reference from the graph to the layer's buffers
+// kept a closed layer's memory alive into the next layer's training.
+type kernelRef[T float] struct{ *attn.Kernel[T] }
+
 type attnOp[T float] struct {
 	opBase
-	att    *attn.Kernel[T]
+	att    *kernelRef[T]
+	arity  int // 5 with the original branch's inputs (some window > 0), else 3
 	rope   *ropeTable[T]
 	norm   *headNorm[T] // the key norm (nil when the layer has none)
 	mo, kv int
@@ -344,12 +351,7 @@ type attnOp[T float] struct {
 	out    buf[T]
 }
 
-func (o *attnOp[T]) Arity() int {
-	if o.att.Window() > 0 {
-		return 5
-	}
-	return 3
-}
+func (o *attnOp[T]) Arity() int { return o.arity }
 
 func (o *attnOp[T]) Type() hm.Type { return matFn(o.Arity()) }
 

@@ -19,21 +19,24 @@ type LayerSpec struct {
 	// output term computes exactly the attention it describes.
 	Attn model.Attention
 
-	Wq         []float32     // (QD, D)
-	Wk, Wv     []float32     // (KV, D)
-	Wo         []float32     // (D, QD)
-	Bq         []float32     // (QD) optional bias (Qwen2), nil if absent
-	Bk, Bv     []float32     // (KV) optional biases, nil if absent
-	KRank      int           // Rk
-	VRank      int           // Rv
-	Seqs       int           // N: X is (N·T, D)
-	Tokens     int           // T
-	OutSeqs    int           // No: the first No sequences feed the output term (0 = none)
-	LambdaKV   float64       // weight of MSE(K, K̂) + MSE(V, V̂)
-	LambdaOut  float64       // weight of MSE(out, out̂)
-	OutWindow  int           // W: 0 = every key/value reconstructed in out̂; W > 0 = bi-branch rule
-	WindowMode kv.WindowMode // how W is applied
-	Quant      kv.Quant      // quantisation-aware training of Ck, Cv (zero value: off)
+	Wq        []float32 // (QD, D)
+	Wk, Wv    []float32 // (KV, D)
+	Wo        []float32 // (D, QD)
+	Bq        []float32 // (QD) optional bias (Qwen2), nil if absent
+	Bk, Bv    []float32 // (KV) optional biases, nil if absent
+	KRank     int       // Rk
+	VRank     int       // Rv
+	Seqs      int       // N: X is (N·T, D)
+	Tokens    int       // T
+	OutSeqs   int       // No: the first No sequences feed the output term (0 = none)
+	LambdaKV  float64   // weight of MSE(K, K̂) + MSE(V, V̂)
+	LambdaOut float64   // weight of MSE(out, out̂)
+	OutWindow int       // W: 0 = every key/value reconstructed in out̂; W > 0 = bi-branch rule
+	// OutWindowAlt is a second W the output term switches to with
+	// Layer.SetOutWindow (--out-window-alt; 0 = none).
+	OutWindowAlt int
+	WindowMode   kv.WindowMode // how W is applied
+	Quant        kv.Quant      // quantisation-aware training of Ck, Cv (zero value: off)
 }
 
 // KVDim is Hkv·Dh.
@@ -97,8 +100,8 @@ func (s LayerSpec) validate(init kv.Factors) error {
 		return specErr("lambda kv and lambda out are both zero")
 	case s.LambdaOut > 0 && s.OutSeqs == 0:
 		return specErr("lambda out %g needs out seqs > 0", s.LambdaOut)
-	case s.OutWindow < 0:
-		return specErr("out window %d must be non-negative", s.OutWindow)
+	case s.OutWindow < 0 || s.OutWindowAlt < 0:
+		return specErr("out windows %d, %d must be non-negative", s.OutWindow, s.OutWindowAlt)
 	case !s.WindowMode.Valid():
 		return specErr("unknown window mode %d", int(s.WindowMode))
 	}

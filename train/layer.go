@@ -105,18 +105,11 @@ func (j layerJob) train(ctx context.Context, env Env, run *runState, st *layerSt
 	defer layer.Close()
 	// With --out-window-alt the output term of all but the first of every
 	// 1 + --out-window-alt-steps steps reads the other bi-branch window
-	// (docs/METHOD.md §3): a second graph whose factors follow the first's.
-	layers := []*graph.Layer{layer}
+	// (docs/METHOD.md §3): the graph switches its attention's window.
+	windows := []int{j.cfg.OutWindow}
 	if w := j.cfg.OutWindowAlt; w > 0 && w != j.cfg.OutWindow {
-		spec := j.spec(j.cfg.Batch)
-		spec.OutWindow = w
-		alt, err := graph.NewLayer(spec, st.Factors)
-		if err != nil {
-			return kv.Factors{}, err
-		}
-		defer alt.Close()
 		for range max(j.cfg.OutWindowAltSteps, 1) {
-			layers = append(layers, alt)
+			windows = append(windows, w)
 		}
 	}
 	if st.Adam == nil {
@@ -124,33 +117,29 @@ func (j layerJob) train(ctx context.Context, env Env, run *runState, st *layerSt
 	}
 	env.OnPhase("train", j.l)
 	batch := newBatcher(j, kAll, vAll)
-	live := layer // the graph holding the current factors
+	params := layer.Params() // Ak, Bk, Av, Bv: live values and gradients
 	for st.Step < j.cfg.Steps {
 		if err := ctx.Err(); err != nil {
-			return kv.Factors{}, interrupted(run, st, live, err)
+			return kv.Factors{}, interrupted(run, st, layer, err)
 		}
-		if cur := layers[st.Step%len(layers)]; cur != live {
-			for i, p := range cur.Params() {
-				copy(p.Value, live.Params()[i].Value)
-			}
-			live = cur
+		if err := layer.SetOutWindow(windows[st.Step%len(windows)]); err != nil {
+			return kv.Factors{}, err
 		}
-		params := live.Params() // Ak, Bk, Av, Bv: live values and gradients
 		if err := batch.next(st.RNG); err != nil {
 			return kv.Factors{}, fmt.Errorf("step %d: %w", st.Step+1, err)
 		}
-		loss, err := live.RunTargets(batch.x, batch.k, batch.v) // forward and backward
+		loss, err := layer.RunTargets(batch.x, batch.k, batch.v) // forward and backward
 		if err := checkStep(loss, params, err); err != nil {
 			return kv.Factors{}, fmt.Errorf("step %d: %w", st.Step+1, err)
 		}
 		lr := j.cfg.LRAt(st.Step, j.cfg.Steps)
 		st.Adam.Step(params, lr)
 		st.Step++
-		if err := j.report(env, run, st, live, loss, lr); err != nil {
+		if err := j.report(env, run, st, layer, loss, lr); err != nil {
 			return kv.Factors{}, err
 		}
 	}
-	return live.Factors(), nil
+	return layer.Factors(), nil
 }
 
 // init is the layer's state before training: the initialised factors, a
@@ -343,7 +332,7 @@ func (j layerJob) spec(seqs int) graph.LayerSpec {
 		Wq: blk.Wq, Wk: blk.Wk, Wv: blk.Wv, Wo: blk.Wo, Bq: blk.Bq, Bk: blk.Bk, Bv: blk.Bv,
 		KRank: j.kRank, VRank: j.vRank, Seqs: seqs, Tokens: cfg.SeqLen,
 		OutSeqs: min(cfg.OutSeqs, seqs), LambdaKV: cfg.LambdaKV, LambdaOut: cfg.LambdaOut,
-		OutWindow: cfg.OutWindow, WindowMode: cfg.Window,
+		OutWindow: cfg.OutWindow, OutWindowAlt: cfg.OutWindowAlt, WindowMode: cfg.Window,
 		Quant: cfg.quant(),
 	}
 }

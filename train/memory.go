@@ -35,7 +35,7 @@ type Memory struct {
 	Gram    int64   `json:"gram"`    // XᵀX, D²·8 (whitened init, or D ≤ 1024)
 	Init    int64   `json:"init"`    // the init's float64 workspace: 5·max(D, KV)²·8
 	Targets int64   `json:"targets"` // N·T·KV·8 when that is at most 1 GiB, else 0
-	Graph   int64   `json:"graph"`   // the larger of the training graphs (one, or two with --out-window-alt; with the batch and Adam) and the held-out one; in bf16 with attention's rounded keys and values
+	Graph   int64   `json:"graph"`   // the larger of the training graph (with the batch and Adam; one graph for both windows of --out-window-alt) and the held-out one; in bf16 with attention's rounded keys and values
 	Advance int64   `json:"advance"` // Block.Forward's temporaries for advanceGroup(T) sequences, and in bf16 the block's rounded weights
 	Layer   int64   `json:"layer"`   // Gram + Targets + max(Scan, Init, Graph)
 	Total   int64   `json:"total"`   // the formula
@@ -83,29 +83,26 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	}
 	bo := int64(min(cfg.OutSeqs, cfg.Batch))
 	P := (D + KV) * int64(kRank+vRank) // the factors' elements
-	// Each graph holds its buffers and the factors' values and gradients;
-	// --out-window-alt trains with a second graph beside the first.
-	graphs := int64(1)
+	// The graph holds its buffers and the factors' values and gradients;
+	// with --out-window-alt its attention keeps a store for each window.
+	windows := []int{cfg.OutWindow}
 	if cfg.OutWindowAlt > 0 && cfg.OutWindowAlt != cfg.OutWindow {
-		graphs = 2
+		windows = append(windows, cfg.OutWindowAlt)
 	}
 	bf16 := cfg.Precision.Resolve() == linalg.BF16
-	graph := func(rows, outSeqs int64, window int) int64 {
-		return graphBytes(mc, rows, outSeqs, T, int64(kRank), int64(vRank), window, cfg.Window, bf16)
+	graph := func(rows, outSeqs int64, windows []int) int64 {
+		return graphBytes(mc, rows, outSeqs, T, int64(kRank), int64(vRank), windows, cfg.Window, bf16)
 	}
-	train := graph(int64(cfg.Batch)*T, bo, cfg.OutWindow) + graphs*2*P*f4
-	if graphs == 2 {
-		train += graph(int64(cfg.Batch)*T, bo, cfg.OutWindowAlt)
-	}
+	train := graph(int64(cfg.Batch)*T, bo, windows) + 2*P*f4
 	train += 2 * P * f4                             // Adam's moments
 	train += int64(cfg.Batch) * T * (D + 2*KV) * f4 // the batch and its targets
-	held := graph(H*T, H, cfg.OutWindow) + 2*P*f4 + H*T*D*f4
+	held := graph(H*T, H, windows[:1]) + 2*P*f4 + H*T*D*f4
 	if bf16 {
 		// attention's bf16 roundings of the output sequences' reconstructed
 		// and original keys and values (attn.Kernel freezes them), and the
-		// graphs' frozen operands rounded once: Wq, Wk and Wv (shared by the
-		// graphs) and each graph's metric Woᵀ·Wo
-		train += graphs*(4*2*bo*T*KV+2*QD*QD) + 2*D*(QD+2*KV)
+		// graph's frozen operands rounded once: Wq, Wk, Wv and the metric
+		// Woᵀ·Wo
+		train += 4*2*bo*T*KV + 2*QD*QD + 2*D*(QD+2*KV)
 		held += 4*2*H*T*KV + 2*QD*QD + 2*D*(QD+2*KV)
 	}
 	m.Graph = max(train, held)
@@ -129,10 +126,11 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 // 10·KV + 2·(Rk+Rv) floats); per output row the queries, the original keys
 // and heads, the reconstructed heads, their error, its product with the
 // metric G and the heads' gradient (6·QD + 4·KV floats); the metric G =
-// Woᵀ·Wo (QD² floats); and the attention probabilities kept from the
-// forward for the backward (attn.StoreBytes: none when they would exceed
-// attention's budget, bf16 in bf16 on wide layers).
-func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64, window int, mode kv.WindowMode, bf16 bool) int64 {
+// Woᵀ·Wo (QD² floats); and for each of its bi-branch windows the attention
+// probabilities kept from the forward for the backward (attn.StoreBytes:
+// none when they would exceed attention's budget, bf16 in bf16 on wide
+// layers).
+func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64, windows []int, mode kv.WindowMode, bf16 bool) int64 {
 	D, KV, QD := int64(mc.Hidden), int64(mc.KVDim()), int64(mc.QDim())
 	n := rows * (D + 10*KV + 2*(kRank+vRank))
 	var store int64
@@ -140,7 +138,9 @@ func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64, window in
 		mo := outSeqs * T
 		n += mo*(6*QD+4*KV) + QD*QD
 		r := attn.Rule{Heads: mc.Heads, KVHeads: mc.KVHeads, HeadDim: int(QD) / mc.Heads, SoftCap: float32(mc.AttnSoftCap)}
-		store = attn.StoreBytes(int(outSeqs), int(T), r, window, mode, bf16)
+		for _, w := range windows {
+			store += attn.StoreBytes(int(outSeqs), int(T), r, w, mode, bf16)
+		}
 	}
 	return 4*n + store
 }

@@ -1,11 +1,12 @@
 package train
 
 import (
-	"github.com/cskv/cskv/linalg"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/cskv/cskv/attn"
+	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
 )
 
@@ -20,9 +21,8 @@ func memoryConfig(n int) Config {
 // The formula's terms follow their definitions: in memory the streams are
 // (N+H)·T·D·4 and grow with N; spilled they vanish and the total no longer
 // depends on N; at the paper's 256 × 4096 tokens a spilled run fits 24 GiB
-// with the default --out-window-alt (two graphs) at batch 2, and with one
-// graph even with batches of 8 sequences and the output term on all of
-// them.
+// with batches of 8 sequences and the output term on all of them, with the
+// default --out-window-alt (one graph, two attention stores) or without.
 func TestEstimateMemory(t *testing.T) {
 	mc := model.Shapes["llama2-7b"]
 	c := memoryConfig(16)
@@ -51,15 +51,26 @@ func TestEstimateMemory(t *testing.T) {
 	if p.Total > 24<<30 || big.OutWindowAlt == 0 {
 		t.Errorf("256 × 4096, batch 2, the default --out-window-alt: %d GiB, want ≤ 24", p.Total>>30)
 	}
-	// --out-window-alt trains with two graphs: one more graph and its
-	// factors' values and gradients
+	// --out-window-alt trains both windows with one graph: its attention
+	// keeps a second probability store, none at 4096 tokens (recomputed)
+	// and the alternate window's at 2048
 	one := big
 	one.OutWindowAlt = 0
-	q := EstimateMemory(one, mc, 2048, 2048)
-	P := int64(4096+4096) * (2048 + 2048)
-	g := graphBytes(mc, 2*4096, 1, 4096, 2048, 2048, big.OutWindowAlt, big.Window, false)
-	if p.Graph-q.Graph != g+2*P*4 {
-		t.Errorf("second graph adds %d bytes, want %d", p.Graph-q.Graph, g+2*P*4)
+	if q := EstimateMemory(one, mc, 2048, 2048); p.Graph != q.Graph {
+		t.Errorf("4096 tokens: the alternate window adds %d bytes, want 0", p.Graph-q.Graph)
+	}
+	short, shortOne := big, one
+	short.SeqLen, shortOne.SeqLen = 2048, 2048
+	rule := attn.Rule{Heads: 32, KVHeads: 32, HeadDim: 128}
+	store := attn.StoreBytes(1, 2048, rule, short.OutWindowAlt, short.Window, false)
+	if d := EstimateMemory(short, mc, 2048, 2048).Graph - EstimateMemory(shortOne, mc, 2048, 2048).Graph; d != store || store == 0 {
+		t.Errorf("2048 tokens: the alternate window adds %d bytes, want its store's %d", d, store)
+	}
+	// the reference recipe's batch of 8 fits with the default --out-window-alt
+	full := big
+	full.Batch, full.OutSeqs, full.Holdout = 8, 8, 8
+	if p := EstimateMemory(full, mc, 2048, 2048); p.Total > 24<<30 {
+		t.Errorf("256 × 4096, batch 8, the default --out-window-alt: %d GiB, want ≤ 24", p.Total>>30)
 	}
 	big.Batch, big.OutSeqs, big.Holdout, big.OutWindowAlt = 8, 8, 8, 0
 	if p = EstimateMemory(big, mc, 2048, 2048); p.Total > 24<<30 {
