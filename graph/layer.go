@@ -86,7 +86,7 @@ func (l *Layer) SetOutWindow(w int) error {
 	if l.c == nil {
 		return errClosed
 	}
-	for i, cw := range l.c.windows() {
+	for i, cw := range l.c.s.OutWindows() {
 		if cw == w {
 			if l.c.atts[i] != nil { // nil without an output term
 				l.c.att.Kernel = l.c.atts[i]
@@ -94,7 +94,7 @@ func (l *Layer) SetOutWindow(w int) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("graph: out window %d: the layer's output term runs at %v", w, l.c.windows())
+	return fmt.Errorf("graph: out window %d: the layer's output term runs at %v", w, l.c.s.OutWindows())
 }
 
 // Params returns Ak, Bk, Av, Bv with live backing slices (nil once closed).
@@ -210,7 +210,7 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		c.rope = newRope[T](s.Tokens, s.Attn.Rope)
 		c.qNorm = newHeadNorm[T](s.Attn.QNorm, s.Attn.NormEps)
 		c.kNorm = newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps)
-		for i, w := range c.windows() {
+		for i, w := range c.s.OutWindows() {
 			c.atts[i] = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), w, s.WindowMode)
 			c.atts[i].Keep = s.hasOut()
 		}
@@ -264,7 +264,7 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		att := &attnOp[T]{opBase: opBase{name: "Attention"}, att: c.att, arity: 3, rope: c.rope,
 			norm: newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps), mo: c.mo, kv: c.kv}
 		args := gorgonia.Nodes{mat("Qs", c.qs, c.mo, c.qd), kh, vh}
-		if slices.Max(c.windows()) > 0 { // the original branch's keys and values
+		if slices.Max(c.s.OutWindows()) > 0 { // the original branch's keys and values
 			att.arity = 5
 			args = append(args, mat("Kr", c.kr, c.mo, c.kv), mat("Vo", c.vo, c.mo, c.kv))
 		}
@@ -299,15 +299,6 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 	c.vm = gorgonia.NewTapeMachine(g, gorgonia.WithPrecompiled(prog, locMap))
 	c.freeze(c.wq, c.wk, c.wv, c.gram)
 	return c, nil
-}
-
-// windows are the bi-branch windows the output term's attention can run
-// at: OutWindow, then OutWindowAlt when it is another.
-func (c *core[T]) windows() []int {
-	if w := c.s.OutWindowAlt; w > 0 && w != c.s.OutWindow {
-		return []int{c.s.OutWindow, w}
-	}
-	return []int{c.s.OutWindow}
 }
 
 // freeze tells linalg that these float32 operands do not change until

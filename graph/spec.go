@@ -48,6 +48,15 @@ func (s LayerSpec) QDim() int { return s.Attn.Heads * s.Attn.HeadDim }
 // Rows is N·T, the rows of one batch.
 func (s LayerSpec) Rows() int { return s.Seqs * s.Tokens }
 
+// OutWindows are the bi-branch windows the output term's attention can run
+// at (Layer.SetOutWindow): OutWindow, then OutWindowAlt when it is another.
+func (s LayerSpec) OutWindows() []int {
+	if w := s.OutWindowAlt; w > 0 && w != s.OutWindow {
+		return []int{s.OutWindow, w}
+	}
+	return []int{s.OutWindow}
+}
+
 // hasOut reports whether Run builds and trains the output term.
 func (s LayerSpec) hasOut() bool { return s.OutSeqs > 0 && s.LambdaOut > 0 }
 

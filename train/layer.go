@@ -106,10 +106,10 @@ func (j layerJob) train(ctx context.Context, env Env, run *runState, st *layerSt
 	// With --out-window-alt the output term of all but the first of every
 	// 1 + --out-window-alt-steps steps reads the other bi-branch window
 	// (docs/METHOD.md §3): the graph switches its attention's window.
-	windows := []int{j.cfg.OutWindow}
-	if w := j.cfg.OutWindowAlt; w > 0 && w != j.cfg.OutWindow {
-		for range max(j.cfg.OutWindowAltSteps, 1) {
-			windows = append(windows, w)
+	windows := layer.Spec().OutWindows() // W, then W′ when on
+	if len(windows) > 1 {
+		for range max(j.cfg.OutWindowAltSteps, 1) - 1 {
+			windows = append(windows, windows[1])
 		}
 	}
 	if st.Adam == nil {

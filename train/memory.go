@@ -4,6 +4,7 @@ import (
 	"runtime"
 
 	"github.com/cskv/cskv/attn"
+	"github.com/cskv/cskv/graph"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
@@ -85,18 +86,15 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	P := (D + KV) * int64(kRank+vRank) // the factors' elements
 	// The graph holds its buffers and the factors' values and gradients;
 	// with --out-window-alt its attention keeps a store for each window.
-	windows := []int{cfg.OutWindow}
-	if cfg.OutWindowAlt > 0 && cfg.OutWindowAlt != cfg.OutWindow {
-		windows = append(windows, cfg.OutWindowAlt)
-	}
+	windows := graph.LayerSpec{OutWindow: cfg.OutWindow, OutWindowAlt: cfg.OutWindowAlt}.OutWindows()
 	bf16 := cfg.Precision.Resolve() == linalg.BF16
-	graph := func(rows, outSeqs int64, windows []int) int64 {
+	graphMem := func(rows, outSeqs int64, windows []int) int64 {
 		return graphBytes(mc, rows, outSeqs, T, int64(kRank), int64(vRank), windows, cfg.Window, bf16)
 	}
-	train := graph(int64(cfg.Batch)*T, bo, windows) + 2*P*f4
+	train := graphMem(int64(cfg.Batch)*T, bo, windows) + 2*P*f4
 	train += 2 * P * f4                             // Adam's moments
 	train += int64(cfg.Batch) * T * (D + 2*KV) * f4 // the batch and its targets
-	held := graph(H*T, H, windows[:1]) + 2*P*f4 + H*T*D*f4
+	held := graphMem(H*T, H, windows[:1]) + 2*P*f4 + H*T*D*f4
 	if bf16 {
 		// attention's bf16 roundings of the output sequences' reconstructed
 		// and original keys and values (attn.Kernel freezes them), and the
