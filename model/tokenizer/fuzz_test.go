@@ -47,8 +47,9 @@ var fuzzToks struct {
 }
 
 // FuzzEncode encodes arbitrary text with the stories260K SPM and both HF
-// families: no panic, ids inside the vocabulary, SPM round trip exact,
-// GPT-2 round trip exact for valid UTF-8, Mistral's where no space is lost.
+// families: no panic, ids inside the vocabulary, SPM round trip exact but
+// for a literal ▁, GPT-2 round trip exact for valid UTF-8, Mistral's where no space is lost
+// (SPM's and Mistral's turn a literal ▁ into a space).
 func FuzzEncode(f *testing.F) {
 	for _, s := range []string{"", "Hello world", "  two  spaces", "🙂!\n\r\n\t", "a\xffb\xc3", "<s></s><unk><|endoftext|>", "I'm 12345 naïve", "\u00a0\u2003x"} {
 		f.Add(s)
@@ -70,9 +71,10 @@ func FuzzEncode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// SentencePiece writes spaces as ▁, so a literal ▁ decodes as a space.
 		d, err := spm.Decode(ids)
-		if err != nil || d != s {
-			t.Fatalf("spm round trip %q → %v → %q, %v", s, ids, d, err)
+		if want := strings.ReplaceAll(s, "\u2581", " "); err != nil || d != want {
+			t.Fatalf("spm round trip %q → %v → %q, want %q, %v", s, ids, d, want, err)
 		}
 		for k, h := range hfs {
 			ids, err := h.Encode(s)
