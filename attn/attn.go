@@ -237,25 +237,56 @@ type Kernel[T Float] struct {
 	slide                                 int // the layer's sliding window (0 = every earlier key)
 	window                                int
 	mode                                  kv.WindowMode
-	Block                                 int   // query positions per tile
-	Stack                                 int   // query heads per tile (divides heads/kvHeads)
-	Keep                                  bool  // store the probabilities of Forward for Backward
-	KeyBlock                              int   // keys per block of the recomputing Backward of wide layers (backwardBlocked)
-	Wide                                  bool  // products on the worker's core, transposed gradient sums (see stackWidth)
-	scratch                               [][]T // per worker
-	scratchT                              [][]T // per worker, Backward of wide layers (transposed)
-	store                                 []T   // kept probabilities, (N, units, per-unit layout)
-	tileOff                               []int // offset of each tile inside one unit's store
-	unitSize                              int   // store elements per (sequence, unit)
-	stats                                 []T   // wide layers: each query row's softmax shift and 1/Σ from Forward, (N, units, T·Stack, 2)
+	Block                                 int           // query positions per tile
+	Stack                                 int           // query heads per tile (divides heads/kvHeads)
+	Keep                                  bool          // store the probabilities of Forward for Backward
+	KeyBlock                              int           // keys per block of the recomputing Backward of wide layers (backwardBlocked)
+	Wide                                  bool          // products on the worker's core, transposed gradient sums (see stackWidth)
+	ws                                    *Workspace[T] // per-worker tiles (Use)
+	store                                 []T           // kept probabilities, (N, units, per-unit layout)
+	tileOff                               []int         // offset of each tile inside one unit's store
+	unitSize                              int           // store elements per (sequence, unit)
+	stats                                 []T           // wide layers: each query row's softmax shift and 1/Σ from Forward, (N, units, T·Stack, 2)
 	// half: the probabilities and their gradients are written in bf16 for
-	// the products that read them (halfProbs); store16 and scratch16 then
-	// replace store and the tiles' p, po, dp as those products' operands.
-	half      bool
-	keptHalf  bool // the last Forward's half, the representation of the probabilities it kept
-	noHalf    bool // tests: float32 probabilities even where halfProbs holds
-	store16   []uint16
-	scratch16 [][]uint16 // per worker: p16 (R, T), po16 (R, block+W), dp16 (R, T)
+	// the products that read them (halfProbs); store16 and the workspace's
+	// bf16 tiles then replace store and the tiles' p, po, dp as those
+	// products' operands.
+	half     bool
+	keptHalf bool // the last Forward's half, the representation of the probabilities it kept
+	noHalf   bool // tests: float32 probabilities even where halfProbs holds
+	store16  []uint16
+}
+
+// Workspace is the per-worker tiles of attention kernels, kept from call to
+// call. Kernels that never run at the same time may share one (Use): a
+// layer graph's all-original kernel and its bi-branch ones, the frozen
+// forward's kernel from layer to layer. It then holds the largest tiles
+// any of them asked for once, instead of a set per kernel; at the 8B shape
+// on 4096 tokens that is 38 MiB a worker (55 in bf16).
+type Workspace[T Float] struct {
+	tiles   [][]T      // per worker: p, po, dp, sc, qb, db (tile)
+	tilesT  [][]T      // per worker, Backward of wide layers: dkT, dvT (tileT)
+	tiles16 [][]uint16 // per worker, half: p16, po16, dp16 (tile16)
+}
+
+// Use makes a take its tiles from ws (nil: its own) and returns a.
+func (a *Kernel[T]) Use(ws *Workspace[T]) *Kernel[T] {
+	if ws != nil {
+		a.ws = ws
+	}
+	return a
+}
+
+// grow returns buffer k of bufs with at least n elements, allocating what
+// is missing.
+func grow[E any](bufs *[][]E, k, n int) []E {
+	for len(*bufs) <= k {
+		*bufs = append(*bufs, nil)
+	}
+	if len((*bufs)[k]) < n {
+		(*bufs)[k] = make([]E, n)
+	}
+	return (*bufs)[k]
 }
 
 // keepBudget is the largest probability store (elements) that forward keeps
@@ -308,7 +339,7 @@ func New[T Float](seqs, tokens int, r Rule, window int, mode kv.WindowMode) *Ker
 	}
 	return &Kernel[T]{seqs: seqs, tokens: tokens, heads: r.Heads, kvHeads: r.KVHeads, headDim: r.HeadDim,
 		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide), Stack: stack, Wide: wide,
-		KeyBlock: keyBlock}
+		KeyBlock: keyBlock, ws: &Workspace[T]{}}
 }
 
 // Window is the bi-branch window the kernel was made with.
@@ -337,32 +368,45 @@ func (a *Kernel[T]) band(t0, t1 int) (b0, bw int) {
 	return b0, t1 - b0
 }
 
-// tile returns worker k's buffers, R = block·stack rows: p (R, T), po (R,
-// block+W), dp (R, T), with the soft-cap sc (R, T) for the raw scores and,
-// when stack > 1, qb and db (R, Dh) for a tile's gathered query and output
-// gradient rows.
-func (a *Kernel[T]) tile(k int) (p, po, dp, sc, qb, db []T) {
+// tileSizes is the elements of a worker's tiles, R = block·stack rows: p
+// (R, T) and po (R, block+W); in a backward dp (R, T) and, with the
+// soft-cap, sc (R, T) for the raw scores; when stack > 1, qb and db (R, Dh)
+// for a tile's gathered query and output (gradient) rows.
+func (a *Kernel[T]) tileSizes(backward bool) [6]int {
 	nb, nt := a.Block*a.Stack, a.tokens
-	bw := a.Block + max(a.window, 0)
-	ns, nq := 0, 0
-	if a.softCap > 0 {
-		ns = nb * nt
+	sz := [6]int{nb * nt, nb * (a.Block + max(a.window, 0))}
+	if backward {
+		sz[2] = nb * nt
+		if a.softCap > 0 {
+			sz[3] = nb * nt
+		}
 	}
 	if a.Stack > 1 {
-		nq = nb * a.headDim
+		sz[4], sz[5] = nb*a.headDim, nb*a.headDim
 	}
-	sizes := []int{nb * nt, nb * bw, nb * nt, ns, nq, nq}
+	return sz
+}
+
+// tile16Sizes is the elements of a worker's bf16 tiles (half): p16 (R, T),
+// po16 (R, block+W) and in a backward dp16 (R, T), as tile's p, po and dp.
+func (a *Kernel[T]) tile16Sizes(backward bool) [3]int {
+	sz := a.tileSizes(backward)
+	return [3]int{sz[0], sz[1], sz[2]}
+}
+
+// tileTSize is the elements of a worker's transposed key and value
+// gradients dkT, dvT (Dh, T each) in the backward of a wide layer.
+func (a *Kernel[T]) tileTSize() int { return 2 * a.headDim * a.tokens }
+
+// tile returns worker k's tiles (tileSizes; those a forward does not use
+// are empty).
+func (a *Kernel[T]) tile(k int, backward bool) (p, po, dp, sc, qb, db []T) {
+	sizes := a.tileSizes(backward)
 	need := 0
 	for _, n := range sizes {
 		need += n
 	}
-	for len(a.scratch) <= k {
-		a.scratch = append(a.scratch, nil)
-	}
-	if len(a.scratch[k]) < need {
-		a.scratch[k] = make([]T, need)
-	}
-	s := a.scratch[k]
+	s := grow(&a.ws.tiles, k, need)
 	var parts [6][]T
 	for i, n := range sizes {
 		parts[i], s = s[:n:n], s[n:]
@@ -370,19 +414,12 @@ func (a *Kernel[T]) tile(k int) (p, po, dp, sc, qb, db []T) {
 	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
 }
 
-// tile16 returns worker k's bf16 tiles (half): p16 (R, T), po16 (R,
-// block+W) and dp16 (R, T), as tile's p, po and dp.
-func (a *Kernel[T]) tile16(k int) (p16, po16, dp16 []uint16) {
-	nb, nt := a.Block*a.Stack, a.tokens
-	np, no := nb*nt, nb*(a.Block+max(a.window, 0))
-	for len(a.scratch16) <= k {
-		a.scratch16 = append(a.scratch16, nil)
-	}
-	if len(a.scratch16[k]) < 2*np+no {
-		a.scratch16[k] = make([]uint16, 2*np+no)
-	}
-	s := a.scratch16[k]
-	return s[:np:np], s[np : np+no : np+no], s[np+no : 2*np+no : 2*np+no]
+// tile16 returns worker k's bf16 tiles (tile16Sizes).
+func (a *Kernel[T]) tile16(k int, backward bool) (p16, po16, dp16 []uint16) {
+	sz := a.tile16Sizes(backward)
+	s := grow(&a.ws.tiles16, k, sz[0]+sz[1]+sz[2])
+	np, no := sz[0], sz[0]+sz[1]
+	return s[:np:np], s[np:no:no], s[no : no+sz[2] : no+sz[2]]
 }
 
 // halfProbs reports whether attention writes its probabilities and their
@@ -403,25 +440,24 @@ func (a *Kernel[T]) halfIn(bf16 bool) bool {
 // tileT returns worker k's transposed key and value gradients dkT, dvT
 // (Dh, T) for the backward of a wide layer.
 func (a *Kernel[T]) tileT(k int) (dkT, dvT []T) {
-	nk := a.headDim * a.tokens
-	for len(a.scratchT) <= k {
-		a.scratchT = append(a.scratchT, nil)
-	}
-	if len(a.scratchT[k]) < 2*nk {
-		a.scratchT[k] = make([]T, 2*nk)
-	}
-	s := a.scratchT[k]
+	nk := a.tileTSize() / 2
+	s := grow(&a.ws.tilesT, k, 2*nk)
 	return s[:nk], s[nk : 2*nk]
 }
 
-// prepare allocates the per-worker tiles and, when keep is set and it fits
-// keepBudget, the probability store. It reports whether the store is used.
-func (a *Kernel[T]) prepare() bool {
+// prepare allocates the per-worker tiles of a forward or backward (before
+// the workers run, which only read the workspace's lists) and, when keep
+// is set and it fits keepBudget, the probability store. It reports whether
+// the store is used.
+func (a *Kernel[T]) prepare(backward bool) bool {
 	a.half = a.halfProbs()
 	for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
-		a.tile(k - 1)
+		a.tile(k-1, backward)
 		if a.half {
-			a.tile16(k - 1)
+			a.tile16(k-1, backward)
+		}
+		if backward && a.Wide {
+			a.tileT(k - 1)
 		}
 	}
 	if n := a.seqs * a.heads * a.tokens * 2; a.Wide && len(a.stats) != n {
@@ -479,6 +515,33 @@ func StoreBytes(seqs, tokens int, r Rule, window int, mode kv.WindowMode, bf16 b
 		return 2 * int64(n)
 	}
 	return 4 * int64(n)
+}
+
+// WorkspaceBytes is the memory besides the store that a float32 kernel of
+// seqs sequences of tokens under r, with the bi-branch window and mode,
+// allocates for Forward (and, with backward, for Backward too), as prepare
+// allocates it: tiles, the per-worker tiles of GOMAXPROCS workers at most
+// (a Workspace, which kernels may share), and stats, the kernel's own
+// softmax statistics of every query row (wide layers). A larger window
+// or the backward never needs less of any tile.
+func WorkspaceBytes(seqs, tokens int, r Rule, window int, mode kv.WindowMode, bf16, backward bool) (tiles, stats int64) {
+	a := New[float32](seqs, tokens, r, window, mode)
+	var per int64
+	for _, n := range a.tileSizes(backward) {
+		per += 4 * int64(n)
+	}
+	if a.halfIn(bf16) {
+		for _, n := range a.tile16Sizes(backward) {
+			per += 2 * int64(n)
+		}
+	}
+	if backward && a.Wide {
+		per += 4 * int64(a.tileTSize())
+	}
+	if a.Wide {
+		stats = 4 * int64(seqs*a.heads*tokens*2)
+	}
+	return int64(workers(seqs*a.kvHeads)) * per, stats
 }
 
 // stored returns the kept probabilities of tile i of (sequence s, unit u).
@@ -716,15 +779,15 @@ func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd in
 func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 	Dh, KV, G := a.headDim, a.kvHeads*a.headDim, a.heads/a.kvHeads
 	defer a.freeze(kh, vh, ko, vo)() // read by every tile of a head
-	keep := a.prepare()
+	keep := a.prepare(false)
 	a.keptHalf = a.half
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, _, _, qb, ob := a.tile(w)
+		p, po, _, _, qb, ob := a.tile(w, false)
 		var p16, po16 []uint16
 		if a.half {
-			p16, po16, _ = a.tile16(w)
+			p16, po16, _ = a.tile16(w, false)
 		}
 		koff := s*a.tokens*KV + g*Dh
 		for u := g * perGroup; u < (g+1)*perGroup; u++ {
@@ -771,22 +834,17 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	defer a.freeze(kh, vh, ko, vo)()
 	// Probabilities kept in the other representation (the precision changed
 	// since Forward) are recomputed.
-	keep := a.prepare() && a.half == a.keptHalf
-	if a.Wide {
-		for k := workers(a.seqs * a.kvHeads); k > 0; k-- {
-			a.tileT(k - 1)
-		}
-	}
+	keep := a.prepare(true) && a.half == a.keptHalf
 	// Wide layers without a soft-cap recompute unkept probabilities block
 	// by block of keys.
 	blocked := a.Wide && !keep && a.softCap == 0
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, dp, sc, qb, db := a.tile(w)
+		p, po, dp, sc, qb, db := a.tile(w, true)
 		var p16, po16, dp16 []uint16
 		if a.half {
-			p16, po16, dp16 = a.tile16(w)
+			p16, po16, dp16 = a.tile16(w, true)
 		}
 		var dkT, dvT []T
 		if a.Wide {

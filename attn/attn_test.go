@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
@@ -302,5 +303,89 @@ func TestStoreBytes(t *testing.T) {
 	}
 	if got := StoreBytes(1, 4096, Rule{Heads: 32, KVHeads: 32, HeadDim: 128}, 0, kv.WindowBlock, false); got != 0 {
 		t.Errorf("7B on 4096 tokens: %d bytes, want 0 (above the budget: recomputed)", got)
+	}
+}
+
+// wsBytes is the memory of the tiles in ws.
+func wsBytes[T Float](ws *Workspace[T]) int64 {
+	var z T
+	size, n := int64(unsafe.Sizeof(z)), int64(0)
+	for _, b := range ws.tiles {
+		n += size * int64(len(b))
+	}
+	for _, b := range ws.tilesT {
+		n += size * int64(len(b))
+	}
+	for _, b := range ws.tiles16 {
+		n += 2 * int64(len(b))
+	}
+	return n
+}
+
+// TestWorkspace holds WorkspaceBytes to what a kernel's Forward and
+// Backward allocate (float32, and bf16 where the build has it), and kernels
+// sharing one Workspace to kernels with their own, bit for bit: an
+// all-original kernel and two bi-branch ones used in turn, as a layer graph
+// uses them, with and without a soft-cap, wide and narrow.
+func TestWorkspace(t *testing.T) {
+	defer linalg.SetPrecision(linalg.CurrentPrecision())
+	const seqs, T = 2, 40
+	for _, rule := range []Rule{{Heads: 8, KVHeads: 2, HeadDim: 128}, {Heads: 8, KVHeads: 2, HeadDim: 128, SoftCap: 30}, {Heads: 4, KVHeads: 2, HeadDim: 8}} {
+		rows, QD, KV := seqs*T, rule.Heads*rule.HeadDim, rule.KVHeads*rule.HeadDim
+		q, do, kh, vh, ko, vo := randInputs[float32](rand.New(rand.NewPCG(11, 12)), rows, QD, KV)
+		for _, p := range []linalg.Precision{linalg.F32, linalg.BF16} {
+			if p == linalg.BF16 && !linalg.HasBF16() {
+				continue
+			}
+			if err := linalg.SetPrecision(p); err != nil {
+				t.Fatal(err)
+			}
+			name := fmt.Sprintf("rule %+v, %v", rule, p)
+			bf16 := p == linalg.BF16
+			// One kernel: its forward's tiles, then its backward's.
+			a := New[float32](seqs, T, rule, 4, kv.WindowBlock)
+			o := make([]float32, rows*QD)
+			a.Forward(o, q, kh, vh, ko, vo)
+			tiles, stats := WorkspaceBytes(seqs, T, rule, 4, kv.WindowBlock, bf16, false)
+			if got := wsBytes(a.ws); got != tiles || got == 0 {
+				t.Errorf("%s: the forward's tiles have %d bytes, WorkspaceBytes %d", name, got, tiles)
+			}
+			if got := int64(4 * len(a.stats)); got != stats {
+				t.Errorf("%s: the statistics have %d bytes, WorkspaceBytes %d", name, got, stats)
+			}
+			a.Backward(make([]float32, rows*KV), make([]float32, rows*KV), q, kh, vh, ko, vo, o, do)
+			if tiles, _ = WorkspaceBytes(seqs, T, rule, 4, kv.WindowBlock, bf16, true); wsBytes(a.ws) != tiles {
+				t.Errorf("%s: the backward's tiles have %d bytes, WorkspaceBytes %d", name, wsBytes(a.ws), tiles)
+			}
+			// Three kernels in turn, on a shared workspace and on their own.
+			run := func(ws *Workspace[float32]) (out [][]float32) {
+				orig := New[float32](seqs, T, rule, 0, kv.WindowBlock).Use(ws)
+				bi := [2]*Kernel[float32]{New[float32](seqs, T, rule, 3, kv.WindowBlock).Use(ws), New[float32](seqs, T, rule, 6, kv.WindowSliding).Use(ws)}
+				for _, b := range bi {
+					b.Keep = true
+				}
+				for _, i := range []int{0, 1, 1, 0} {
+					ot, o := make([]float32, rows*QD), make([]float32, rows*QD)
+					dk, dv := make([]float32, rows*KV), make([]float32, rows*KV)
+					orig.Forward(ot, q, ko, vo, nil, nil)
+					bi[i].Forward(o, q, kh, vh, ko, vo)
+					bi[i].Backward(dk, dv, q, kh, vh, ko, vo, o, do)
+					out = append(out, ot, o, dk, dv)
+				}
+				return out
+			}
+			ws := &Workspace[float32]{}
+			shared, own := run(ws), run(nil)
+			for i := range own {
+				for j, v := range own[i] {
+					if math.Float32bits(v) != math.Float32bits(shared[i][j]) {
+						t.Fatalf("%s: result %d [%d] is %g on a shared workspace, %g on their own", name, i, j, shared[i][j], v)
+					}
+				}
+			}
+			if tiles, _ := WorkspaceBytes(seqs, T, rule, 6, kv.WindowSliding, bf16, true); wsBytes(ws) != tiles {
+				t.Errorf("%s: the shared workspace has %d bytes, the largest kernel's WorkspaceBytes %d", name, wsBytes(ws), tiles)
+			}
+		}
 	}
 }

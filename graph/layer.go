@@ -210,12 +210,15 @@ func build[T float](s LayerSpec, init kv.Factors) (c *core[T], err error) {
 		c.rope = newRope[T](s.Tokens, s.Attn.Rope)
 		c.qNorm = newHeadNorm[T](s.Attn.QNorm, s.Attn.NormEps)
 		c.kNorm = newHeadNorm[T](s.Attn.KNorm, s.Attn.NormEps)
+		// The kernels run one at a time: one set of tiles serves them all.
+		c.orig = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), 0, kv.WindowBlock)
+		ws := &attn.Workspace[T]{}
+		c.orig.Use(ws)
 		for i, w := range c.s.OutWindows() {
-			c.atts[i] = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), w, s.WindowMode)
+			c.atts[i] = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), w, s.WindowMode).Use(ws)
 			c.atts[i].Keep = s.hasOut()
 		}
 		c.att = &kernelRef[T]{c.atts[0]}
-		c.orig = attn.New[T](s.OutSeqs, s.Tokens, s.Attn.KernelRule(), 0, kv.WindowBlock)
 	}
 	kq, vq, _ := s.Quant.Specs(s.KRank, s.VRank, s.Attn.KVHeads) // checked by validate
 	if kq.Enabled() {

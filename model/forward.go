@@ -148,7 +148,7 @@ func (b *Block) forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 		}
 	}
 	att := tmp.get(n * QD)
-	attention(a, att, q, k, v, kr, vr, nSeq, T, ov)
+	attention(a, att, q, k, v, kr, vr, nSeq, T, ov, tmp.attn())
 	b.residual(c, h, att, b.Wo, b.PostAttnNorm, n, QD, tmp)
 	// feed-forward
 	RMSNorm(x, h, b.FFNNorm, n, D, c.RMSEps)
@@ -161,14 +161,16 @@ func (b *Block) forward(c Config, h []float32, nSeq, T int, rope *RopeTable, ov 
 	return nil
 }
 
-// workspace keeps Block.Forward's temporaries between the calls on a frozen
-// block (Block.Freeze), and from layer to layer in Model.Forward: each call
+// workspace keeps Block.Forward's temporaries, the tiled attention's tiles
+// among them, between the calls on a frozen block (Block.Freeze), and from
+// layer to layer in Model.Forward: each call
 // after the first reuses their pages instead of faulting in and zeroing new
 // ones (86 MB at a 7B layer on 512 tokens, measured at a fifth of that
 // forward's time in bf16).
 type workspace struct {
 	mu   sync.Mutex
 	bufs [][]float32
+	attn attn.Workspace[float32] // the tiled attention's tiles
 }
 
 // temps hands out one Forward call's temporaries, in the same order on
@@ -199,6 +201,15 @@ func (t *temps) get(n int) []float32 {
 	}
 	t.i++
 	return t.w.bufs[t.i-1][:n]
+}
+
+// attn is the attention tiles of the call: the workspace's, or nil (the
+// kernel allocates its own).
+func (t *temps) attn() *attn.Workspace[float32] {
+	if t.w == nil {
+		return nil
+	}
+	return &t.w.attn
 }
 
 // zeros returns n zeroed floats.
@@ -250,10 +261,10 @@ func (b *Block) residual(c Config, h, y, w, postNorm []float32, n, in int, tmp *
 	}
 }
 
-// tiledWidth is the query width (heads·Dh) from which the forward's
+// TiledWidth is the query width (heads·Dh) from which the forward's
 // attention runs as tiled matrix products (package attn) rather than row by
 // row: narrower models (stories260K) keep the row kernel and its sums.
-const tiledWidth = 1024
+const TiledWidth = 1024
 
 // attention computes causal grouped-query attention under the layer's rule a
 // for every (sequence, head) pair. q (n, QD) and k, v (n, KV) are post-RoPE
@@ -262,7 +273,7 @@ const tiledWidth = 1024
 // package attn (q is scaled in place); narrower ones, and every layer in
 // exact mode (linalg.SetExact), do each query row in one pass by attendRow,
 // the kernel token-by-token decoding uses too, in parallel over pairs.
-func attention(a *Attention, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride) {
+func attention(a *Attention, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVOverride, ws *attn.Workspace[float32]) {
 	dh := a.HeadDim
 	QD, KV := a.Heads*dh, a.KVHeads*dh
 	group := a.Heads / a.KVHeads
@@ -270,7 +281,7 @@ func attention(a *Attention, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVO
 	if ov != nil {
 		w, mode = ov.Window()
 	}
-	if QD >= tiledWidth && !linalg.Exact() {
+	if QD >= TiledWidth && !linalg.Exact() {
 		splitRows(nSeq*T, QD, func(r0, r1 int) {
 			for i := range q[r0*QD : r1*QD] {
 				q[r0*QD+i] *= a.Scale
@@ -280,7 +291,7 @@ func attention(a *Attention, out, q, k, v, kr, vr []float32, nSeq, T int, ov KVO
 		if ov != nil { // replacements before the window, originals in it
 			kh, vh, ko, vo = kr, vr, k, v
 		}
-		attn.New[float32](nSeq, T, a.KernelRule(), w, mode).Forward(out, q, kh, vh, ko, vo)
+		attn.New[float32](nSeq, T, a.KernelRule(), w, mode).Use(ws).Forward(out, q, kh, vh, ko, vo)
 		return
 	}
 	jobs := make(chan [2]int)

@@ -28,8 +28,8 @@ func (o windowOnly) Window() (int, kv.WindowMode)                         { retu
 func TestTiledAttention(t *testing.T) {
 	const nSeq, T = 2, 37
 	a := Attention{Heads: 8, KVHeads: 2, HeadDim: 128, Scale: 1 / float32(math.Sqrt(128))}
-	if a.Heads*a.HeadDim < tiledWidth {
-		t.Fatal("test layer is narrower than tiledWidth")
+	if a.Heads*a.HeadDim < TiledWidth {
+		t.Fatal("test layer is narrower than TiledWidth")
 	}
 	n, QD, KV := nSeq*T, a.Heads*a.HeadDim, a.KVHeads*a.HeadDim
 	r := rand.New(rand.NewPCG(5, 6))
@@ -60,7 +60,7 @@ func TestTiledAttention(t *testing.T) {
 			linalg.SetExact(exact)
 			defer linalg.SetExact(false)
 			out := make([]float32, n*QD)
-			attention(&rule, out, append([]float32(nil), q...), k, v, kr, vr, nSeq, T, c.ov)
+			attention(&rule, out, append([]float32(nil), q...), k, v, kr, vr, nSeq, T, c.ov, nil)
 			return out
 		}
 		want, got := run(true), run(false)

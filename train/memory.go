@@ -2,6 +2,7 @@ package train
 
 import (
 	"runtime"
+	"slices"
 
 	"github.com/cskv/cskv/attn"
 	"github.com/cskv/cskv/graph"
@@ -88,13 +89,13 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	// with --out-window-alt its attention keeps a store for each window.
 	windows := graph.LayerSpec{OutWindow: cfg.OutWindow, OutWindowAlt: cfg.OutWindowAlt}.OutWindows()
 	bf16 := cfg.Precision.Resolve() == linalg.BF16
-	graphMem := func(rows, outSeqs int64, windows []int) int64 {
-		return graphBytes(mc, rows, outSeqs, T, int64(kRank), int64(vRank), windows, cfg.Window, bf16)
+	graphMem := func(rows, outSeqs int64, windows []int, backward bool) int64 {
+		return graphBytes(mc, rows, outSeqs, T, int64(kRank), int64(vRank), windows, cfg.Window, bf16, backward)
 	}
-	train := graphMem(int64(cfg.Batch)*T, bo, windows) + 2*P*f4
+	train := graphMem(int64(cfg.Batch)*T, bo, windows, true) + 2*P*f4
 	train += 2 * P * f4                             // Adam's moments
 	train += int64(cfg.Batch) * T * (D + 2*KV) * f4 // the batch and its targets
-	held := graphMem(H*T, H, windows[:1]) + 2*P*f4 + H*T*D*f4
+	held := graphMem(H*T, H, windows[:1], false) + 2*P*f4 + H*T*D*f4
 	if bf16 {
 		// attention's bf16 roundings of the output sequences' reconstructed
 		// and original keys and values (attn.Kernel freezes them), and the
@@ -113,6 +114,10 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	if cfg.Precision.Resolve() == linalg.BF16 {
 		m.Advance += 2 * (D*(2*QD+2*KV) + 3*D*F) // the block's weights rounded once (model.Block.Freeze)
 	}
+	if mc.QDim() >= model.TiledWidth { // the tiled attention's tiles and statistics
+		tiles, stats := attn.WorkspaceBytes(int(g/T), int(T), attnRule(mc), 0, kv.WindowBlock, bf16, false)
+		m.Advance += tiles + stats
+	}
 	m.Total = m.Runtime + int64(m.GC*float64(m.Model+m.Blocks+m.Streams+max(m.Layer, m.Advance)))
 	return m
 }
@@ -124,21 +129,31 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 // 10·KV + 2·(Rk+Rv) floats); per output row the queries, the original keys
 // and heads, the reconstructed heads, their error, its product with the
 // metric G and the heads' gradient (6·QD + 4·KV floats); the metric G =
-// Woᵀ·Wo (QD² floats); and for each of its bi-branch windows the attention
+// Woᵀ·Wo (QD² floats); for each of its bi-branch windows the attention
 // probabilities kept from the forward for the backward (attn.StoreBytes:
 // none when they would exceed attention's budget, bf16 in bf16 on wide
-// layers).
-func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64, windows []int, mode kv.WindowMode, bf16 bool) int64 {
+// layers); and attention's workspace: one set of per-worker tiles, shared
+// by the graph's kernels and as large as the widest window's (its
+// backward's when backward), and each kernel's softmax statistics
+// (attn.WorkspaceBytes; the all-original kernel of the targets is one).
+func graphBytes(mc model.Config, rows, outSeqs, T, kRank, vRank int64, windows []int, mode kv.WindowMode, bf16, backward bool) int64 {
 	D, KV, QD := int64(mc.Hidden), int64(mc.KVDim()), int64(mc.QDim())
 	n := rows * (D + 10*KV + 2*(kRank+vRank))
 	var store int64
 	if outSeqs > 0 {
 		mo := outSeqs * T
 		n += mo*(6*QD+4*KV) + QD*QD
-		r := attn.Rule{Heads: mc.Heads, KVHeads: mc.KVHeads, HeadDim: int(QD) / mc.Heads, SoftCap: float32(mc.AttnSoftCap)}
+		r := attnRule(mc)
 		for _, w := range windows {
 			store += attn.StoreBytes(int(outSeqs), int(T), r, w, mode, bf16)
 		}
+		tiles, stats := attn.WorkspaceBytes(int(outSeqs), int(T), r, slices.Max(windows), mode, bf16, backward)
+		store += tiles + stats*int64(1+len(windows))
 	}
 	return 4*n + store
+}
+
+// attnRule is the attention kernel's rule of a model of shape mc.
+func attnRule(mc model.Config) attn.Rule {
+	return attn.Rule{Heads: mc.Heads, KVHeads: mc.KVHeads, HeadDim: mc.QDim() / mc.Heads, SoftCap: float32(mc.AttnSoftCap)}
 }

@@ -53,18 +53,24 @@ func TestEstimateMemory(t *testing.T) {
 	}
 	// --out-window-alt trains both windows with one graph: its attention
 	// keeps a second probability store, none at 4096 tokens (recomputed)
-	// and the alternate window's at 2048
+	// and the alternate window's at 2048, a second kernel's statistics, and
+	// its shared tiles grow to the wider window's
 	one := big
 	one.OutWindowAlt = 0
-	if q := EstimateMemory(one, mc, 2048, 2048); p.Graph != q.Graph {
-		t.Errorf("4096 tokens: the alternate window adds %d bytes, want 0", p.Graph-q.Graph)
+	rule := attn.Rule{Heads: 32, KVHeads: 32, HeadDim: 128}
+	alt := func(T int, bf16 bool) int64 { // what the alternate window's kernel adds to the graph
+		tiles, stats := attn.WorkspaceBytes(1, T, rule, big.OutWindowAlt, big.Window, bf16, true)
+		tiles0, _ := attn.WorkspaceBytes(1, T, rule, big.OutWindow, big.Window, bf16, true)
+		return attn.StoreBytes(1, T, rule, big.OutWindowAlt, big.Window, bf16) + stats + tiles - tiles0
+	}
+	if q := EstimateMemory(one, mc, 2048, 2048); p.Graph-q.Graph != alt(4096, false) || attn.StoreBytes(1, 4096, rule, big.OutWindowAlt, big.Window, false) != 0 {
+		t.Errorf("4096 tokens: the alternate window adds %d bytes, want %d (no store)", p.Graph-q.Graph, alt(4096, false))
 	}
 	short, shortOne := big, one
 	short.SeqLen, shortOne.SeqLen = 2048, 2048
-	rule := attn.Rule{Heads: 32, KVHeads: 32, HeadDim: 128}
 	store := attn.StoreBytes(1, 2048, rule, short.OutWindowAlt, short.Window, false)
-	if d := EstimateMemory(short, mc, 2048, 2048).Graph - EstimateMemory(shortOne, mc, 2048, 2048).Graph; d != store || store == 0 {
-		t.Errorf("2048 tokens: the alternate window adds %d bytes, want its store's %d", d, store)
+	if d := EstimateMemory(short, mc, 2048, 2048).Graph - EstimateMemory(shortOne, mc, 2048, 2048).Graph; d != alt(2048, false) || store == 0 {
+		t.Errorf("2048 tokens: the alternate window adds %d bytes, want %d (its store's %d among them)", d, alt(2048, false), store)
 	}
 	// the reference recipe's batch of 8 fits with the default --out-window-alt
 	full := big
@@ -76,9 +82,12 @@ func TestEstimateMemory(t *testing.T) {
 	if p = EstimateMemory(big, mc, 2048, 2048); p.Total > 24<<30 {
 		t.Errorf("256 × 4096, batch 8, one graph: %d GiB, want ≤ 24", p.Total>>30)
 	}
-	big.Precision = linalg.BF16                                            // attention's bf16 keys and values on top
+	big.Precision = linalg.BF16                                            // attention's bf16 keys and values and tiles on top
 	rounded := int64(4*2*8*4096*4096 + 2*4096*4096 + 2*4096*(4096+2*4096)) // keys and values; G; Wq, Wk, Wv
-	if bp := EstimateMemory(big, mc, 2048, 2048); bp.Total > 24<<30 || bp.Graph != p.Graph+rounded {
+	tiles16, _ := attn.WorkspaceBytes(8, 4096, rule, big.OutWindow, big.Window, true, true)
+	tiles32, _ := attn.WorkspaceBytes(8, 4096, rule, big.OutWindow, big.Window, false, true)
+	rounded += tiles16 - tiles32
+	if bp := EstimateMemory(big, mc, 2048, 2048); bp.Total > 24<<30 || bp.Graph != p.Graph+rounded || tiles16 <= tiles32 {
 		t.Errorf("256 × 4096, batch 8, bf16: %d GiB (graph %d, f32 %d), want ≤ 24 and %d bytes more graph", bp.Total>>30, bp.Graph, p.Graph, rounded)
 	}
 	big.Precision = linalg.F32
