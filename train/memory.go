@@ -122,6 +122,12 @@ func EstimateMemory(cfg Config, mc model.Config, kRank, vRank int) Memory {
 	return m
 }
 
+// exceeds reports whether the formula's peak is above machine bytes of
+// memory (0: unknown, never exceeded); train.Run then warns. The formula
+// is an upper estimate (the README's measurement peaked at 81% of it), so
+// a run above it is not refused.
+func (m Memory) exceeds(machine int64) bool { return machine > 0 && m.Total > machine }
+
 // graphBytes is the memory of the layer graph on rows = B·T rows with the
 // output term on outSeqs sequences of T tokens and the bi-branch window
 // and mode: per row X, the K and V targets, the compressed features and

@@ -90,6 +90,13 @@ func TestEstimateMemory(t *testing.T) {
 	if bp := EstimateMemory(big, mc, 2048, 2048); bp.Total > 24<<30 || bp.Graph != p.Graph+rounded || tiles16 <= tiles32 {
 		t.Errorf("256 × 4096, batch 8, bf16: %d GiB (graph %d, f32 %d), want ≤ 24 and %d bytes more graph", bp.Total>>30, bp.Graph, p.Graph, rounded)
 	}
+	// train.Run warns when the formula exceeds the machine: batches of 16
+	// with the output term on all of them do not fit 24 GiB
+	over := big
+	over.Batch, over.OutSeqs = 16, 16
+	if o := EstimateMemory(over, mc, 2048, 2048); !o.exceeds(24<<30) || p.exceeds(24<<30) || o.exceeds(0) {
+		t.Errorf("batch 16 (%d MiB) should exceed 24 GiB, batch 8 (%d MiB) not, and an unknown machine never", o.Total>>20, p.Total>>20)
+	}
 	big.Precision = linalg.F32
 	big.StreamMemory = 1 << 40
 	if p = EstimateMemory(big, mc, 2048, 2048); !(p.Total > 32<<30) {

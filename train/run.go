@@ -113,6 +113,10 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	mem := EstimateMemory(cfg, m.Config, slices.Max(kRanks), slices.Max(vRanks))
 	env.Log.WithFields(logrus.Fields{"total_mib": mem.Total >> 20, "streams_mib": mem.Streams >> 20, "spilled": mem.Spilled,
 		"layer_mib": mem.Layer >> 20, "graph_mib": mem.Graph >> 20, "advance_mib": mem.Advance >> 20}).Info("peak memory formula (README)")
+	if machine := memTotal(); mem.exceeds(machine) {
+		env.Log.WithFields(logrus.Fields{"formula_mib": mem.Total >> 20, "machine_mib": machine >> 20, "graph_mib": mem.Graph >> 20}).
+			Warn("the peak memory formula exceeds this machine's memory: the run may be killed; lower --batch or --out-seqs (the training graph grows with them), or --holdout")
+	}
 	h, hHeld, from, err := startStreams(cfg, m, calib, held, first)
 	if err != nil {
 		return nil, err
