@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 
 	"github.com/sirupsen/logrus"
 
@@ -111,6 +112,10 @@ type Report struct {
 // chunks chunks of src with the run's cache rule and quantisation at
 // window W.
 func EvaluateResult(ctx context.Context, res *train.Result, src data.Source, chunks, window int, log logrus.FieldLogger) (*Report, error) {
+	// The run closed its model: collected first, its memory holds the
+	// reopened one instead of lying beside it (a 1-layer 70B-shaped run
+	// peaked at 17.0 GiB here without, 14.6 in the training).
+	runtime.GC()
 	m, err := train.OpenModel(res.Config.Model)
 	if err != nil {
 		return nil, err

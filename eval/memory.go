@@ -78,13 +78,6 @@ func Uniform(rank, n int) []int {
 	return out
 }
 
-// MemoryShapes are architectures to account for without a model file
-// (cskv memory --shape).
-var MemoryShapes = map[string]model.Config{
-	"llama2-7b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 32, HeadDim: 128, ContextLength: 4096},
-	"llama3-8b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, ContextLength: 8192},
-}
-
 // MemoryEntry is one setting of a memory sweep: uniform ranks from a
 // density, or a plan's ranks per layer, at one bit width.
 type MemoryEntry struct {

@@ -4,13 +4,14 @@ import (
 	"testing"
 
 	"github.com/cskv/cskv/kv"
+	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
 
 // A memory sweep's rows are the memory formula of each density × bits, and
 // a plan's rows those of its ranks; W = 0 has no table and is refused.
 func TestMemorySweep(t *testing.T) {
-	mc := MemoryShapes["llama3-8b"]
+	mc := model.Shapes["llama3-8b"]
 	cache := train.Cache{Window: 32, Mode: kv.WindowBlock, KQuant: train.KeyPerChannel, QuantWindow: 32}
 	rows, err := MemorySweep(mc, cache, []float64{0.5, 0.25}, []int{16, 4}, 4096)
 	if err != nil {

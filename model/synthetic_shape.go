@@ -168,7 +168,12 @@ var Shapes = map[string]Config{
 		Vocab: 32000, ContextLength: 4096, RopeBase: 10000, RMSEps: 1e-5},
 	"llama3-8b": {Arch: "llama", Hidden: 4096, Layers: 32, Heads: 32, KVHeads: 8, HeadDim: 128, FFN: 14336,
 		Vocab: 128256, ContextLength: 8192, RopeBase: 500000, RMSEps: 1e-5},
+	"llama3-70b": {Arch: "llama", Hidden: 8192, Layers: 80, Heads: 64, KVHeads: 8, HeadDim: 128, FFN: 28672,
+		Vocab: 128256, ContextLength: 8192, RopeBase: 500000, RMSEps: 1e-5},
 }
+
+// ShapeNames lists Shapes' names, sorted, for messages.
+func ShapeNames() string { return strings.Join(slices.Sorted(maps.Keys(Shapes)), ", ") }
 
 // OpenShape builds the model a "shape:NAME[:LAYERS]" model name describes:
 // SyntheticShape (seed 1) of Shapes[NAME], cut to LAYERS layers.
@@ -180,8 +185,7 @@ func OpenShape(spec string) (*Model, error) {
 	name, layers, cut := strings.Cut(rest, ":")
 	c, ok := Shapes[name]
 	if !ok {
-		known := slices.Sorted(maps.Keys(Shapes))
-		return nil, fmt.Errorf("model %q: unknown shape %q (want one of %s)", spec, name, strings.Join(known, ", "))
+		return nil, fmt.Errorf("model %q: unknown shape %q (want one of %s)", spec, name, ShapeNames())
 	}
 	if cut {
 		n, err := strconv.Atoi(layers)

@@ -127,4 +127,10 @@ func TestOpenShapeErrors(t *testing.T) {
 	if c := Shapes["llama3-8b"]; c.KVDim() != 1024 || c.FFN != 14336 || c.Validate() != nil {
 		t.Errorf("llama3-8b: %+v", c)
 	}
+	if c := Shapes["llama3-70b"]; c.Hidden != 8192 || c.Layers != 80 || c.QDim() != 8192 || c.KVDim() != 1024 || c.FFN != 28672 || c.Validate() != nil {
+		t.Errorf("llama3-70b: %+v", c)
+	}
+	if _, err := OpenShape("shape:llama9-1b"); err == nil || !strings.Contains(err.Error(), "llama2-7b, llama3-70b, llama3-8b") {
+		t.Errorf("an unknown shape's error should list the known ones: %v", err)
+	}
 }

@@ -18,7 +18,7 @@ import (
 
 func runMemory(ctx context.Context, c *cli, args []string) error {
 	modelPath := c.String("model", "", "model whose cache to account for (default: the embedded synthetic model)")
-	shape := c.String("shape", "", "account for a known architecture without its file: llama2-7b or llama3-8b")
+	shape := c.String("shape", "", "account for a known architecture without its file: "+model.ShapeNames())
 	context := c.Int("context", 4096, "context length (tokens)")
 	densities := c.String("densities", "0.5,0.25,0.2", "densities (K and V alike)")
 	bitsFlag := c.String("bits", "16,4,2", "feature bits (16 = fp16 features)")
@@ -41,9 +41,9 @@ func runMemory(ctx context.Context, c *cli, args []string) error {
 	var mc model.Config
 	name := *shape
 	if *shape != "" {
-		s, ok := eval.MemoryShapes[*shape]
+		s, ok := model.Shapes[*shape]
 		if !ok {
-			return fmt.Errorf("%w: --shape %q: want llama2-7b or llama3-8b", errUsage, *shape)
+			return fmt.Errorf("%w: --shape %q: want one of %s", errUsage, *shape, model.ShapeNames())
 		}
 		mc = s
 	} else {
