@@ -358,6 +358,11 @@ func (a *Kernel[T]) keys(t int) (first, lo int) {
 	return first, lo
 }
 
+// bandCap bounds the original branch's band beyond a tile's own
+// positions: the window, at most the tokens (a window of every key, such as
+// kvcache's MeasureOnly, is far larger; a band never reaches before key 0).
+func (a *Kernel[T]) bandCap() int { return min(max(a.window, 0), a.tokens) }
+
 // band is the key range [b0, t1) of the original branch for the query tile
 // [t0, t1); bw = t1 − b0 (0 when the window is off).
 func (a *Kernel[T]) band(t0, t1 int) (b0, bw int) {
@@ -374,7 +379,7 @@ func (a *Kernel[T]) band(t0, t1 int) (b0, bw int) {
 // for a tile's gathered query and output (gradient) rows.
 func (a *Kernel[T]) tileSizes(backward bool) [6]int {
 	nb, nt := a.Block*a.Stack, a.tokens
-	sz := [6]int{nb * nt, nb * (a.Block + max(a.window, 0))}
+	sz := [6]int{nb * nt, nb * (a.Block + a.bandCap())}
 	if backward {
 		sz[2] = nb * nt
 		if a.softCap > 0 {

@@ -383,6 +383,12 @@ func TestWorkspace(t *testing.T) {
 					}
 				}
 			}
+			// a window of every key (kvcache's MeasureOnly) needs the tiles
+			// of one as long as the tokens, not of its nominal length
+			huge, _ := WorkspaceBytes(seqs, T, rule, math.MaxInt32, kv.WindowBlock, bf16, true)
+			if all, _ := WorkspaceBytes(seqs, T, rule, T, kv.WindowBlock, bf16, true); huge != all {
+				t.Errorf("%s: a window of 2³¹ − 1 needs %d bytes of tiles, one of the %d tokens %d", name, huge, T, all)
+			}
 			if tiles, _ := WorkspaceBytes(seqs, T, rule, 6, kv.WindowSliding, bf16, true); wsBytes(ws) != tiles {
 				t.Errorf("%s: the shared workspace has %d bytes, the largest kernel's WorkspaceBytes %d", name, wsBytes(ws), tiles)
 			}

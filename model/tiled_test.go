@@ -51,6 +51,10 @@ func TestTiledAttention(t *testing.T) {
 		{0, 0, windowOnly{8, kv.WindowBlock}},
 		{0, 5, windowOnly{4, kv.WindowSliding}},
 		{0, 0, windowOnly{0, kv.WindowBlock}},
+		// the window of kvcache's MeasureOnly (every key original), far
+		// beyond the tokens: the kernel's tiles are sized by the tokens
+		{0, 0, windowOnly{math.MaxInt32, kv.WindowBlock}},
+		{0, 0, windowOnly{math.MaxInt32, kv.WindowSliding}},
 	}
 	for _, c := range cases {
 		rule := a
