@@ -30,6 +30,7 @@ import (
 func Allocate(ctx context.Context, cfg Config, env Env) (*alloc.Plan, error) {
 	start := time.Now()
 	env = env.withDefaults()
+	cfg = cfg.ForAllocation()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -257,4 +258,12 @@ func truncate(A, B []float32, kv, d, r int) (a, b []float32) {
 		copy(b[i*r:(i+1)*r], B[i*kv:i*kv+r])
 	}
 	return a, b
+}
+
+// ForAllocation is c as an allocation reads it: with no training steps, so
+// that the training flags' rules (--batch no larger than the calibration
+// sequences) do not refuse it, and no K/V targets are computed.
+func (c Config) ForAllocation() Config {
+	c.Steps = 0
+	return c
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cskv/cskv/alloc"
@@ -93,17 +94,28 @@ func TestAllocateErrors(t *testing.T) {
 	cfg := Defaults()
 	cfg.SeqLen, cfg.CalibChunks, cfg.Holdout, cfg.Export = 32, 4, 0, "unused"
 	cfg.Budget = 0.25
-	if _, err := Allocate(context.Background(), cfg, Env{}); err == nil {
-		t.Error("output objective without held-out chunks accepted")
+	// fewer calibration sequences (4) than the default --batch (8): the
+	// allocation trains nothing, so the batch is not its concern
+	if cfg.Batch <= cfg.CalibChunks {
+		t.Fatalf("the test wants the default batch %d above the %d sequences", cfg.Batch, cfg.CalibChunks)
+	}
+	if _, err := Allocate(context.Background(), cfg, Env{}); err == nil || !strings.Contains(err.Error(), "held-out") {
+		t.Errorf("output objective without held-out chunks: %v, want an error naming them", err)
 	}
 	cfg.Holdout = 1
+	kv := cfg
+	kv.Objective = ObjectiveKV
+	if _, err := Allocate(context.Background(), kv, Env{}); err != nil {
+		t.Errorf("4 calibration sequences, default --batch 8: %v", err)
+	}
 	for _, c := range []struct {
 		budget    float64
 		objective Objective
-	}{{0, ObjectiveKV}, {1.5, ObjectiveKV}, {0.25, Objective(9)}, {1e-4, ObjectiveKV}, {math.NaN(), ObjectiveKV}} {
+		want      string
+	}{{0, ObjectiveKV, "budget"}, {1.5, ObjectiveKV, "budget"}, {0.25, Objective(9), "objective"}, {1e-4, ObjectiveKV, "budget"}, {math.NaN(), ObjectiveKV, "budget"}} {
 		cfg.Budget, cfg.Objective = c.budget, c.objective
-		if _, err := Allocate(context.Background(), cfg, Env{}); err == nil {
-			t.Errorf("budget %v objective %v accepted", c.budget, c.objective)
+		if _, err := Allocate(context.Background(), cfg, Env{}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("budget %v objective %v: %v, want an error naming the %s", c.budget, c.objective, err, c.want)
 		}
 	}
 }

@@ -30,7 +30,7 @@ func runAllocate(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	cfg.Export = *out // Validate wants an output; allocate writes none but the plan
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ForAllocation().Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if !(cfg.Budget > 0) {
