@@ -52,6 +52,8 @@ func TestCLIBadInput(t *testing.T) {
 		{"quant window", []string{"train", "--k-bits", "4", "--quant-window", "0", "--out", "r"}, 2, "--quant-window 0", "r"},
 		{"window vs groups", []string{"train", "--k-bits", "4", "--window", "16", "--out", "r"}, 2, "--window 16 is not a multiple of --quant-window 32", "r"},
 		{"compare bits", []string{"compare", "--k-bits", "4"}, 2, "--k-bits: compare sets the bits itself", ""},
+		// compare trains, so its error names --batch, a flag it has
+		{"compare batch", []string{"compare", "--calib-chunks", "4", "--batch", "8"}, 2, "--batch 8: larger than the 4 calibration sequences", ""},
 		{"precision", []string{"eval", "--model", model, "--data", calib, "--precision", "fp16"}, 2, `invalid value "fp16" for flag -precision: unknown precision "fp16"`, ""},
 		{"data format", []string{"eval", "--model", model, "--data", calib, "--data-format", "csv"}, 2, `invalid value "csv" for flag -data-format: want auto, text, ids or bin`, ""},
 		{"export dtype", []string{"export", "--checkpoint", dir, "--out", "p.safetensors", "--dtype", "f64"}, 2, `invalid value "f64" for flag -dtype: want f32, f16 or bf16`, "p.safetensors"},

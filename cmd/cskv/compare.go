@@ -24,6 +24,8 @@ func runCompare(ctx context.Context, c *cli, args []string) error {
 	c.IntVar(&cfg.Steps, "steps", cfg.Steps, "Adam steps per layer")
 	c.Float64Var(&cfg.LR, "lr", cfg.LR, "learning rate")
 	c.Float64Var(&cfg.LambdaOut, "lambda-out", cfg.LambdaOut, "weight of the output term")
+	c.IntVar(&cfg.Batch, "batch", cfg.Batch, "sequences per step (at most --calib-chunks)")
+	c.IntVar(&cfg.OutSeqs, "out-seqs", cfg.OutSeqs, "sequences of each batch that feed the output term (with --lambda-out)")
 	bitsFlag := c.String("bits", "4,2", "bit widths to compare")
 	var rf reportFlags
 	rf.register(c.FlagSet, "evaluation data (default with the synthetic model: sampled from it)", "print the rows as JSON")

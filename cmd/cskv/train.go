@@ -13,6 +13,7 @@ import (
 	"github.com/cskv/cskv/eval"
 	"github.com/cskv/cskv/flagfile"
 	"github.com/cskv/cskv/internal/plot"
+	"github.com/cskv/cskv/model"
 	"github.com/cskv/cskv/train"
 )
 
@@ -36,7 +37,7 @@ func registerTraining(fs *flag.FlagSet, cfg *train.Config) {
 
 // registerProblem registers the flags shared by init and train.
 func registerProblem(fs *flag.FlagSet, c *train.Config) {
-	fs.StringVar(&c.Model, "model", c.Model, "model: GGUF file or Hugging Face directory (default: the embedded synthetic model; shape:llama2-7b[:LAYERS] or shape:llama3-8b[:LAYERS]: random weights of that shape, for memory and speed measurements)")
+	fs.StringVar(&c.Model, "model", c.Model, "model: GGUF file or Hugging Face directory (default: the embedded synthetic model; shape:NAME[:LAYERS], NAME one of "+model.ShapeNames()+": random weights of that shape, for memory and speed measurements)")
 	fs.StringVar(&c.Data, "data", c.Data, "calibration data: text, .ids or llm.c .bin (default with the synthetic model: sampled from it)")
 	fs.Var(&c.DataFormat, "data-format", "data format: auto, text, ids or bin")
 	fs.IntVar(&c.SeqLen, "seq-len", c.SeqLen, "tokens per calibration sequence (the synthetic default uses 128 unless set)")
