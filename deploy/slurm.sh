@@ -18,7 +18,7 @@ set -euo pipefail
 : "${SHARED:?set SHARED to a directory every node mounts}"
 SHARDS=${SHARDS:-3}
 CSKV=${CSKV:-cskv}
-MEM=${MEM:-16G}
+MEM=${MEM:-26G}
 TIME=${TIME:-24:00:00}
 RUN="$SHARED/run"
 
