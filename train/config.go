@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/cskv/cskv/data"
+	"github.com/cskv/cskv/graph"
 	"github.com/cskv/cskv/kv"
 	"github.com/cskv/cskv/linalg"
 	"github.com/cskv/cskv/model"
@@ -237,3 +238,20 @@ func (c *Config) open() (m *model.Model, closeModel func(), err error) {
 // quant is the quantisation of the compressed features that the QAT settings
 // describe.
 func (c Config) quant() kv.Quant { return c.Cache(0).quant() }
+
+// idleOutWindows are the output term's bi-branch windows (--out-window and
+// --out-window-alt) at which it is zero: a window of at least --seq-len
+// keeps every key original (kv.WindowMode.OriginalFrom is 0 in either
+// mode), so the compressed attention equals the original. train.Run warns.
+func (c Config) idleOutWindows() []int {
+	if c.LambdaOut == 0 || c.OutSeqs == 0 || c.Steps == 0 {
+		return nil
+	}
+	var idle []int
+	for _, w := range (graph.LayerSpec{OutWindow: c.OutWindow, OutWindowAlt: c.OutWindowAlt}).OutWindows() {
+		if w >= c.SeqLen {
+			idle = append(idle, w)
+		}
+	}
+	return idle
+}

@@ -92,6 +92,10 @@ func Run(ctx context.Context, cfg Config, env Env) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if w := cfg.idleOutWindows(); len(w) > 0 {
+		env.Log.WithFields(logrus.Fields{"windows": w, "seq_len": cfg.SeqLen, "lambda_kv": cfg.LambdaKV}).
+			Warn("the output term's bi-branch window covers every token of a sequence: its attention reads only original keys, so the term is zero at that window (with --lambda-kv 0 nothing trains); lower --out-window / --out-window-alt below --seq-len")
+	}
 	if cfg.SeqLen > m.Config.ContextLength {
 		env.Log.WithFields(logrus.Fields{"seq_len": cfg.SeqLen, "context_length": m.Config.ContextLength}).Warn("sequences are longer than the model's trained context")
 	}
