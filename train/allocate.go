@@ -262,7 +262,7 @@ func truncate(A, B []float32, kv, d, r int) (a, b []float32) {
 
 // ForAllocation is c as an allocation reads it: with no training steps, so
 // that the training flags' rules (--batch no larger than the calibration
-// sequences) do not refuse it, and no K/V targets are computed.
+// sequences) do not refuse a command that trains nothing.
 func (c Config) ForAllocation() Config {
 	c.Steps = 0
 	return c
