@@ -376,14 +376,18 @@ func (a *Kernel[T]) band(t0, t1 int) (b0, bw int) {
 // tileSizes is the elements of a worker's tiles, R = block·stack rows: p
 // (R, T) and po (R, block+W); in a backward dp (R, T) and, with the
 // soft-cap, sc (R, T) for the raw scores; when stack > 1, qb and db (R, Dh)
-// for a tile's gathered query and output (gradient) rows.
-func (a *Kernel[T]) tileSizes(backward bool) [6]int {
+// for a tile's gathered query and output (gradient) rows; in a backward
+// with half, dts (R, Dh) for the output gradient rows times their 1/Σ.
+func (a *Kernel[T]) tileSizes(backward, half bool) [7]int {
 	nb, nt := a.Block*a.Stack, a.tokens
-	sz := [6]int{nb * nt, nb * (a.Block + a.bandCap())}
+	sz := [7]int{nb * nt, nb * (a.Block + a.bandCap())}
 	if backward {
 		sz[2] = nb * nt
 		if a.softCap > 0 {
 			sz[3] = nb * nt
+		}
+		if half {
+			sz[6] = nb * a.headDim
 		}
 	}
 	if a.Stack > 1 {
@@ -395,7 +399,7 @@ func (a *Kernel[T]) tileSizes(backward bool) [6]int {
 // tile16Sizes is the elements of a worker's bf16 tiles (half): p16 (R, T),
 // po16 (R, block+W) and in a backward dp16 (R, T), as tile's p, po and dp.
 func (a *Kernel[T]) tile16Sizes(backward bool) [3]int {
-	sz := a.tileSizes(backward)
+	sz := a.tileSizes(backward, true)
 	return [3]int{sz[0], sz[1], sz[2]}
 }
 
@@ -403,20 +407,34 @@ func (a *Kernel[T]) tile16Sizes(backward bool) [3]int {
 // gradients dkT, dvT (Dh, T each) in the backward of a wide layer.
 func (a *Kernel[T]) tileTSize() int { return 2 * a.headDim * a.tokens }
 
-// tile returns worker k's tiles (tileSizes; those a forward does not use
-// are empty).
-func (a *Kernel[T]) tile(k int, backward bool) (p, po, dp, sc, qb, db []T) {
-	sizes := a.tileSizes(backward)
+// tile returns worker k's tiles (tileSizes for a.half; those a forward
+// does not use are empty).
+func (a *Kernel[T]) tile(k int, backward bool) (p, po, dp, sc, qb, db, dts []T) {
+	sizes := a.tileSizes(backward, a.half)
 	need := 0
 	for _, n := range sizes {
 		need += n
 	}
 	s := grow(&a.ws.tiles, k, need)
-	var parts [6][]T
+	var parts [7][]T
 	for i, n := range sizes {
 		parts[i], s = s[:n:n], s[n:]
 	}
-	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+	return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5], parts[6]
+}
+
+// scaleRows sets rows [0, rows) of dst (leading dimension ldd) to those of
+// src (lds) times each row's 1/Σ in st (shift and 1/Σ per row), width
+// columns: attention's normalisation when its bf16 probabilities are the
+// unnormalised exponentials (half).
+func scaleRows[T Float](dst, src []T, ldd, lds, rows, width int, st []T) {
+	for r := range rows {
+		inv := st[2*r+1]
+		d, x := dst[r*ldd:r*ldd+width], src[r*lds:r*lds+width]
+		for j, v := range x {
+			d[j] = v * inv
+		}
+	}
 }
 
 // tile16 returns worker k's bf16 tiles (tile16Sizes).
@@ -430,9 +448,11 @@ func (a *Kernel[T]) tile16(k int, backward bool) (p16, po16, dp16 []uint16) {
 // halfProbs reports whether attention writes its probabilities and their
 // gradients in bf16 (half): products in bf16 (linalg.BF16), a wide float32
 // kernel without a soft-cap. The products would round them anyway; written
-// in bf16 by the softmax (linalg.Softmax2LanesBF16), they cost the products
-// no rounding pass and half the memory traffic. The forward's products read
-// the same bf16 values either way (TestHalfProbs).
+// in bf16 by the softmax, they cost the products no rounding pass and half
+// the memory traffic. The softmax writes the unnormalised exponentials
+// (linalg.SoftmaxExpBF16: one pass after the maximum instead of two) and
+// the tile's output rows, or the output gradient rows of dV̂, are scaled by
+// 1/Σ instead (scaleRows), R·Dh multiplications for R·T (TestHalfProbs).
 func (a *Kernel[T]) halfProbs() bool { return a.halfIn(linalg.CurrentPrecision() == linalg.BF16) }
 
 // halfIn is halfProbs with the products in bf16 or not.
@@ -532,7 +552,7 @@ func StoreBytes(seqs, tokens int, r Rule, window int, mode kv.WindowMode, bf16 b
 func WorkspaceBytes(seqs, tokens int, r Rule, window int, mode kv.WindowMode, bf16, backward bool) (tiles, stats int64) {
 	a := New[float32](seqs, tokens, r, window, mode)
 	var per int64
-	for _, n := range a.tileSizes(backward) {
+	for _, n := range a.tileSizes(backward, a.halfIn(bf16)) {
 		per += 4 * int64(n)
 	}
 	if a.halfIn(bf16) {
@@ -635,8 +655,10 @@ func (a *Kernel[T]) scatter(x, buf []T, s, u, t0, t1 int) {
 // t1). Entries of the other branch and future keys are zero.
 //
 // Wide layers record each row's softmax shift and 1/Σ in st (2 per row)
-// when st is not nil. When half, the probabilities go to p16 and po16 in
-// bf16 instead (p and po then hold the scores' exponentials).
+// when st is not nil. When half (st then set), p16 and po16 get the
+// unnormalised exponentials exp(S − shift) in bf16 instead (p and po then
+// hold the scores): the probabilities are them times the row's 1/Σ, which
+// the products' callers apply (scaleRows).
 func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, st []T, p16, po16 []uint16) {
 	Dh, KV := a.headDim, a.kvHeads*a.headDim
 	g := u * a.Stack / (a.heads / a.kvHeads)
@@ -674,10 +696,8 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, 
 				orow16 = po16[r*bw : r*bw+bw]
 				orig16 = orow16[lo-b0 : t+1-b0]
 			}
-			m, inv := linalg.Softmax2LanesBF16(any(rec).([]float32), any(orig).([]float32), row16[first:lo], orig16)
-			if st != nil {
-				st[2*r], st[2*r+1] = T(m), T(inv)
-			}
+			m, inv := linalg.SoftmaxExpBF16(any(rec).([]float32), any(orig).([]float32), row16[first:lo], orig16)
+			st[2*r], st[2*r+1] = T(m), T(inv)
 			clear(row16[:first])
 			clear(row16[lo:])
 			if bw > 0 {
@@ -721,11 +741,16 @@ func (a *Kernel[T]) rowStats(s, u, t0, t1 int) []T {
 // Forward recorded, dP = dO·V̂ᵀ and dS = P ⊙ (dP − dO·O), and accumulates
 // dV̂ᵀ += dOᵀ·P and dK̂rᵀ += Qᵀ·dS, so that its buffers are rows × KeyBlock
 // (p, dp) whatever T. dots (≥ rows) is scratch for the rows' dO·O. When
-// half, P and dS go to p16 and dp16 in bf16 for the gradient products.
-func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd int, kh, vh, o, dkT, dvT []T, s, u, t0, t1, koff int, p16, dp16 []uint16) {
+// half, the exponentials E and dS go to p16 and dp16 in bf16 for the
+// gradient products, and dts (rows, Dh) gets dO times each row's 1/Σ for
+// dV̂ᵀ += (dO·1/Σ)ᵀ·E.
+func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd int, dts, kh, vh, o, dkT, dvT []T, s, u, t0, t1, koff int, p16, dp16 []uint16) {
 	Dh, KV, QD := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim
 	rows, kb := (t1-t0)*a.Stack, max(a.KeyBlock, 1)
 	st := a.rowStats(s, u, t0, t1)
+	if a.half {
+		scaleRows(dts, dt, Dh, ldd, rows, Dh, st)
+	}
 	kLo, kHi := a.tokens, 0 // the reconstructed keys of the tile's rows
 	for r := 0; r < rows; r++ {
 		t, h := t0+r/a.Stack, u*a.Stack+r%a.Stack
@@ -751,10 +776,10 @@ func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd in
 			j0 := min(max(first-c0, 0), w)
 			j1 := max(min(lo-c0, w), j0)
 			prow, drow := sp[r*w:(r+1)*w], sd[r*w:(r+1)*w]
-			if a.half {
+			if a.half { // E = exp(S − shift); dS = E·1/Σ ⊙ (dP − dO·O)
 				prow16, drow16 := p16[r*w:(r+1)*w], dp16[r*w:(r+1)*w]
-				linalg.ExpScaleBF16(any(prow[j0:j1]).([]float32), prow16[j0:j1], float32(st[2*r]), float32(st[2*r+1]))
-				linalg.ScaleDiffBF16(drow16[j0:j1], any(drow[j0:j1]).([]float32), prow16[j0:j1], float32(dots[r]))
+				linalg.ExpBF16(any(prow[j0:j1]).([]float32), prow16[j0:j1], float32(st[2*r]))
+				linalg.ScaleDiffBF16(drow16[j0:j1], any(drow[j0:j1]).([]float32), prow16[j0:j1], float32(dots[r]), float32(st[2*r+1]))
 				clear(prow16[:j0])
 				clear(prow16[j1:])
 				clear(drow16[:j0])
@@ -768,8 +793,8 @@ func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd in
 			clear(drow[:j0])
 			clear(drow[j1:])
 		}
-		if a.half {
-			a.product16(Dh, w, rows, op32(dt, ldd, true), op16(p16[:rows*w], w), 1, dvT[c0:], a.tokens)
+		if a.half { // dV̂ᵀ += (dO·1/Σ)ᵀ·E
+			a.product16(Dh, w, rows, op32(dts, Dh, true), op16(p16[:rows*w], w), 1, dvT[c0:], a.tokens)
 			a.product16(Dh, w, rows, op32(qt, ldq, true), op16(dp16[:rows*w], w), 1, dkT[c0:], a.tokens)
 			continue
 		}
@@ -789,7 +814,7 @@ func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, _, _, qb, ob := a.tile(w, false)
+		p, po, _, _, qb, ob, _ := a.tile(w, false)
 		var p16, po16 []uint16
 		if a.half {
 			p16, po16, _ = a.tile16(w, false)
@@ -806,14 +831,16 @@ func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 					p, po = a.stored(s, u, i, t0, t1)
 				}
 				qt, ldq := a.rows(qb, q, s, u, t0, t1)
-				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, a.rowStats(s, u, t0, t1), p16, po16)
+				st := a.rowStats(s, u, t0, t1)
+				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, st, p16, po16)
 				ot, ldo := a.dest(ob, o, s, u, t0)
 				b0, bw := a.band(t0, t1)
-				if a.half {
+				if a.half { // O = (E·V̂ + Eo·Vo)·1/Σ for the exponentials E, Eo
 					a.product16(rows, Dh, t1, op16(p16[:rows*t1], t1), op32(vh[koff:], KV, false), 0, ot, ldo)
 					if bw > 0 {
 						a.product16(rows, Dh, bw, op16(po16[:rows*bw], bw), op32(vo[koff+b0*KV:], KV, false), 1, ot, ldo)
 					}
+					scaleRows(ot, ot, ldo, ldo, rows, Dh, st)
 				} else {
 					a.product(false, false, rows, Dh, t1, p, t1, vh[koff:], KV, 0, ot, ldo)
 					if bw > 0 {
@@ -846,7 +873,7 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 	perGroup := G / a.Stack
 	parallel(a.seqs*a.kvHeads, func(w, task int) {
 		s, g := task/a.kvHeads, task%a.kvHeads
-		p, po, dp, sc, qb, db := a.tile(w, true)
+		p, po, dp, sc, qb, db, dts := a.tile(w, true)
 		var p16, po16, dp16 []uint16
 		if a.half {
 			p16, po16, dp16 = a.tile16(w, true)
@@ -865,7 +892,7 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				qt, ldq := a.rows(qb, q, s, u, t0, t1)
 				dt, ldd := a.rows(db, do, s, u, t0, t1)
 				if blocked {
-					a.backwardBlocked(p, dp, po, qt, ldq, dt, ldd, kh, vh, o, dkT, dvT, s, u, t0, t1, koff, p16, dp16)
+					a.backwardBlocked(p, dp, po, qt, ldq, dt, ldd, dts, kh, vh, o, dkT, dvT, s, u, t0, t1, koff, p16, dp16)
 					continue
 				}
 				switch {
@@ -877,6 +904,7 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, nil, p16, po16)
 				}
 				dp := dp[:rows*end]
+				st := a.rowStats(s, u, t0, t1)
 				// dP = dO·V̂ᵀ on the reconstructed branch; dS = P ⊙ (dP − dO·O),
 				// times 1 − tanh²(S/c) under the soft-cap (S = Q·K̂ᵀ)
 				a.product(false, true, rows, end, Dh, dt, ldd, vh[koff:], KV, 0, dp, end)
@@ -895,9 +923,9 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					}
 					first, lo := a.keys(t)
 					srow := dp[r*end : r*end+end]
-					if a.half {
+					if a.half { // P = E·1/Σ
 						drow16 := dp16[r*end : r*end+end]
-						linalg.ScaleDiffBF16(drow16[:lo], any(srow).([]float32), p16[r*end:r*end+lo], float32(dot))
+						linalg.ScaleDiffBF16(drow16[:lo], any(srow).([]float32), p16[r*end:r*end+lo], float32(dot), float32(st[2*r+1]))
 						clear(drow16[lo:])
 						continue
 					}
@@ -913,8 +941,9 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				// transposes dV̂ᵀ += dOᵀ·P, dK̂rᵀ += Qᵀ·dS, whose large operand
 				// (P, dS) enters the product untransposed
 				switch {
-				case a.half:
-					a.product16(Dh, end, rows, op32(dt, ldd, true), op16(p16[:rows*end], end), 1, dvT, a.tokens)
+				case a.half: // dV̂ᵀ += (dO·1/Σ)ᵀ·E
+					scaleRows(dts, dt, Dh, ldd, rows, Dh, st)
+					a.product16(Dh, end, rows, op32(dts, Dh, true), op16(p16[:rows*end], end), 1, dvT, a.tokens)
 					a.product16(Dh, end, rows, op32(qt, ldq, true), op16(dp16[:rows*end], end), 1, dkT, a.tokens)
 				case a.Wide:
 					a.product(true, false, Dh, end, rows, dt, ldd, p, end, 1, dvT, a.tokens)

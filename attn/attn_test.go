@@ -195,12 +195,12 @@ func checkStacked[T Float](t *testing.T, name string, rule Rule, seqs, tokens, w
 }
 
 // TestHalfProbs: in bf16 a wide kernel writes its probabilities and their
-// gradients in bf16 (half). Its outputs equal the float32-probability
-// kernel's in bf16 bit for bit (the products read the same bf16 values),
-// and its key and value gradients, where P is rounded before dS = P ⊙ (dP
-// − dO·O) instead of after, stay within 2% of the largest of the float32
-// kernel's (the float32-probability kernel in bf16: within 2% too), with
-// and without the bi-branch window, kept and recomputed (backwardBlocked).
+// gradients in bf16 (half), the probabilities as unnormalised exponentials
+// whose 1/Σ scales the products' rows. Its output and its key and value
+// gradients stay within 2% of the largest of the float32 kernel's (the
+// float32-probability kernel in bf16: within 2% too), with and without the
+// bi-branch window, kept and recomputed (backwardBlocked), and the kept
+// and recomputed gradients within 0.5% of each other.
 func TestHalfProbs(t *testing.T) {
 	if !linalg.HasBF16() {
 		t.Skip("no bf16 products in this build")
@@ -222,6 +222,7 @@ func TestHalfProbs(t *testing.T) {
 		return [3][]float32{o, dk, dv}, a.half
 	}
 	for _, window := range []int{0, 4} {
+		var kept [3][]float32
 		for _, keep := range []bool{true, false} {
 			name := fmt.Sprintf("W %d, keep %v", window, keep)
 			f32, _ := run(linalg.F32, window, keep, false)
@@ -229,11 +230,6 @@ func TestHalfProbs(t *testing.T) {
 			h, half := run(linalg.BF16, window, keep, false)
 			if !half || halfOff {
 				t.Fatalf("%s: half %v with bf16 probabilities, %v without", name, half, halfOff)
-			}
-			for i, v := range h[0] {
-				if math.Float32bits(v) != math.Float32bits(bf[0][i]) {
-					t.Fatalf("%s: output %d is %g, %g with float32 probabilities", name, i, v, bf[0][i])
-				}
 			}
 			for j, what := range []string{"output", "dK", "dV"} {
 				want := make([]float64, len(f32[j]))
@@ -244,6 +240,17 @@ func TestHalfProbs(t *testing.T) {
 				t.Logf("%s %s: bf16 probabilities %.2g, float32 probabilities %.2g off float32", name, what, eh, eb)
 				if eh > 0.02 || eb > 0.02 {
 					t.Errorf("%s %s: %.3g (bf16 probabilities), %.3g (float32) off float32 > 0.02", name, what, eh, eb)
+				}
+				if keep {
+					kept[j] = h[j]
+					continue
+				}
+				k := make([]float64, len(kept[j]))
+				for i, v := range kept[j] {
+					k[i] = float64(v)
+				}
+				if e := vecErr(h[j], k); e > 0.005 {
+					t.Errorf("%s %s: recomputed %.3g off kept > 0.005", name, what, e)
 				}
 			}
 		}

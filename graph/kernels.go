@@ -172,28 +172,47 @@ func newRope[T float](tokens int, rope model.Rope) *ropeTable[T] {
 // x[i]·sin, position = row mod T. inverse applies the transpose (the
 // backward of apply; the inverse rotation when the attention factor is 1).
 func (r *ropeTable[T]) apply(dst, src []T, rows, width int, inverse bool) {
+	r.applyScaled(dst, src, rows, width, inverse, 1)
+}
+
+// applyScaled is apply with every output then multiplied by scale (the
+// same bits as apply followed by a pass of multiplications), the rows split
+// between the cores as sqDiff splits its elements.
+func (r *ropeTable[T]) applyScaled(dst, src []T, rows, width int, inverse bool, scale T) {
 	h := r.half
-	for row := 0; row < rows; row++ {
-		p := row % r.tokens
-		cs := r.cos[p*h : p*h+h]
-		sn := r.sin[p*h : p*h+h]
-		s := src[row*width : row*width+width]
-		d := dst[row*width : row*width+width]
-		for off := 0; off < width; off += 2 * h {
-			x1 := s[off : off+h]
-			x2 := s[off+h : off+2*h]
-			y1 := d[off : off+h]
-			y2 := d[off+h : off+2*h]
-			for i, c := range cs {
-				a, b, sv := x1[i], x2[i], sn[i]
-				if inverse {
-					sv = -sv
+	split(rows*width, func(lo, hi int) float64 {
+		for row := lo / width; row < (hi+width-1)/width && row < rows; row++ {
+			if row*width < lo { // the row belongs to the part it starts in
+				continue
+			}
+			p := row % r.tokens
+			cs := r.cos[p*h : p*h+h]
+			sn := r.sin[p*h : p*h+h]
+			s := src[row*width : row*width+width]
+			d := dst[row*width : row*width+width]
+			for off := 0; off < width; off += 2 * h {
+				x1 := s[off : off+h]
+				x2 := s[off+h : off+2*h]
+				y1 := d[off : off+h]
+				y2 := d[off+h : off+2*h]
+				for i, c := range cs {
+					a, b, sv := x1[i], x2[i], sn[i]
+					if inverse {
+						sv = -sv
+					}
+					y1[i] = a*c - b*sv
+					y2[i] = b*c + a*sv
 				}
-				y1[i] = a*c - b*sv
-				y2[i] = b*c + a*sv
+				if scale != 1 {
+					for i := range y1 {
+						y1[i] *= scale
+						y2[i] *= scale
+					}
+				}
 			}
 		}
-	}
+		return 0
+	})
 }
 
 // headNorm is the per-head RMSNorm of the layer's key or query norm

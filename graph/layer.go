@@ -362,11 +362,7 @@ func (c *core[T]) loadTargets(x, k, v []float32, out bool) error {
 	if c.qNorm != nil {
 		c.qNorm.forward(c.qs, c.qs)
 	}
-	c.rope.apply(c.qs, c.qs, c.mo, c.qd, false)
-	scale := T(c.s.Attn.Scale)
-	for i := range c.qs {
-		c.qs[i] *= scale
-	}
+	c.rope.applyScaled(c.qs, c.qs, c.mo, c.qd, false, T(c.s.Attn.Scale))
 	c.attnKeys(c.kr, c.kt)
 	c.orig.Forward(c.ot, c.qs, c.kr, c.vo, nil, nil)
 	return nil

@@ -62,61 +62,107 @@ func ToBF16(x float32) uint16 {
 // FromBF16 is the float32 of bfloat16 bits v (exact).
 func FromBF16(v uint16) float32 { return math.Float32frombits(uint32(v) << 16) }
 
-// Softmax2LanesBF16 is Softmax2Lanes writing the probabilities rounded to
-// bf16 into ra and rb (len(ra) = len(a), len(rb) = len(b)): the bits
-// Softmax2Lanes would leave in a and b, rounded by ToBF16. a and b are
-// left holding the unscaled exponentials.
-func Softmax2LanesBF16(a, b []float32, ra, rb []uint16) (m, inv float32) {
-	if len(a)+len(b) >= minVecExp {
-		return softmax2LanesBF16Vec(a, b, ra, rb)
+// SoftmaxExpBF16 is the softmax of the concatenation of a and b with its
+// normalisation left to the caller, in bf16: m is the largest score, ra and
+// rb (len(ra) = len(a), len(rb) = len(b)) get exp(a[i] − m) and exp(b[i] −
+// m) rounded to bf16 (ToBF16), and inv is 1/Σ of the float32 exponentials,
+// so that the probabilities are inv·ra and inv·rb. a and b are only read.
+// The exponentials are computed with fused multiply-adds (about 1 ulp of
+// float32, 0 below −104; the sum in 16 partial sums, as Softmax2Lanes
+// takes it): attention's bf16 probabilities, whose normalisation it
+// applies to the products' outputs (package attn). The cgo build computes
+// every row in C, with vector instructions where the CPU has AVX512-BF16
+// (the same bits without); the Go version, for the build without it,
+// agrees within an ulp of float32 before the rounding to bf16.
+func SoftmaxExpBF16(a, b []float32, ra, rb []uint16) (m, inv float32) {
+	if len(a)+len(b) >= vecBF16 {
+		return softmaxExpBF16Vec(a, b, ra, rb)
 	}
-	return softmax2LanesBF16Go(a, b, ra, rb)
+	return softmaxExpBF16Go(a, b, ra, rb)
 }
 
-func softmax2LanesBF16Go(a, b []float32, ra, rb []uint16) (m, inv float32) {
-	m, inv = expSums(a, b, expShiftLanes)
-	for i, v := range a {
-		ra[i] = ToBF16(v * inv)
+func softmaxExpBF16Go(a, b []float32, ra, rb []uint16) (m, inv float32) {
+	m = float32(math.Inf(-1))
+	for _, x := range [][]float32{a, b} {
+		for _, v := range x {
+			if v > m {
+				m = v
+			}
+		}
 	}
-	for i, v := range b {
-		rb[i] = ToBF16(v * inv)
-	}
-	return m, inv
+	sa := expBF16Go(a, ra, m)
+	sb := expBF16Go(b, rb, m)
+	return m, 1 / (sa + sb)
 }
 
-// ExpScaleBF16 sets r[i] to ExpScale's x[i] = exp(x[i] − m)·inv rounded to
-// bf16 (len(r) = len(x)); x is left holding the exponentials exp(x[i] − m).
-func ExpScaleBF16(x []float32, r []uint16, m, inv float32) {
-	if len(x) >= minVecExp {
-		expScaleBF16Vec(x, r, m, inv)
+// ExpBF16 sets r[i] = exp(x[i] − m) rounded to bf16 (len(r) = len(x)),
+// the exponentials of SoftmaxExpBF16.
+func ExpBF16(x []float32, r []uint16, m float32) {
+	if len(x) >= vecBF16 {
+		expBF16Vec(x, r, m)
 		return
 	}
-	expScaleBF16Go(x, r, m, inv)
+	expBF16Go(x, r, m)
 }
 
-func expScaleBF16Go(x []float32, r []uint16, m, inv float32) {
+// expBF16Go is ExpBF16 returning the sum of the exponentials as
+// SoftmaxExpBF16 takes it.
+func expBF16Go(x []float32, r []uint16, m float32) float32 {
 	r = r[:len(x)]
-	for i, v := range x {
-		x[i] = exp1(v - m)
-		r[i] = ToBF16(x[i] * inv)
+	var acc [16]float32
+	i := 0
+	for ; i+16 <= len(x); i += 16 {
+		for j := range acc {
+			e := expFMA(x[i+j] - m)
+			r[i+j] = ToBF16(e)
+			acc[j] += e
+		}
 	}
+	var s float32
+	for _, a := range acc {
+		s += a
+	}
+	for ; i < len(x); i++ {
+		e := expFMA(x[i] - m)
+		r[i] = ToBF16(e)
+		s += e
+	}
+	return s
 }
 
-// ScaleDiffBF16 sets ds[i] = p[i]·(s[i] − d) rounded to bf16, for bf16
-// probabilities p (len(p), len(s) ≥ len(ds)): ScaleDiff's softmax backward
-// of one row, written in bf16.
-func ScaleDiffBF16(ds []uint16, s []float32, p []uint16, d float32) {
-	if len(ds) >= minVecExp {
-		scaleDiffBF16Vec(ds, s, p, d)
+// expFMA is the exponential of SoftmaxExpBF16 in Go (float64 fused
+// multiply-adds rounded to float32: within an ulp of the C version's).
+func expFMA(v float32) float32 {
+	if v != v {
+		return v
+	}
+	v = min(max(v, -104), expHi)
+	fma := func(a, b, c float32) float32 { return float32(math.FMA(float64(a), float64(b), float64(c))) }
+	n := float32(math.RoundToEven(float64(v * expLog2e)))
+	r := fma(n, -expLn2Hi, v)
+	r = fma(n, -expLn2Lo, r)
+	p := float32(expP0)
+	for _, c := range []float32{expP1, expP2, expP3, expP4, expP5, 1, 1} {
+		p = fma(p, r, c)
+	}
+	return float32(math.Ldexp(float64(p), int(n)))
+}
+
+// ScaleDiffBF16 sets ds[i] = p[i]·(s[i] − d)·f rounded to bf16, for bf16
+// p (len(p), len(s) ≥ len(ds)): the softmax backward of one row, dS = P ⊙
+// (dP − d), with P = f·p for SoftmaxExpBF16's exponentials p and 1/Σ f.
+func ScaleDiffBF16(ds []uint16, s []float32, p []uint16, d, f float32) {
+	if len(ds) >= vecBF16 {
+		scaleDiffBF16Vec(ds, s, p, d, f)
 		return
 	}
-	scaleDiffBF16Go(ds, s, p, d)
+	scaleDiffBF16Go(ds, s, p, d, f)
 }
 
-func scaleDiffBF16Go(ds []uint16, s []float32, p []uint16, d float32) {
+func scaleDiffBF16Go(ds []uint16, s []float32, p []uint16, d, f float32) {
 	s, p = s[:len(ds)], p[:len(ds)]
 	for i, pv := range p {
-		ds[i] = ToBF16(FromBF16(pv) * (s[i] - d))
+		ds[i] = ToBF16(FromBF16(pv) * (s[i] - d) * f)
 	}
 }
 

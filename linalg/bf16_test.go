@@ -44,9 +44,14 @@ func TestToBF16(t *testing.T) {
 	}
 }
 
-// TestSoftmaxBF16 holds the bf16 writers (vectorised in the cgo build) to
-// their float32 counterparts rounded by ToBF16, bit for bit, and the Go
-// versions to the vectorised ones.
+// TestSoftmaxBF16 holds the bf16 writers of attention's probabilities
+// (vectorised in the cgo build) to a float64 softmax written here: each
+// exponential within 2⁻⁸ of exp(x − m) relative (bf16's rounding, 2⁻⁹, and
+// float32's exponential) or 1e-44 absolute (denormals), 1/Σ within 1e-6;
+// ExpBF16 on any part of a row to the row's bits (the recomputing backward
+// reads what the forward wrote); the Go versions to the vectorised ones
+// within one bf16 ulp; ScaleDiffBF16 to its float32 operations rounded by
+// ToBF16, bit for bit.
 func TestSoftmaxBF16(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	round := func(x []float32) []uint16 {
@@ -64,6 +69,14 @@ func TestSoftmaxBF16(t *testing.T) {
 			}
 		}
 	}
+	near := func(what string, got, want []uint16) {
+		t.Helper()
+		for i := range want {
+			if d := int(got[i]) - int(want[i]); d > 1 || d < -1 {
+				t.Fatalf("%s: element %d is %#04x, want %#04x within one ulp", what, i, got[i], want[i])
+			}
+		}
+	}
 	denormal := func(xs ...[]uint16) (n int) {
 		for _, x := range xs {
 			for _, v := range x {
@@ -76,40 +89,55 @@ func TestSoftmaxBF16(t *testing.T) {
 	}
 	check := func(n string, a, b, s []float32) (denormals int) {
 		t.Helper()
-		fa, fb := append([]float32(nil), a...), append([]float32(nil), b...)
-		m, inv := Softmax2Lanes(fa, fb)
 		ra, rb := make([]uint16, len(a)), make([]uint16, len(b))
-		ga, gb := append([]float32(nil), a...), append([]float32(nil), b...)
-		m16, inv16 := Softmax2LanesBF16(ga, gb, ra, rb)
-		if m16 != m || inv16 != inv {
-			t.Fatalf("%s: shift, 1/Σ %g, %g; float32 %g, %g", n, m16, inv16, m, inv)
+		m, inv := SoftmaxExpBF16(a, b, ra, rb)
+		wm := math.Inf(-1)
+		for _, v := range append(append([]float32(nil), a...), b...) {
+			wm = math.Max(wm, float64(v))
 		}
-		same("Softmax2LanesBF16 a", ra, round(fa))
-		same("Softmax2LanesBF16 b", rb, round(fb))
+		if float64(m) != wm {
+			t.Fatalf("%s: shift %g, want %g", n, m, wm)
+		}
+		var sum float64
+		for part, x := range [][]float32{a, b} {
+			got := [][]uint16{ra, rb}[part]
+			for i, v := range x {
+				e := math.Exp(float64(v) - wm)
+				sum += e
+				if g := float64(FromBF16(got[i])); math.Abs(g-e) > math.Max(e/256, 1e-44) {
+					t.Fatalf("%s: exponential %d of part %d is %g, want %g", n, i, part, g, e)
+				}
+			}
+		}
+		if math.Abs(float64(inv)*sum-1) > 1e-6 {
+			t.Fatalf("%s: 1/Σ %g, want %g", n, inv, 1/sum)
+		}
+		for _, span := range [][2]int{{0, len(a)}, {len(a) / 3, len(a)}, {1, len(a) / 2}} {
+			if span[0] > span[1] {
+				continue
+			}
+			e := make([]uint16, span[1]-span[0])
+			ExpBF16(a[span[0]:span[1]], e, m)
+			same(fmt.Sprintf("%s: ExpBF16 of %v", n, span), e, ra[span[0]:span[1]])
+		}
 		goA, goB := make([]uint16, len(a)), make([]uint16, len(b))
-		softmax2LanesBF16Go(append([]float32(nil), a...), append([]float32(nil), b...), goA, goB)
-		same("softmax2LanesBF16Go a", goA, ra)
-		same("softmax2LanesBF16Go b", goB, rb)
+		gm, ginv := softmaxExpBF16Go(a, b, goA, goB)
+		near("softmaxExpBF16Go a", goA, ra)
+		near("softmaxExpBF16Go b", goB, rb)
+		if gm != m || math.Abs(float64(ginv/inv)-1) > 1e-6 {
+			t.Fatalf("%s: Go shift, 1/Σ %g, %g; vectorised %g, %g", n, gm, ginv, m, inv)
+		}
 
-		x := append([]float32(nil), a...)
-		ExpScale(x, m, inv)
-		e, eg := make([]uint16, len(a)), make([]uint16, len(a))
-		ExpScaleBF16(append([]float32(nil), a...), e, m, inv)
-		expScaleBF16Go(append([]float32(nil), a...), eg, m, inv)
-		same("ExpScaleBF16", e, round(x))
-		same("expScaleBF16Go", eg, e)
-
-		p := round(x)
 		want := make([]float32, len(a))
 		for i := range want {
-			want[i] = FromBF16(p[i]) * (s[i] - 0.25)
+			want[i] = FromBF16(ra[i]) * (s[i] - 0.25) * inv
 		}
 		ds, dg := make([]uint16, len(a)), make([]uint16, len(a))
-		ScaleDiffBF16(ds, s, p, 0.25)
-		scaleDiffBF16Go(dg, s, p, 0.25)
+		ScaleDiffBF16(ds, s, ra, 0.25, inv)
+		scaleDiffBF16Go(dg, s, ra, 0.25, inv)
 		same("ScaleDiffBF16", ds, round(want))
 		same("scaleDiffBF16Go", dg, ds)
-		return denormal(ra, rb, e, ds)
+		return denormal(ra, rb, ds)
 	}
 	for _, n := range [][2]int{{0, 5}, {7, 0}, {40, 30}, {300, 129}, {2048, 0}} {
 		a, b := randSlice(r, n[0]), randSlice(r, n[1])
@@ -119,13 +147,14 @@ func TestSoftmaxBF16(t *testing.T) {
 		check(fmt.Sprint(n), a, b, randSlice(r, len(a)))
 	}
 	// Denormal results (which the vector conversion of AVX512-BF16 would
-	// flush to zero): scores down to 87.5 below the row's largest give
-	// exponentials near the smallest normal float, times 1/Σ < 1; and the
-	// products' NaN and infinite inputs.
+	// flush to zero): scores 87.5 to 103 below the row's largest give
+	// denormal exponentials, and beyond that 0; and the products' NaN and
+	// infinite inputs.
 	a := make([]float32, 100)
 	for i := range a {
 		a[i] = -float32(i%8) * 12.5
 	}
+	a[5], a[13] = -103, -110
 	s := randSlice(r, len(a))
 	s[3], s[20], s[41] = float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))
 	for i := 50; i < 70; i++ {
@@ -133,6 +162,12 @@ func TestSoftmaxBF16(t *testing.T) {
 	}
 	if n := check("denormals", a, a[:16], s); n == 0 {
 		t.Error("the special values gave no denormal results")
+	}
+	// A NaN score gives NaN exponentials (and shift).
+	ra := make([]uint16, 3)
+	SoftmaxExpBF16([]float32{1, float32(math.NaN()), 2}, nil, ra, nil)
+	if v := FromBF16(ra[1]); v == v {
+		t.Errorf("NaN score: exponential %g, want NaN", v)
 	}
 }
 

@@ -157,11 +157,6 @@ static inline __attribute__((always_inline)) float from_bf16(uint16_t v) {
 	return x;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void scale_bf16_plain(const float *restrict x, uint16_t *restrict r, long n, float s) {
-	for (long i = 0; i < n; i++) r[i] = to_bf16(x[i] * s);
-}
-
 // The AVX512-BF16 conversion rounds to nearest even and quiets a NaN as
 // to_bf16 does, but flushes denormals to zero: the native loops round a
 // vector holding a nonzero denormal with to_bf16 instead, so that both give
@@ -174,81 +169,153 @@ BF16_TARGET static inline __mmask16 denormals(__m512 v) {
 		_mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_OQ);
 }
 
-BF16_TARGET static void scale_bf16_native(const float *restrict x, uint16_t *restrict r, long n, float s) {
-	__m512 vs = _mm512_set1_ps(s);
-	long i = 0;
-	for (; i + 16 <= n; i += 16) {
-		__m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), vs);
-		if (denormals(v)) {
-			for (int j = 0; j < 16; j++) r[i + j] = to_bf16(x[i + j] * s);
-			continue;
-		}
-		_mm256_storeu_si256((__m256i *)(r + i), (__m256i)_mm512_cvtneps_pbh(v));
-	}
-	for (; i < n; i++) r[i] = to_bf16(x[i] * s);
-}
-
 // native_bf16 reports whether the CPU has the AVX512-BF16 conversion.
 static inline int native_bf16(void) { return __builtin_cpu_supports("avx512bf16"); }
 
-// scale_bf16 sets r[i] = bf16(x[i]·s).
-static void scale_bf16(const float *restrict x, uint16_t *restrict r, long n, float s) {
-	if (native_bf16()) {
-		scale_bf16_native(x, r, n, s);
-		return;
-	}
-	scale_bf16_plain(x, r, n, s);
+// Attention's bf16 probabilities (SoftmaxExpBF16, ExpBF16): exponentials
+// computed with fused multiply-adds (the pragma above leaves explicit ones
+// alone), rounded to bf16 in the same pass. exp_fma is exp(v) for v ≤ 88.7
+// (a NaN stays one): n = round(v·log₂e), r = v − n·ln 2 in two parts,
+// Cephes' polynomial for e^r in Horner form, times 2ⁿ; below −104 the
+// result is 0 (no float32 is nearer).
+#define EXP_LO -104.0f
+#define EXP_HI 88.72283f
+#define EXP_POLY(FMA, p, r)                                                 \
+	p = FMA(p, r, 1.3981999507e-3f); p = FMA(p, r, 8.3334519073e-3f);    \
+	p = FMA(p, r, 4.1665795894e-2f); p = FMA(p, r, 1.6666665459e-1f);    \
+	p = FMA(p, r, 5.0000001201e-1f); p = FMA(p, r, 1.0f); p = FMA(p, r, 1.0f);
+
+static inline float exp_fma(float v) {
+	if (!(v == v)) return v;
+	v = v < EXP_LO ? EXP_LO : v;
+	v = v > EXP_HI ? EXP_HI : v;
+	float n = __builtin_nearbyintf(v * 1.44269504088896341f);
+	float r = __builtin_fmaf(n, -0.693359375f, v);
+	r = __builtin_fmaf(n, 2.12194440e-4f, r);
+	float p = 1.9875691500e-4f;
+#define F1(a, b, c) __builtin_fmaf(a, b, c)
+	EXP_POLY(F1, p, r)
+#undef F1
+	return __builtin_ldexpf(p, (int)n);
 }
 
-// cskv_softmax2_lanes_bf16 is cskv_softmax2_lanes writing the scaled row
-// in bf16 into ra, rb (a and b keep the exponentials): Softmax2LanesBF16.
-void cskv_softmax2_lanes_bf16(float *a, long na, float *b, long nb, uint16_t *ra, uint16_t *rb, float *mp, float *invp) {
+#define FMA16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,fma")))
+
+// exp_fma16 is exp_fma on 16 lanes, bit for bit.
+FMA16_TARGET static inline __m512 exp_fma16(__m512 v) {
+	v = _mm512_max_ps(_mm512_set1_ps(EXP_LO), v); // v < lo ? lo : v, a NaN kept
+	v = _mm512_min_ps(_mm512_set1_ps(EXP_HI), v);
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), v);
+	r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+	__m512 p = _mm512_set1_ps(1.9875691500e-4f);
+#define F16(a, b, c) _mm512_fmadd_ps(a, b, _mm512_set1_ps(c))
+	EXP_POLY(F16, p, r)
+#undef F16
+	return _mm512_scalef_ps(p, n);
+}
+
+// exp_bf16 sets r[i] = bf16(exp_fma(x[i] − m)) and returns the float32 sum
+// of the exponentials in 16 partial sums (lane j adds elements j, j+16, …
+// of the whole 16-element chunks), added in lane order, then the tail in
+// order; x is only read. The native loop rounds a chunk holding a nonzero
+// denormal with to_bf16 (see denormals), so both loops give the same bits.
+FMA16_TARGET static float exp_bf16_native(const float *restrict x, uint16_t *restrict r, long n, float m) {
+	__m512 vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps();
+	long i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m512 e = exp_fma16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+		acc = _mm512_add_ps(acc, e);
+		if (denormals(e)) {
+			float es[16];
+			_mm512_storeu_ps(es, e);
+			for (int j = 0; j < 16; j++) r[i + j] = to_bf16(es[j]);
+			continue;
+		}
+		_mm256_storeu_si256((__m256i *)(r + i), (__m256i)_mm512_cvtneps_pbh(e));
+	}
+	float lanes[16];
+	_mm512_storeu_ps(lanes, acc);
+	float s = 0;
+	for (int j = 0; j < 16; j++) s += lanes[j];
+	for (; i < n; i++) {
+		float e = exp_fma(x[i] - m);
+		r[i] = to_bf16(e);
+		s += e;
+	}
+	return s;
+}
+
+static float exp_bf16_plain(const float *restrict x, uint16_t *restrict r, long n, float m) {
+	float acc[16] = {0};
+	long i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int j = 0; j < 16; j++) {
+			float e = exp_fma(x[i + j] - m);
+			r[i + j] = to_bf16(e);
+			acc[j] += e;
+		}
+	float s = 0;
+	for (int j = 0; j < 16; j++) s += acc[j];
+	for (; i < n; i++) {
+		float e = exp_fma(x[i] - m);
+		r[i] = to_bf16(e);
+		s += e;
+	}
+	return s;
+}
+
+static int native_fma16(void) { return native_bf16() && __builtin_cpu_supports("fma"); }
+
+static float exp_bf16(const float *x, uint16_t *r, long n, float m) {
+	if (native_fma16()) return exp_bf16_native(x, r, n, m);
+	return exp_bf16_plain(x, r, n, m);
+}
+
+// cskv_softmax_exp_bf16 is the softmax of the concatenation of a and b with
+// the normalisation left to the caller: ra, rb = bf16(exp(· − m)) for the
+// largest score m, *invp = 1/Σ of the exponentials (a's sum plus b's, each
+// as exp_bf16 sums): SoftmaxExpBF16.
+void cskv_softmax_exp_bf16(const float *a, long na, const float *b, long nb, uint16_t *ra, uint16_t *rb, float *mp, float *invp) {
 	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
 	float sa = 0, sb = 0;
-	if (na) sa = exp_shift_lanes(a, na, m);
-	if (nb) sb = exp_shift_lanes(b, nb, m);
-	float inv = 1 / (sa + sb);
-	scale_bf16(a, ra, na, inv);
-	scale_bf16(b, rb, nb, inv);
+	if (na) sa = exp_bf16(a, ra, na, m);
+	if (nb) sb = exp_bf16(b, rb, nb, m);
 	*mp = m;
-	*invp = inv;
+	*invp = 1 / (sa + sb);
 }
 
-// cskv_exp_scale_bf16 sets r[i] = bf16(exp(x[i] − m)·inv), leaving the
-// exponentials in x (ExpScaleBF16): two loops, each of which vectorises
-// (one would not: measured 4× slower than ExpScale).
-void cskv_exp_scale_bf16(float *x, uint16_t *r, long n, float m, float inv) {
-	exp_shift(x, n, m);
-	scale_bf16(x, r, n, inv);
-}
+// cskv_exp_bf16 sets r[i] = bf16(exp(x[i] − m)) as cskv_softmax_exp_bf16
+// does (ExpBF16).
+void cskv_exp_bf16(const float *x, uint16_t *r, long n, float m) { exp_bf16(x, r, n, m); }
 
-// cskv_scale_diff_bf16 sets ds[i] = bf16(p[i]·(s[i] − d)) (ScaleDiffBF16).
+// cskv_scale_diff_bf16 sets ds[i] = bf16(p[i]·(s[i] − d)·f) (ScaleDiffBF16).
 __attribute__((target_clones("avx512f", "avx2", "default")))
-static void scale_diff_bf16_plain(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
-	for (long i = 0; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d));
+static void scale_diff_bf16_plain(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d, float f) {
+	for (long i = 0; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d) * f);
 }
 
-BF16_TARGET static void scale_diff_bf16_native(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
-	__m512 vd = _mm512_set1_ps(d);
+BF16_TARGET static void scale_diff_bf16_native(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d, float f) {
+	__m512 vd = _mm512_set1_ps(d), vf = _mm512_set1_ps(f);
 	long i = 0;
 	for (; i + 16 <= n; i += 16) {
 		__m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p + i))), 16);
-		__m512 v = _mm512_mul_ps(_mm512_castsi512_ps(w), _mm512_sub_ps(_mm512_loadu_ps(s + i), vd));
+		__m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_castsi512_ps(w), _mm512_sub_ps(_mm512_loadu_ps(s + i), vd)), vf);
 		if (denormals(v)) {
-			for (int j = 0; j < 16; j++) ds[i + j] = to_bf16(from_bf16(p[i + j]) * (s[i + j] - d));
+			for (int j = 0; j < 16; j++) ds[i + j] = to_bf16(from_bf16(p[i + j]) * (s[i + j] - d) * f);
 			continue;
 		}
 		_mm256_storeu_si256((__m256i *)(ds + i), (__m256i)_mm512_cvtneps_pbh(v));
 	}
-	for (; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d));
+	for (; i < n; i++) ds[i] = to_bf16(from_bf16(p[i]) * (s[i] - d) * f);
 }
 
-void cskv_scale_diff_bf16(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d) {
+void cskv_scale_diff_bf16(uint16_t *restrict ds, const float *restrict s, const uint16_t *restrict p, long n, float d, float f) {
 	if (native_bf16()) {
-		scale_diff_bf16_native(ds, s, p, n, d);
+		scale_diff_bf16_native(ds, s, p, n, d, f);
 		return;
 	}
-	scale_diff_bf16_plain(ds, s, p, n, d);
+	scale_diff_bf16_plain(ds, s, p, n, d, f);
 }
 
 // cskv_adam is AdamUpdate (adam.go): the same float32 operations in the

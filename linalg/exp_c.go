@@ -11,9 +11,9 @@ package linalg
 // void cskv_scale_diff(float *s, const float *p, long n, float d);
 // void cskv_silu_gate(float *g, const float *u, long n);
 // #include <stdint.h>
-// void cskv_softmax2_lanes_bf16(float *a, long na, float *b, long nb, uint16_t *ra, uint16_t *rb, float *m, float *inv);
-// void cskv_exp_scale_bf16(float *x, uint16_t *r, long n, float m, float inv);
-// void cskv_scale_diff_bf16(uint16_t *ds, const float *s, const uint16_t *p, long n, float d);
+// void cskv_softmax_exp_bf16(const float *a, long na, const float *b, long nb, uint16_t *ra, uint16_t *rb, float *m, float *inv);
+// void cskv_exp_bf16(const float *x, uint16_t *r, long n, float m);
+// void cskv_scale_diff_bf16(uint16_t *ds, const float *s, const uint16_t *p, long n, float d, float f);
 // void cskv_adam(float *value, const float *grad, float *m, float *v, long n, float b1, float b2, float eps, float step, float sq);
 import "C"
 
@@ -67,24 +67,31 @@ func cbf16(x []uint16) *C.uint16_t {
 	return (*C.uint16_t)(&x[0])
 }
 
-func softmax2LanesBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
-	checkBF16("Softmax2LanesBF16", len(a), len(ra))
-	checkBF16("Softmax2LanesBF16", len(b), len(rb))
+// The bf16 probability writers always run in C in this build, whatever the
+// length, so that a row and any part of it get the same exponentials.
+
+func softmaxExpBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
+	checkBF16("SoftmaxExpBF16", len(a), len(ra))
+	checkBF16("SoftmaxExpBF16", len(b), len(rb))
 	var cm, ci C.float
-	C.cskv_softmax2_lanes_bf16(cfloats(a), C.long(len(a)), cfloats(b), C.long(len(b)), cbf16(ra), cbf16(rb), &cm, &ci)
+	C.cskv_softmax_exp_bf16(cfloats(a), C.long(len(a)), cfloats(b), C.long(len(b)), cbf16(ra), cbf16(rb), &cm, &ci)
 	return float32(cm), float32(ci)
 }
 
-func expScaleBF16Vec(x []float32, r []uint16, m, inv float32) {
-	checkBF16("ExpScaleBF16", len(x), len(r))
-	C.cskv_exp_scale_bf16(cfloats(x), cbf16(r), C.long(len(x)), C.float(m), C.float(inv))
+func expBF16Vec(x []float32, r []uint16, m float32) {
+	checkBF16("ExpBF16", len(x), len(r))
+	C.cskv_exp_bf16(cfloats(x), cbf16(r), C.long(len(x)), C.float(m))
 }
 
-func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d float32) {
+func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d, f float32) {
 	checkBF16("ScaleDiffBF16", len(ds), len(s))
 	checkBF16("ScaleDiffBF16", len(ds), len(p))
-	C.cskv_scale_diff_bf16(cbf16(ds), cfloats(s), cbf16(p), C.long(len(ds)), C.float(d))
+	C.cskv_scale_diff_bf16(cbf16(ds), cfloats(s), cbf16(p), C.long(len(ds)), C.float(d), C.float(f))
 }
+
+// vecBF16 is the shortest row the bf16 probability writers hand to C: all
+// of them (see above).
+const vecBF16 = 0
 
 func adamVec(value, grad, m, v []float32, p AdamParams) {
 	C.cskv_adam(cfloats(value), cfloats(grad), cfloats(m), cfloats(v), C.long(len(grad)),

@@ -14,10 +14,13 @@ func expScaleVec(x []float32, m, inv float32)          { expScaleGo(x, m, inv) }
 func scaleDiffVec(s, p []float32, d float32)           { scaleDiffGo(s, p, d) }
 func siluGateVec(g, u []float32)                       { siluGateGo(g, u) }
 
-func softmax2LanesBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
-	return softmax2LanesBF16Go(a, b, ra, rb)
+func softmaxExpBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
+	return softmaxExpBF16Go(a, b, ra, rb)
 }
-func expScaleBF16Vec(x []float32, r []uint16, m, inv float32)          { expScaleBF16Go(x, r, m, inv) }
-func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d float32) { scaleDiffBF16Go(ds, s, p, d) }
+func expBF16Vec(x []float32, r []uint16, m float32)                       { expBF16Go(x, r, m) }
+func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d, f float32) { scaleDiffBF16Go(ds, s, p, d, f) }
+
+// vecBF16: this build has no vector version.
+const vecBF16 = 1 << 62
 
 func adamVec(value, grad, m, v []float32, p AdamParams) { adamGo(value, grad, m, v, p) }
