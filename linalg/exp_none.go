@@ -17,8 +17,10 @@ func siluGateVec(g, u []float32)                       { siluGateGo(g, u) }
 func softmaxExpBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
 	return softmaxExpBF16Go(a, b, ra, rb)
 }
-func expBF16Vec(x []float32, r []uint16, m float32)                       { expBF16Go(x, r, m) }
-func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d, f float32) { scaleDiffBF16Go(ds, s, p, d, f) }
+func expBF16Vec(x []float32, r []uint16, m float32) { expBF16Go(x, r, m) }
+func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d, f float32) {
+	scaleDiffBF16Go(ds, s, p, d, f)
+}
 
 // vecBF16: this build has no vector version.
 const vecBF16 = 1 << 62
