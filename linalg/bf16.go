@@ -109,25 +109,11 @@ func ExpBF16(x []float32, r []uint16, m float32) {
 // SoftmaxExpBF16 takes it.
 func expBF16Go(x []float32, r []uint16, m float32) float32 {
 	r = r[:len(x)]
-	var acc [16]float32
-	i := 0
-	for ; i+16 <= len(x); i += 16 {
-		for j := range acc {
-			e := expFMA(x[i+j] - m)
-			r[i+j] = ToBF16(e)
-			acc[j] += e
-		}
-	}
-	var s float32
-	for _, a := range acc {
-		s += a
-	}
-	for ; i < len(x); i++ {
+	return laneSum(len(x), func(i int) float32 {
 		e := expFMA(x[i] - m)
 		r[i] = ToBF16(e)
-		s += e
-	}
-	return s
+		return e
+	})
 }
 
 // expFMA is the exponential of SoftmaxExpBF16 in Go (float64 fused

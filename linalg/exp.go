@@ -47,23 +47,29 @@ func expShiftGo(x []float32, m float32) float32 {
 // added in lane order, then the tail in order: vector instructions compute
 // it in the same pass as the exponentials (see Softmax2Lanes).
 func expShiftLanes(x []float32, m float32) float32 {
+	return laneSum(len(x), func(i int) float32 {
+		e := exp1(x[i] - m)
+		x[i] = e
+		return e
+	})
+}
+
+// laneSum returns the sum of e(0), …, e(n−1), calling e in order, in 16
+// interleaved partial sums as expShiftLanes takes them.
+func laneSum(n int, e func(i int) float32) float32 {
 	var acc [16]float32
 	i := 0
-	for ; i+16 <= len(x); i += 16 {
+	for ; i+16 <= n; i += 16 {
 		for j := range acc {
-			e := exp1(x[i+j] - m)
-			x[i+j] = e
-			acc[j] += e
+			acc[j] += e(i + j)
 		}
 	}
 	var s float32
 	for _, a := range acc {
 		s += a
 	}
-	for ; i < len(x); i++ {
-		e := exp1(x[i] - m)
-		x[i] = e
-		s += e
+	for ; i < n; i++ {
+		s += e(i)
 	}
 	return s
 }
