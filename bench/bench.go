@@ -39,9 +39,17 @@ type Row struct {
 	// close the products alone come to the peak.
 	ProductGFLOPs   float64 `json:"product_gflops,omitempty"`
 	ProductFraction float64 `json:"product_peak_fraction,omitempty"`
-	Precision       string  `json:"precision"`
-	Threads         int     `json:"blas_threads"`
-	Backend         string  `json:"backend"`
+	// The peak's product timed once before each timed step (Timing.Probe;
+	// the median sample) and the three fractions against it: on a machine
+	// whose speed moves with other work, the step and this peak see the
+	// same conditions.
+	PeakAdjacent            float64 `json:"peak_gflops_adjacent,omitempty"`
+	FractionAdjacent        float64 `json:"peak_fraction_adjacent,omitempty"`
+	FractionPrecompAdjacent float64 `json:"peak_fraction_precomputed_adjacent,omitempty"`
+	ProductFractionAdjacent float64 `json:"product_peak_fraction_adjacent,omitempty"`
+	Precision               string  `json:"precision"`
+	Threads                 int     `json:"blas_threads"`
+	Backend                 string  `json:"backend"`
 }
 
 // Peaks measures the matrix-product peak of F32 and, where the CPU has
@@ -117,10 +125,17 @@ func ForwardFLOPs(c model.Config, nSeq, T int) float64 {
 // OutSeqs is how many sequences of a step feed the output term in Step.
 func OutSeqs(s graph.BenchShape) int { return min(2, s.Seqs) }
 
-// Step times warm+steps training steps (graph Run + Adam) of one shape and
-// loss ("kv" or "kv+out"), then as many with the batch's targets reused
-// (Rerun), and reports the medians.
-func Step(ctx context.Context, shape graph.BenchShape, loss string, warm, steps int) (Row, error) {
+// Timing is how a row is timed: Warm untimed runs, then the median of
+// Steps timed ones, each after a sample of Probe (none when nil).
+type Timing struct {
+	Warm, Steps int
+	Probe       *linalg.Probe
+}
+
+// Step times t's training steps (graph Run + Adam) of one shape and loss
+// ("kv" or "kv+out"), then as many with the batch's targets reused (Rerun),
+// and reports the medians.
+func Step(ctx context.Context, shape graph.BenchShape, loss string, t Timing) (Row, error) {
 	spec := graph.NewRandomSpec(shape, 1)
 	flop := KVFLOPs(shape)
 	switch loss {
@@ -144,7 +159,8 @@ func Step(ctx context.Context, shape graph.BenchShape, loss string, warm, steps 
 	}
 	adam := train.NewAdam(sizes)
 	var prod linalg.ProductStats
-	med, err := median(ctx, warm, steps, func(timed bool) error {
+	var peaks []float64
+	med, err := t.median(ctx, &peaks, func(timed bool) error {
 		linalg.CountProducts(timed)
 		_, err := layer.Run(x)
 		if p := linalg.CountProducts(false); timed {
@@ -156,7 +172,7 @@ func Step(ctx context.Context, shape graph.BenchShape, loss string, warm, steps 
 	if err != nil {
 		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
 	}
-	pre, err := median(ctx, warm, steps, func(bool) error {
+	pre, err := t.median(ctx, &peaks, func(bool) error {
 		_, err := layer.Rerun()
 		adam.Step(params, 1e-5)
 		return err
@@ -168,6 +184,7 @@ func Step(ctx context.Context, shape graph.BenchShape, loss string, warm, steps 
 	r := row(shape.Name, shape.Hidden, shape.KVDim(), shape.Rank, tokens, loss, med, pre, flop)
 	r.GFLOPPrecomp = (flop - TargetFLOPs(shape)) / 1e9
 	r.setProducts(prod)
+	r.PeakAdjacent = middle(peaks)
 	return r, nil
 }
 
@@ -180,10 +197,10 @@ var ForwardShape = struct {
 	Tokens int
 }{"llama2-7b", model.Config{Arch: "llama", Hidden: 4096, Layers: 1, Heads: 32, KVHeads: 32, HeadDim: 128, FFN: 11008, Vocab: 256, ContextLength: 4096, RopeBase: 10000, RMSEps: 1e-5}, 512}
 
-// Forward times warm+steps frozen forwards of one decoder layer of c with
+// Forward times t's frozen forwards of one decoder layer of c with
 // random weights on one sequence of T tokens (model.Block.Forward, what
 // capture, advance and eval run per layer) and reports the median.
-func Forward(ctx context.Context, name string, c model.Config, T, warm, steps int) (Row, error) {
+func Forward(ctx context.Context, name string, c model.Config, T int, t Timing) (Row, error) {
 	m, err := model.SyntheticShape(c, 1)
 	if err != nil {
 		return Row{}, err
@@ -201,7 +218,8 @@ func Forward(ctx context.Context, name string, c model.Config, T, warm, steps in
 	h := make([]float32, len(h0))
 	defer b.Freeze()()
 	var prod linalg.ProductStats
-	med, err := median(ctx, warm, steps, func(timed bool) error {
+	var peaks []float64
+	med, err := t.median(ctx, &peaks, func(timed bool) error {
 		copy(h, h0)
 		linalg.CountProducts(timed)
 		err := b.Forward(c, h, 1, T, rope, nil)
@@ -215,6 +233,7 @@ func Forward(ctx context.Context, name string, c model.Config, T, warm, steps in
 	}
 	r := row(name, c.Hidden, c.KVDim(), 0, T, "forward", med, 0, ForwardFLOPs(c, 1, T))
 	r.setProducts(prod)
+	r.PeakAdjacent = middle(peaks)
 	return r, nil
 }
 
@@ -246,33 +265,53 @@ func (r *Row) SetFraction(peaks []linalg.PeakResult) {
 			r.ProductFraction = r.ProductGFLOPs / p.GFLOPs
 		}
 	}
+	if q := r.PeakAdjacent; q > 0 {
+		r.FractionAdjacent, r.ProductFractionAdjacent = r.GFLOPs/q, r.ProductGFLOPs/q
+		if r.MsPrecomp > 0 {
+			r.FractionPrecompAdjacent = r.GFLOPPrecomp / (r.MsPrecomp / 1e3) / q
+		}
+	}
 }
 
-// median runs f warm+steps times (timed: whether the run is one of the
-// last steps) and returns the median time of the last steps runs, in
-// seconds.
-func median(ctx context.Context, warm, steps int, f func(timed bool) error) (float64, error) {
+// median runs f t.Warm+t.Steps times (timed: whether the run is one of the
+// last t.Steps) and returns the median time of the timed runs, in seconds;
+// before each timed run it appends a sample of t.Probe to peaks (untimed).
+func (t Timing) median(ctx context.Context, peaks *[]float64, f func(timed bool) error) (float64, error) {
 	var times []float64
-	for i := 0; i < warm+steps; i++ {
+	for i := 0; i < t.Warm+t.Steps; i++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
+		timed := i >= t.Warm
+		if timed && t.Probe != nil {
+			*peaks = append(*peaks, t.Probe.Sample())
+		}
 		t0 := time.Now()
-		if err := f(i >= warm); err != nil {
+		if err := f(timed); err != nil {
 			return 0, err
 		}
-		if i >= warm {
+		if timed {
 			times = append(times, time.Since(t0).Seconds())
 		}
 	}
-	slices.Sort(times)
-	return times[len(times)/2], nil
+	return middle(times), nil
+}
+
+// middle is the median of v (the upper one of an even count), 0 for none.
+func middle(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 // Suite is one run of `cskv bench`: a training step per shape and loss,
 // optionally the frozen forward of ForwardShape, each the median of Steps
-// timed steps after Warm untimed ones, with Threads BLAS threads (0 =
-// linalg.ThreadsFor the layer's width).
+// timed steps after Warm untimed ones, each step after a sample of the
+// peak product of the precision in use (Timing.Probe), with Threads BLAS
+// threads (0 = linalg.ThreadsFor the layer's width).
 type Suite struct {
 	Shapes      []graph.BenchShape
 	Losses      []string // "kv" and/or "kv+out"
@@ -289,6 +328,14 @@ func (s Suite) Run(ctx context.Context, emit func(Row) error) ([]linalg.PeakResu
 	peaks, err := Peaks(ctx, s.PeakShapes, s.PeakSeconds)
 	if err != nil {
 		return nil, err
+	}
+	t := Timing{Warm: s.Warm, Steps: s.Steps}
+	for _, p := range peaks {
+		if p.Precision == linalg.CurrentPrecision() {
+			if t.Probe, err = linalg.NewProbe(p); err != nil {
+				return nil, err
+			}
+		}
 	}
 	time := func(width int, f func() (Row, error)) error {
 		prev := linalg.Threads()
@@ -308,14 +355,14 @@ func (s Suite) Run(ctx context.Context, emit func(Row) error) ([]linalg.PeakResu
 	}
 	for _, shape := range s.Shapes {
 		for _, loss := range s.Losses {
-			if err := time(shape.Hidden, func() (Row, error) { return Step(ctx, shape, loss, s.Warm, s.Steps) }); err != nil {
+			if err := time(shape.Hidden, func() (Row, error) { return Step(ctx, shape, loss, t) }); err != nil {
 				return nil, err
 			}
 		}
 	}
 	if s.Forward {
 		f := ForwardShape
-		if err := time(f.Config.Hidden, func() (Row, error) { return Forward(ctx, f.Name, f.Config, f.Tokens, s.Warm, s.Steps) }); err != nil {
+		if err := time(f.Config.Hidden, func() (Row, error) { return Forward(ctx, f.Name, f.Config, f.Tokens, t) }); err != nil {
 			return nil, err
 		}
 	}

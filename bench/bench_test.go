@@ -39,12 +39,17 @@ func TestRows(t *testing.T) {
 	if len(peaks) == 0 || peaks[0].Precision != linalg.F32 || !(peaks[0].GFLOPs > 0) {
 		t.Fatalf("peaks %+v: want f32 first, positive", peaks)
 	}
-	step, err := Step(ctx, graph.ShapeStories260K, "kv+out", 0, 1)
+	probe, err := linalg.NewProbe(peaks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	timing := Timing{Steps: 1, Probe: probe}
+	step, err := Step(ctx, graph.ShapeStories260K, "kv+out", timing)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := model.Config{Arch: "llama", Hidden: 64, Layers: 1, Heads: 8, KVHeads: 4, HeadDim: 8, FFN: 172, Vocab: 32, ContextLength: 512, RopeBase: 10000, RMSEps: 1e-5}
-	fwd, err := Forward(ctx, "tiny", c, 64, 0, 1)
+	fwd, err := Forward(ctx, "tiny", c, 64, timing)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +58,11 @@ func TestRows(t *testing.T) {
 		if r.MsPerStep <= 0 || math.Abs(r.GFLOPs-r.GFLOP/(r.MsPerStep/1e3))/r.GFLOPs > 1e-9 ||
 			math.Abs(r.Fraction-r.GFLOPs/peaks[0].GFLOPs)/r.Fraction > 1e-9 || r.Precision != "f32" {
 			t.Errorf("row %+v: columns inconsistent (peak %.1f GFLOP/s)", r, peaks[0].GFLOPs)
+		}
+		// The probe's samples, taken beside the steps.
+		if !(r.PeakAdjacent > 0) || math.Abs(r.FractionAdjacent-r.GFLOPs/r.PeakAdjacent)/r.FractionAdjacent > 1e-9 ||
+			math.Abs(r.ProductFractionAdjacent-r.ProductGFLOPs/r.PeakAdjacent)/r.ProductFractionAdjacent > 1e-9 {
+			t.Errorf("row %s: adjacent peak %g GFLOP/s, fractions %g, products %g", r.Loss, r.PeakAdjacent, r.FractionAdjacent, r.ProductFractionAdjacent)
 		}
 	}
 	if want := (KVFLOPs(graph.ShapeStories260K) + OutFLOPs(graph.ShapeStories260K, 2)) / 1e9; step.GFLOP != want {
@@ -65,13 +75,24 @@ func TestRows(t *testing.T) {
 		math.Abs(step.FractionPrecomp-step.GFLOPPrecomp/(step.MsPrecomp/1e3)/peaks[0].GFLOPs)/step.FractionPrecomp > 1e-9 {
 		t.Errorf("precomputed columns %g GFLOP, %g of peak: want %g GFLOP at %g ms", step.GFLOPPrecomp, step.FractionPrecomp, want, step.MsPrecomp)
 	}
+	if f := step.GFLOPPrecomp / (step.MsPrecomp / 1e3) / step.PeakAdjacent; math.Abs(step.FractionPrecompAdjacent-f)/f > 1e-9 {
+		t.Errorf("precomputed fraction of the adjacent peak %g, want %g", step.FractionPrecompAdjacent, f)
+	}
+	// No probe, no adjacent columns.
+	bare, err := Step(ctx, graph.ShapeStories260K, "kv", Timing{Steps: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bare.SetFraction(peaks); bare.PeakAdjacent != 0 || bare.FractionAdjacent != 0 || bare.FractionPrecompAdjacent != 0 {
+		t.Errorf("row without a probe: adjacent peak %g, fractions %g / %g", bare.PeakAdjacent, bare.FractionAdjacent, bare.FractionPrecompAdjacent)
+	}
 	for _, r := range []Row{step, fwd} {
 		r.SetFraction(peaks)
 		if !(r.ProductGFLOPs > 0) || math.Abs(r.ProductFraction-r.ProductGFLOPs/peaks[0].GFLOPs) > 1e-12 {
 			t.Errorf("row %s: products %g GFLOP/s, %g of peak", r.Loss, r.ProductGFLOPs, r.ProductFraction)
 		}
 	}
-	if _, err := Step(ctx, graph.ShapeStories260K, "out", 0, 1); err == nil {
+	if _, err := Step(ctx, graph.ShapeStories260K, "out", timing); err == nil {
 		t.Error("loss \"out\": no error")
 	}
 }

@@ -209,31 +209,24 @@ func (o Operand) first() unsafe.Pointer {
 	return unsafe.Pointer(&o.BF16[0])
 }
 
-// dnnlPeak times oneDNN's dense product C (m, n) = A (m, k)·B (k, n) for at
-// least seconds, operands already in the product's precision (bf16 operands
-// are rounded once, before timing). It returns GFLOP/s (2·m·n·k per product)
-// and the kernel oneDNN chose.
-func dnnlPeak(bf16 bool, m, n, k int, seconds float64) (float64, string, error) {
+// dnnlPeakProduct prepares oneDNN's dense product C (m, n) = A (m, k)·B (k,
+// n) for timing: operands of its own, rounded to bf16 once (bf16), the
+// product run once to warm up; run computes it on the rounded operands.
+func dnnlPeakProduct(bf16 bool, m, n, k int) (peakProduct, error) {
 	key := gemmKey{bf16: bf16, m: m, n: n, k: k, lda: k, ldb: n, ldc: n, alpha: 1, threads: dnnlThreads(false, m, n, k)}
 	p := prim(key)
 	if p == nil || !p.ok {
-		return 0, "", fmt.Errorf("oneDNN has no %s kernel for %d×%d×%d", map[bool]string{false: "f32", true: "bf16"}[bf16], m, k, n)
+		return peakProduct{}, fmt.Errorf("oneDNN has no %s kernel for %d×%d×%d", map[bool]string{false: "f32", true: "bf16"}[bf16], m, k, n)
 	}
-	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
-	for i := range a {
-		a[i] = float32(i%7) - 3
-	}
-	for i := range b {
-		b[i] = float32(i%5) - 2
-	}
+	a, b, c := peakOperands(m, n, k)
 	ab, bb, sb := make([]byte, p.g.a_bytes+1), make([]byte, p.g.b_bytes+1), make([]byte, p.g.scratch+1)
 	run := func(convert C.int) C.int { // 0: operands already rounded
 		return C.cskv_gemm_run(&p.g, (*C.float)(&a[0]), (*C.float)(&b[0]), (*C.float)(&c[0]),
 			unsafe.Pointer(&ab[0]), unsafe.Pointer(&bb[0]), unsafe.Pointer(&sb[0]), C.int(key.threads), convert)
 	}
 	if st := run(C.CSKV_CONVERT_A | C.CSKV_CONVERT_B); st != 0 { // rounds the operands; also warms up
-		return 0, "", fmt.Errorf("oneDNN matmul failed (status %d)", int(st))
+		return peakProduct{}, fmt.Errorf("oneDNN matmul failed (status %d)", int(st))
 	}
-	best := bestTime(seconds, func() { run(0) })
-	return 2 * float64(m) * float64(n) * float64(k) / best / 1e9, C.GoString(&p.g.impl[0]), nil
+	return peakProduct{run: func() { run(0) }, flop: 2 * float64(m) * float64(n) * float64(k),
+		kernel: "oneDNN " + C.GoString(&p.g.impl[0])}, nil
 }

@@ -14,9 +14,9 @@ func dnnlProduct(bool, bool, int, int, int, float32, Operand, Operand, float32, 
 	return false
 }
 
-// dnnlPeak is oneDNN's product rate; this build has none.
-func dnnlPeak(bool, int, int, int, float64) (float64, string, error) {
-	return 0, "", errNoDNNL
+// dnnlPeakProduct is oneDNN's product for Peak; this build has none.
+func dnnlPeakProduct(bool, int, int, int) (peakProduct, error) {
+	return peakProduct{}, errNoDNNL
 }
 
 func freeze([]float32) {}

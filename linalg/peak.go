@@ -15,6 +15,7 @@ type PeakResult struct {
 	M, N, K   int
 	GFLOPs    float64 // 2·m·n·k per product
 	Kernel    string  // what computed it
+	dnnl      bool    // oneDNN computed it (else BLAS)
 }
 
 // Peak measures the fastest matrix-product rate this build has for the
@@ -26,35 +27,80 @@ func Peak(p Precision, m, n, k int, seconds float64) (PeakResult, error) {
 	best := PeakResult{Precision: p, M: m, N: n, K: k}
 	switch p {
 	case F32:
-		best.GFLOPs, best.Kernel = blasPeak(m, n, k, seconds), Backend()
+		prod := blasPeakProduct(m, n, k)
+		best.GFLOPs, best.Kernel = prod.rate(seconds), prod.kernel
 		if hasDNNL {
-			if g, kernel, err := dnnlPeak(false, m, n, k, seconds); err == nil && g > best.GFLOPs {
-				best.GFLOPs, best.Kernel = g, "oneDNN "+kernel
+			if prod, err := dnnlPeakProduct(false, m, n, k); err == nil {
+				if g := prod.rate(seconds); g > best.GFLOPs {
+					best.GFLOPs, best.Kernel, best.dnnl = g, prod.kernel, true
+				}
 			}
 		}
 	case BF16:
-		g, kernel, err := dnnlPeak(true, m, n, k, seconds)
+		prod, err := dnnlPeakProduct(true, m, n, k)
 		if err != nil {
 			return best, err
 		}
-		best.GFLOPs, best.Kernel = g, "oneDNN "+kernel
+		best.GFLOPs, best.Kernel, best.dnnl = prod.rate(seconds), prod.kernel, true
 	default:
 		return best, fmt.Errorf("peak of precision %v: want f32 or bf16", p)
 	}
 	return best, nil
 }
 
-func blasPeak(m, n, k int, seconds float64) float64 {
-	a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+// A Probe times a measured peak's product again (the same shape, precision
+// and kernel, on operands of its own), one sample at a time: the rate the
+// machine gives that product now. On a machine shared with other work the
+// rate moves from minute to minute; a sample taken beside a step sees the
+// step's conditions.
+type Probe struct{ prod peakProduct }
+
+// NewProbe prepares the product of r (a result of Peak).
+func NewProbe(r PeakResult) (*Probe, error) {
+	if !r.dnnl {
+		return &Probe{blasPeakProduct(r.M, r.N, r.K)}, nil
+	}
+	prod, err := dnnlPeakProduct(r.Precision == BF16, r.M, r.N, r.K)
+	if err != nil {
+		return nil, err
+	}
+	return &Probe{prod}, nil
+}
+
+// Sample returns the product's rate now in GFLOP/s: the fastest of three
+// runs (bestTime).
+func (p *Probe) Sample() float64 { return p.prod.rate(0) }
+
+// peakProduct is one product of Peak, ready to time: run computes it on
+// operands already in its precision.
+type peakProduct struct {
+	run    func()
+	flop   float64 // 2·m·n·k
+	kernel string
+}
+
+// rate is the product's GFLOP/s, timed by bestTime(seconds).
+func (p peakProduct) rate(seconds float64) float64 { return p.flop / bestTime(seconds, p.run) / 1e9 }
+
+// peakOperands are A (m, k) and B (k, n) of small integers (exact in bf16)
+// and C (m, n).
+func peakOperands(m, n, k int) (a, b, c []float32) {
+	a, b, c = make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
 	for i := range a {
 		a[i] = float32(i%7) - 3
 	}
 	for i := range b {
 		b[i] = float32(i%5) - 2
 	}
-	impl.Sgemm(trans(false), trans(false), m, n, k, 1, a, k, b, n, 0, c, n) // warm-up
-	best := bestTime(seconds, func() { impl.Sgemm(trans(false), trans(false), m, n, k, 1, a, k, b, n, 0, c, n) })
-	return 2 * float64(m) * float64(n) * float64(k) / best / 1e9
+	return a, b, c
+}
+
+// blasPeakProduct is BLAS's dense product, warmed up.
+func blasPeakProduct(m, n, k int) peakProduct {
+	a, b, c := peakOperands(m, n, k)
+	run := func() { impl.Sgemm(trans(false), trans(false), m, n, k, 1, a, k, b, n, 0, c, n) }
+	run()
+	return peakProduct{run: run, flop: 2 * float64(m) * float64(n) * float64(k), kernel: Backend()}
 }
 
 // bestTime runs f at least 3 times and for at least seconds, and returns the

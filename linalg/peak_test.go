@@ -16,17 +16,17 @@ func BenchmarkPeak(b *testing.B) {
 		m, n, k := sh[0], sh[1], sh[2]
 		flop := 2 * float64(m) * float64(n) * float64(k)
 		b.Run(fmt.Sprintf("%dx%dx%d/blas-f32", m, n, k), func(b *testing.B) {
-			b.ReportMetric(blasPeak(m, n, k, 0.5*float64(b.N)), "GFLOP/s")
+			b.ReportMetric(blasPeakProduct(m, n, k).rate(0.5*float64(b.N)), "GFLOP/s")
 		})
 		for _, bf16 := range []bool{false, true} {
 			name := map[bool]string{false: "dnnl-f32", true: "dnnl-bf16"}[bf16]
 			b.Run(fmt.Sprintf("%dx%dx%d/%s", m, n, k, name), func(b *testing.B) {
-				g, kernel, err := dnnlPeak(bf16, m, n, k, 0.5*float64(b.N))
+				prod, err := dnnlPeakProduct(bf16, m, n, k)
 				if err != nil {
 					b.Skip(err)
 				}
-				b.Logf("kernel %s", kernel)
-				b.ReportMetric(g, "GFLOP/s")
+				b.Logf("kernel %s", prod.kernel)
+				b.ReportMetric(prod.rate(0.5*float64(b.N)), "GFLOP/s")
 			})
 		}
 		for _, p := range []Precision{F32, BF16} {
@@ -96,5 +96,27 @@ func BenchmarkLayerProducts(b *testing.B) {
 			}
 			b.ReportMetric(gflops, "GFLOP/s")
 		})
+	}
+}
+
+// TestProbe checks that a probe re-times the product its peak measured:
+// the same kernel, a positive rate, for each precision this build has.
+func TestProbe(t *testing.T) {
+	precs := []Precision{F32}
+	if HasBF16() {
+		precs = append(precs, BF16)
+	}
+	for _, p := range precs {
+		r, err := Peak(p, 64, 96, 128, 0.01)
+		if err != nil {
+			t.Fatal(err)
+		}
+		probe, err := NewProbe(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g := probe.Sample(); !(g > 0) || probe.prod.kernel != r.Kernel {
+			t.Errorf("%v: probe of %q samples %g GFLOP/s with %q", p, r.Kernel, g, probe.prod.kernel)
+		}
 	}
 }

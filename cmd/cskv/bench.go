@@ -82,20 +82,29 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	for _, p := range peaks {
 		fmt.Fprintf(w, "peak %s: %.1f GFLOP/s (%d×%d×%d, %s)\n", p.Precision, p.GFLOPs, p.M, p.K, p.N, p.Kernel)
 	}
-	fmt.Fprintln(w, "shape\thidden\tkv\trank\ttokens\tloss\tms/step\ttokens/s\tGFLOP/step\tGFLOP/s\tof peak\tproducts of peak\tms/step (targets precomputed)\tGFLOP\tof peak\tthreads")
-	pct := func(f float64) string {
+	fmt.Fprintln(w, "shape\thidden\tkv\trank\ttokens\tloss\tms/step\ttokens/s\tGFLOP/step\tGFLOP/s\tof peak (adjacent)\tproducts of peak (adjacent)\tms/step (targets precomputed)\tGFLOP\tof peak (adjacent)\tadjacent peak\tthreads")
+	// pct is a fraction of the peak, and in parentheses of the adjacent one.
+	pct := func(f, adjacent float64) string {
 		if f == 0 {
 			return "-"
 		}
-		return fmt.Sprintf("%.0f%%", 100*f)
+		if adjacent == 0 {
+			return fmt.Sprintf("%.0f%%", 100*f)
+		}
+		return fmt.Sprintf("%.0f%% (%.0f%%)", 100*f, 100*adjacent)
 	}
 	for _, r := range rows {
 		pre, preFLOP := "-", "-"
 		if r.MsPrecomp > 0 {
 			pre, preFLOP = fmt.Sprintf("%.2f", r.MsPrecomp), fmt.Sprintf("%.1f", r.GFLOPPrecomp)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\t%.2f\t%.0f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Shape, r.Hidden, r.KVDim, r.Rank, r.Tokens, r.Loss,
-			r.MsPerStep, r.TokensPS, r.GFLOP, r.GFLOPs, pct(r.Fraction), pct(r.ProductFraction), pre, preFLOP, pct(r.FractionPrecomp), r.Threads)
+		adj := "-"
+		if r.PeakAdjacent > 0 {
+			adj = fmt.Sprintf("%.1f", r.PeakAdjacent)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%s\t%.2f\t%.0f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\n", r.Shape, r.Hidden, r.KVDim, r.Rank, r.Tokens, r.Loss,
+			r.MsPerStep, r.TokensPS, r.GFLOP, r.GFLOPs, pct(r.Fraction, r.FractionAdjacent), pct(r.ProductFraction, r.ProductFractionAdjacent),
+			pre, preFLOP, pct(r.FractionPrecomp, r.FractionPrecompAdjacent), adj, r.Threads)
 	}
 	return w.Flush()
 }
