@@ -173,7 +173,8 @@ func TestSIGTERMStopsLikeCtrlC(t *testing.T) {
 }
 
 // TestKillAnywhere: 20 runs, each killed with SIGKILL at a seeded
-// pseudo-random moment of an uninterrupted run's timeline (measured first),
+// pseudo-random moment of an uninterrupted run's timeline (measured first,
+// the shorter of two runs),
 // so that the kills fall across capture, init, training, checkpoint writing
 // and export; each is then finished by `cskv train --resume --out DIR`
 // alone and must export the uninterrupted run's bytes. A run killed before
@@ -185,14 +186,27 @@ func TestKillAnywhere(t *testing.T) {
 	dir := t.TempDir()
 	args := []string{"train", "--quiet", "--steps", "12", "--save-every", "2", "--keep", "2", "--calib-chunks", "8", "--seq-len", "64",
 		"--batch", "4", "--out-seqs", "1", "--holdout", "2", "--eval-chunks", "1"}
-	start := time.Now()
-	if code, _, stderr := cskv(t, dir, append(args, "--out", "straight")...); code != 0 {
-		t.Fatalf("straight run (exit %d): %s", code, stderr)
-	}
-	total := time.Since(start)
-	want, err := os.ReadFile(filepath.Join(dir, "straight", "projections.safetensors"))
-	if err != nil {
-		t.Fatal(err)
+	// The timeline is the shorter of two uninterrupted runs: on a machine
+	// shared with other work one slow run would stretch it past the killed
+	// runs, which then finish before their moment.
+	var total time.Duration
+	var want []byte
+	for i, out := range []string{"straight", "straight-again"} {
+		start := time.Now()
+		if code, _, stderr := cskv(t, dir, append(args, "--out", out)...); code != 0 {
+			t.Fatalf("straight run (exit %d): %s", code, stderr)
+		}
+		if d := time.Since(start); i == 0 || d < total {
+			total = d
+		}
+		got, err := os.ReadFile(filepath.Join(dir, out, "projections.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 && !bytes.Equal(got, want) {
+			t.Fatal("two uninterrupted runs exported different bytes")
+		}
+		want = got
 	}
 	r := rand.New(rand.NewPCG(13, 20))
 	kills := 0
