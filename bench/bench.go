@@ -50,13 +50,16 @@ type Row struct {
 	Precision               string  `json:"precision"`
 	Threads                 int     `json:"blas_threads"`
 	Backend                 string  `json:"backend"`
+
+	products linalg.ProductStats // of the timed steps (setProducts)
 }
 
 // Peaks measures the matrix-product peak of F32 and, where the CPU has
 // native bf16 and the build oneDNN, BF16: for each, the fastest of shapes
-// (linalg.PeakShapes for the reference layers), seconds per shape and
-// candidate.
-func Peaks(ctx context.Context, shapes [][3]int, seconds float64) ([]linalg.PeakResult, error) {
+// (linalg.PeakShapes for the reference layers) and, for the precision in
+// use, of own too (the heavy products of the timed rows, Suite), seconds
+// per shape and candidate.
+func Peaks(ctx context.Context, shapes, own [][3]int, seconds float64) ([]linalg.PeakResult, error) {
 	precs := []linalg.Precision{linalg.F32}
 	if linalg.NativeBF16() && linalg.HasBF16() {
 		precs = append(precs, linalg.BF16)
@@ -64,7 +67,11 @@ func Peaks(ctx context.Context, shapes [][3]int, seconds float64) ([]linalg.Peak
 	var out []linalg.PeakResult
 	for _, p := range precs {
 		var best linalg.PeakResult
-		for _, sh := range shapes {
+		all := shapes
+		if p == linalg.CurrentPrecision() {
+			all = append(slices.Clone(shapes), own...)
+		}
+		for _, sh := range all {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
@@ -126,15 +133,18 @@ func ForwardFLOPs(c model.Config, nSeq, T int) float64 {
 func OutSeqs(s graph.BenchShape) int { return min(2, s.Seqs) }
 
 // Timing is how a row is timed: Warm untimed runs, then the median of
-// Steps timed ones, each after a sample of Probe (none when nil).
+// Steps timed ones, each after a sample of Probe (none when nil). A
+// Survey times only what a row's products need (Suite): no steps with the
+// targets reused.
 type Timing struct {
 	Warm, Steps int
 	Probe       *linalg.Probe
+	Survey      bool
 }
 
 // Step times t's training steps (graph Run + Adam) of one shape and loss
-// ("kv" or "kv+out"), then as many with the batch's targets reused (Rerun),
-// and reports the medians.
+// ("kv" or "kv+out"), then (unless t.Survey) as many with the batch's
+// targets reused (Rerun), and reports the medians.
 func Step(ctx context.Context, shape graph.BenchShape, loss string, t Timing) (Row, error) {
 	spec := graph.NewRandomSpec(shape, 1)
 	flop := KVFLOPs(shape)
@@ -172,17 +182,22 @@ func Step(ctx context.Context, shape graph.BenchShape, loss string, t Timing) (R
 	if err != nil {
 		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
 	}
-	pre, err := t.median(ctx, &peaks, func(bool) error {
-		_, err := layer.Rerun()
-		adam.Step(params, 1e-5)
-		return err
-	})
-	if err != nil {
-		return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
+	var pre float64
+	if !t.Survey {
+		pre, err = t.median(ctx, &peaks, func(bool) error {
+			_, err := layer.Rerun()
+			adam.Step(params, 1e-5)
+			return err
+		})
+		if err != nil {
+			return Row{}, fmt.Errorf("shape %s: %w", shape.Name, err)
+		}
 	}
 	tokens := shape.Seqs * shape.Tokens
 	r := row(shape.Name, shape.Hidden, shape.KVDim(), shape.Rank, tokens, loss, med, pre, flop)
-	r.GFLOPPrecomp = (flop - TargetFLOPs(shape)) / 1e9
+	if !t.Survey {
+		r.GFLOPPrecomp = (flop - TargetFLOPs(shape)) / 1e9
+	}
 	r.setProducts(prod)
 	r.PeakAdjacent = middle(peaks)
 	return r, nil
@@ -248,6 +263,7 @@ func row(shape string, hidden, kv, rank, tokens int, loss string, med, pre, flop
 
 // setProducts fills ProductGFLOPs from the products of the timed steps.
 func (r *Row) setProducts(p linalg.ProductStats) {
+	r.products = p
 	if busy := p.Busy(runtime.GOMAXPROCS(0)); busy > 0 {
 		r.ProductGFLOPs = p.FLOP / busy / 1e9
 	}
@@ -311,7 +327,14 @@ func middle(v []float64) float64 {
 // optionally the frozen forward of ForwardShape, each the median of Steps
 // timed steps after Warm untimed ones, each step after a sample of the
 // peak product of the precision in use (Timing.Probe), with Threads BLAS
-// threads (0 = linalg.ThreadsFor the layer's width).
+// threads (0 = linalg.ThreadsFor the layer's width). With Survey, one
+// step of each configuration first finds its heavy products (those
+// carrying HeavyShare of its arithmetic or more), and the peak of the
+// precision in use is measured at those at least as large (m·n·k) as the
+// smallest of PeakShapes too: no row's products then run faster than the
+// peak because its shapes suit the machine better than PeakShapes do.
+// Smaller products are left out: measured again and again, their operands
+// stay in the caches, which a step's products do not find them in.
 type Suite struct {
 	Shapes      []graph.BenchShape
 	Losses      []string // "kv" and/or "kv+out"
@@ -320,12 +343,65 @@ type Suite struct {
 	Threads     int
 	PeakShapes  [][3]int // products measuring the peak (Peaks)
 	PeakSeconds float64
+	Survey      bool
 }
 
-// Run measures the peaks, then times every configuration of s; emit gets
-// each row as it is measured, its Fraction of the peak set.
+// HeavyShare is the share of a row's product arithmetic from which Suite's
+// survey measures the peak at that product's shape.
+const HeavyShare = 0.05
+
+// Run surveys the configurations, measures the peaks, then times every
+// configuration of s; emit gets each row as it is measured, its Fraction
+// of the peak set.
 func (s Suite) Run(ctx context.Context, emit func(Row) error) ([]linalg.PeakResult, error) {
-	peaks, err := Peaks(ctx, s.PeakShapes, s.PeakSeconds)
+	type config struct {
+		width int
+		run   func(Timing) (Row, error)
+	}
+	var configs []config
+	for _, shape := range s.Shapes {
+		for _, loss := range s.Losses {
+			configs = append(configs, config{shape.Hidden, func(t Timing) (Row, error) { return Step(ctx, shape, loss, t) }})
+		}
+	}
+	if s.Forward {
+		f := ForwardShape
+		configs = append(configs, config{f.Config.Hidden, func(t Timing) (Row, error) { return Forward(ctx, f.Name, f.Config, f.Tokens, t) }})
+	}
+	// withThreads runs f with the BLAS threads of a layer of width.
+	withThreads := func(width int, f func() (Row, error)) (Row, error) {
+		prev := linalg.Threads()
+		restore := func() { linalg.SetThreads(prev) }
+		if s.Threads > 0 {
+			linalg.SetThreads(s.Threads)
+		} else {
+			restore = linalg.ThreadsFor(width)
+		}
+		defer restore()
+		return f()
+	}
+	size := func(p [3]int) int { return p[0] * p[1] * p[2] }
+	smallest := 0
+	if len(s.PeakShapes) > 0 {
+		smallest = size(slices.MinFunc(s.PeakShapes, func(a, b [3]int) int { return size(a) - size(b) }))
+	}
+	var own [][3]int
+	for _, c := range configs {
+		if !s.Survey {
+			break
+		}
+		r, err := withThreads(c.width, func() (Row, error) { return c.run(Timing{Steps: 1, Survey: true}) })
+		if err != nil {
+			return nil, err
+		}
+		for _, sh := range r.products.Heavy(HeavyShare) {
+			p := [3]int{sh.M, sh.N, sh.K}
+			if size(p) >= smallest && !slices.Contains(s.PeakShapes, p) && !slices.Contains(own, p) {
+				own = append(own, p)
+			}
+		}
+	}
+	peaks, err := Peaks(ctx, s.PeakShapes, own, s.PeakSeconds)
 	if err != nil {
 		return nil, err
 	}
@@ -337,32 +413,13 @@ func (s Suite) Run(ctx context.Context, emit func(Row) error) ([]linalg.PeakResu
 			}
 		}
 	}
-	time := func(width int, f func() (Row, error)) error {
-		prev := linalg.Threads()
-		restore := func() { linalg.SetThreads(prev) }
-		if s.Threads > 0 {
-			linalg.SetThreads(s.Threads)
-		} else {
-			restore = linalg.ThreadsFor(width)
-		}
-		r, err := f()
-		restore()
+	for _, c := range configs {
+		r, err := withThreads(c.width, func() (Row, error) { return c.run(t) })
 		if err != nil {
-			return err
+			return nil, err
 		}
 		r.SetFraction(peaks)
-		return emit(r)
-	}
-	for _, shape := range s.Shapes {
-		for _, loss := range s.Losses {
-			if err := time(shape.Hidden, func() (Row, error) { return Step(ctx, shape, loss, t) }); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if s.Forward {
-		f := ForwardShape
-		if err := time(f.Config.Hidden, func() (Row, error) { return Forward(ctx, f.Name, f.Config, f.Tokens, t) }); err != nil {
+		if err := emit(r); err != nil {
 			return nil, err
 		}
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/cskv/cskv/graph"
@@ -32,7 +33,7 @@ func TestFLOPCounts(t *testing.T) {
 // derived columns follow from the measured ones.
 func TestRows(t *testing.T) {
 	ctx := context.Background()
-	peaks, err := Peaks(ctx, [][3]int{{64, 96, 128}}, 0.01)
+	peaks, err := Peaks(ctx, [][3]int{{64, 96, 128}}, nil, 0.01)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,5 +95,41 @@ func TestRows(t *testing.T) {
 	}
 	if _, err := Step(ctx, graph.ShapeStories260K, "out", timing); err == nil {
 		t.Error("loss \"out\": no error")
+	}
+}
+
+// TestSuiteSurvey checks that the survey measures the peak at the rows'
+// heavy products too: against a tiny product as the only peak shape, the
+// peak of the precision in use is found at one of the row's own shapes,
+// and without the survey at the tiny one. Rows are emitted in order, each
+// with its fraction of the returned peak.
+func TestSuiteSurvey(t *testing.T) {
+	tiny := [3]int{8, 8, 8}
+	for _, survey := range []bool{false, true} {
+		s := Suite{Shapes: []graph.BenchShape{graph.ShapeStories260K}, Losses: []string{"kv"}, Steps: 1,
+			PeakShapes: [][3]int{tiny}, PeakSeconds: 0.02, Survey: survey}
+		var rows []Row
+		peaks, err := s.Run(context.Background(), func(r Row) error { rows = append(rows, r); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cur linalg.PeakResult
+		for _, p := range peaks {
+			if p.Precision == linalg.CurrentPrecision() {
+				cur = p
+			}
+		}
+		got := [3]int{cur.M, cur.N, cur.K}
+		if len(rows) != 1 || rows[0].Loss != "kv" || !(rows[0].Fraction > 0) ||
+			math.Abs(rows[0].Fraction-rows[0].GFLOPs/cur.GFLOPs)/rows[0].Fraction > 1e-9 {
+			t.Fatalf("survey %v: rows %+v against peak %+v", survey, rows, cur)
+		}
+		heavy := rows[0].products.Heavy(HeavyShare)
+		if survey && !slices.Contains(heavy, linalg.ProductShape{M: got[0], N: got[1], K: got[2]}) {
+			t.Errorf("survey: peak measured at %v, not at one of the row's heavy products %v", got, heavy)
+		}
+		if !survey && got != tiny {
+			t.Errorf("no survey: peak measured at %v, want %v", got, tiny)
+		}
 	}
 }

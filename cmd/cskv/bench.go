@@ -62,7 +62,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 		}
 	}
 	suite := bench.Suite{Shapes: todo, Losses: strings.Split(*losses, ","), Forward: *forward, Warm: *warm, Steps: *steps,
-		Threads: *threads, PeakShapes: peakShapes, PeakSeconds: *peakSec}
+		Threads: *threads, PeakShapes: peakShapes, PeakSeconds: *peakSec, Survey: !slow}
 	var rows []bench.Row
 	peaks, err := suite.Run(ctx, func(r bench.Row) error {
 		rows = append(rows, r)
