@@ -133,9 +133,9 @@ func ForwardFLOPs(c model.Config, nSeq, T int) float64 {
 func OutSeqs(s graph.BenchShape) int { return min(2, s.Seqs) }
 
 // Timing is how a row is timed: Warm untimed runs, then the median of
-// Steps timed ones, each after a sample of Probe (none when nil). A
-// Survey times only what a row's products need (Suite): no steps with the
-// targets reused.
+// Steps timed ones, each after a sample of Probe (none when nil). With
+// Survey the steps are there for their products' shapes (Suite), and Step
+// runs none with the targets reused.
 type Timing struct {
 	Warm, Steps int
 	Probe       *linalg.Probe
@@ -395,8 +395,7 @@ func (s Suite) Run(ctx context.Context, emit func(Row) error) ([]linalg.PeakResu
 			return nil, err
 		}
 		for _, sh := range r.products.Heavy(HeavyShare) {
-			p := [3]int{sh.M, sh.N, sh.K}
-			if size(p) >= smallest && !slices.Contains(s.PeakShapes, p) && !slices.Contains(own, p) {
+			if p := [3]int{sh.M, sh.N, sh.K}; size(p) >= smallest && !slices.Contains(s.PeakShapes, p) && !slices.Contains(own, p) {
 				own = append(own, p)
 			}
 		}
