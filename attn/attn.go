@@ -262,7 +262,7 @@ type Kernel[T Float] struct {
 // layer graph's all-original kernel and its bi-branch ones, the frozen
 // forward's kernel from layer to layer. It then holds the largest tiles
 // any of them asked for once, instead of a set per kernel; at the 8B shape
-// on 4096 tokens that is 38 MiB a worker (55 in bf16).
+// on 4096 tokens that is 21 MiB a worker (29 in bf16).
 type Workspace[T Float] struct {
 	tiles   [][]T      // per worker: p, po, dp, sc, qb, db (tile)
 	tilesT  [][]T      // per worker, Backward of wide layers: dkT, dvT (tileT)
@@ -304,8 +304,12 @@ const stackWidth = 1024
 // attnBlock is the query positions per tile: 64 (128 for wide layers), or
 // 256 from 1024 tokens on, where larger products keep the matrix units busy
 // (fewer, larger calls); the diagonal tiles compute their future half too.
-func attnBlock(tokens int, wide bool) int {
+// From 1024 tokens on, a wide layer's tile of stack heads holds at most
+// tileRows rows.
+func attnBlock(tokens int, wide bool, stack int) int {
 	switch {
+	case tokens >= 1024 && wide:
+		return max(1, min(256, tileRows/stack))
 	case tokens >= 1024:
 		return 256
 	case wide:
@@ -313,6 +317,18 @@ func attnBlock(tokens int, wide bool) int {
 	}
 	return min(64, tokens)
 }
+
+// tileRows is the most rows (positions × stacked heads) of a wide layer's
+// tile from 1024 tokens on. A tile's scores are rows × keys float32: at
+// 1024 rows (the 8B group of 4 × 256 positions) and 2048 keys they are 8 MiB,
+// beyond a core's L2, and the score product writing them runs at about 140
+// GFLOP/s on one core against 180–500 at 512 rows (bf16, scratch timings).
+// Measured, attention forward + backward at the 8B shape (bf16, one
+// sequence, the median of per-iteration ratios of kernels run in turn): 512
+// rows 0.87–0.89 of 1024 rows' time on 2048 tokens and 0.92 on 4096; 256
+// rows 0.81–0.84 and 1.00. The 7B layer (one head a tile) is fastest at
+// its 256 rows: 128 rows 1.06, 64 rows 1.18–1.25.
+const tileRows = 512
 
 // keyBlock is the keys per block of backwardBlocked. Measured at the 8B
 // shape on 4096 tokens (bf16, whose store does not fit keepBudget): 512
@@ -338,7 +354,7 @@ func New[T Float](seqs, tokens int, r Rule, window int, mode kv.WindowMode) *Ker
 		stack = r.Heads / r.KVHeads
 	}
 	return &Kernel[T]{seqs: seqs, tokens: tokens, heads: r.Heads, kvHeads: r.KVHeads, headDim: r.HeadDim,
-		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide), Stack: stack, Wide: wide,
+		softCap: T(r.SoftCap), slide: r.Window, window: window, mode: mode, Block: attnBlock(tokens, wide, stack), Stack: stack, Wide: wide,
 		KeyBlock: keyBlock, ws: &Workspace[T]{}}
 }
 
@@ -955,12 +971,27 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 			}
 		}
 		if a.Wide {
-			for j := 0; j < a.tokens; j++ {
-				kr, vr := dk[koff+j*KV:koff+j*KV+Dh], dv[koff+j*KV:koff+j*KV+Dh]
-				for d := range kr {
-					kr[d], vr[d] = dkT[d*a.tokens+j], dvT[d*a.tokens+j]
-				}
-			}
+			transposeInto(dk[koff:], KV, dkT, a.tokens, Dh)
+			transposeInto(dv[koff:], KV, dvT, a.tokens, Dh)
 		}
 	})
 }
+
+// transposeInto writes src (cols, rows) transposed into the first cols
+// columns of dst (rows, ld). It goes in blocks of transposeBlock rows of
+// dst: a column of src read whole row by row (stride rows) would miss the
+// L1 cache at every element (rows of 2048 floats are 8 KiB apart: one
+// cache set), and a block's dst lines fit one set's ways.
+func transposeInto[T Float](dst []T, ld int, src []T, rows, cols int) {
+	for j0 := 0; j0 < rows; j0 += transposeBlock {
+		j1 := min(j0+transposeBlock, rows)
+		for d := 0; d < cols; d++ {
+			for j, v := range src[d*rows+j0 : d*rows+j1] {
+				dst[(j0+j)*ld+d] = v
+			}
+		}
+	}
+}
+
+// transposeBlock is transposeInto's rows per block.
+const transposeBlock = 8

@@ -302,10 +302,10 @@ func TestStoreBytes(t *testing.T) {
 		}
 	}
 	b8 := Rule{Heads: 32, KVHeads: 8, HeadDim: 128}
-	if got, want := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, false), int64(4*32*256*256*36); got != want {
-		t.Errorf("8B on 2048 tokens: %d bytes, want %d (32 heads × 256² × (1 + … + 8))", got, want)
+	if got, want := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, false), int64(4*32*128*128*136); got != want {
+		t.Errorf("8B on 2048 tokens: %d bytes, want %d (32 heads × 128² × (1 + … + 16): tiles of 128 positions × 4 heads)", got, want)
 	}
-	if got := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, true); got != 4*32*256*256*36/2 {
+	if got := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, true); got != 4*32*128*128*136/2 {
 		t.Errorf("8B on 2048 tokens in bf16: %d bytes, want half of float32's", got)
 	}
 	if got := StoreBytes(1, 4096, Rule{Heads: 32, KVHeads: 32, HeadDim: 128}, 0, kv.WindowBlock, false); got != 0 {
