@@ -262,7 +262,7 @@ type Kernel[T Float] struct {
 // layer graph's all-original kernel and its bi-branch ones, the frozen
 // forward's kernel from layer to layer. It then holds the largest tiles
 // any of them asked for once, instead of a set per kernel; at the 8B shape
-// on 4096 tokens that is 21 MiB a worker (29 in bf16).
+// on 4096 tokens that is 12 MiB a worker (16 in bf16).
 type Workspace[T Float] struct {
 	tiles   [][]T      // per worker: p, po, dp, sc, qb, db (tile)
 	tilesT  [][]T      // per worker, Backward of wide layers: dkT, dvT (tileT)
@@ -323,12 +323,18 @@ func attnBlock(tokens int, wide bool, stack int) int {
 // 1024 rows (the 8B group of 4 × 256 positions) and 2048 keys they are 8 MiB,
 // beyond a core's L2, and the score product writing them runs at about 140
 // GFLOP/s on one core against 180–500 at 512 rows (bf16, scratch timings).
-// Measured, attention forward + backward at the 8B shape (bf16, one
-// sequence, the median of per-iteration ratios of kernels run in turn): 512
-// rows 0.87–0.89 of 1024 rows' time on 2048 tokens and 0.92 on 4096; 256
-// rows 0.81–0.84 and 1.00. The 7B layer (one head a tile) is fastest at
-// its 256 rows: 128 rows 1.06, 64 rows 1.18–1.25.
-const tileRows = 512
+// Measured at the 8B shape (bf16, one sequence, the median of per-iteration
+// ratios of kernels run in turn, 15–24 iterations):
+//   - 2048 tokens, forward + backward: 256 rows 0.81–0.84 of 1024 rows'
+//     time, 512 rows 0.87–0.89, 128 rows 0.88; 256 rows against 512:
+//     forward 0.88, backward 0.93.
+//   - 4096 tokens (the backward recomputes, backwardBlocked): 256 rows
+//     against 512: forward 0.84, backward 1.07, together 0.97 (an earlier
+//     run against 1024 rows: 512 rows 0.92, 256 rows 1.00).
+//
+// The 7B layer (one head a tile) is fastest at its 256 rows: 128 rows
+// 1.06, 64 rows 1.18–1.25.
+const tileRows = 256
 
 // keyBlock is the keys per block of backwardBlocked. Measured at the 8B
 // shape on 4096 tokens (bf16, whose store does not fit keepBudget): 512

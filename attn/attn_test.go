@@ -302,10 +302,10 @@ func TestStoreBytes(t *testing.T) {
 		}
 	}
 	b8 := Rule{Heads: 32, KVHeads: 8, HeadDim: 128}
-	if got, want := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, false), int64(4*32*128*128*136); got != want {
-		t.Errorf("8B on 2048 tokens: %d bytes, want %d (32 heads × 128² × (1 + … + 16): tiles of 128 positions × 4 heads)", got, want)
+	if got, want := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, false), int64(4*32*64*64*528); got != want {
+		t.Errorf("8B on 2048 tokens: %d bytes, want %d (32 heads × 64² × (1 + … + 32): tiles of 64 positions × 4 heads)", got, want)
 	}
-	if got := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, true); got != 4*32*128*128*136/2 {
+	if got := StoreBytes(1, 2048, b8, 0, kv.WindowBlock, true); got != 4*32*64*64*528/2 {
 		t.Errorf("8B on 2048 tokens in bf16: %d bytes, want half of float32's", got)
 	}
 	if got := StoreBytes(1, 4096, Rule{Heads: 32, KVHeads: 32, HeadDim: 128}, 0, kv.WindowBlock, false); got != 0 {
