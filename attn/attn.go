@@ -302,24 +302,21 @@ const keepBudget = 1 << 27 // 512 MiB of float32: the 8B and 7B shapes at 2048 t
 const stackWidth = 1024
 
 // attnBlock is the query positions per tile: 64 (128 for wide layers), or
-// 256 from 1024 tokens on, where larger products keep the matrix units busy
+// from 1024 tokens on tileRows/stack (256 for one head a tile, 64 for the
+// 8B group of 4 heads), where larger products keep the matrix units busy
 // (fewer, larger calls); the diagonal tiles compute their future half too.
-// From 1024 tokens on, a wide layer's tile of stack heads holds at most
-// tileRows rows.
 func attnBlock(tokens int, wide bool, stack int) int {
 	switch {
-	case tokens >= 1024 && wide:
-		return max(1, min(256, tileRows/stack))
 	case tokens >= 1024:
-		return 256
+		return max(1, tileRows/stack)
 	case wide:
 		return min(128, tokens)
 	}
 	return min(64, tokens)
 }
 
-// tileRows is the most rows (positions × stacked heads) of a wide layer's
-// tile from 1024 tokens on. A tile's scores are rows × keys float32: at
+// tileRows is the rows (positions × stacked heads) of a tile from 1024
+// tokens on. A tile's scores are rows × keys float32: at
 // 1024 rows (the 8B group of 4 × 256 positions) and 2048 keys they are 8 MiB,
 // beyond a core's L2, and the score product writing them runs at about 140
 // GFLOP/s on one core against 180–500 at 512 rows (bf16, scratch timings).
