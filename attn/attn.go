@@ -422,8 +422,9 @@ func (a *Kernel[T]) tile16Sizes(backward bool) [3]int {
 	return [3]int{sz[0], sz[1], sz[2]}
 }
 
-// tileTSize is the elements of a worker's transposed key and value
-// gradients dkT, dvT (Dh, T each) in the backward of a wide layer.
+// tileTSize is the elements of a worker's key and value gradients dkT,
+// dvT in the backward of a wide layer: transposed (Dh, T each) in float32,
+// (T, Dh) with half.
 func (a *Kernel[T]) tileTSize() int { return 2 * a.headDim * a.tokens }
 
 // tile returns worker k's tiles (tileSizes for a.half; those a forward
@@ -481,8 +482,8 @@ func (a *Kernel[T]) halfIn(bf16 bool) bool {
 	return f32 && !a.noHalf && a.Wide && a.softCap == 0 && bf16
 }
 
-// tileT returns worker k's transposed key and value gradients dkT, dvT
-// (Dh, T) for the backward of a wide layer.
+// tileT returns worker k's key and value gradients dkT, dvT (tileTSize)
+// for the backward of a wide layer.
 func (a *Kernel[T]) tileT(k int) (dkT, dvT []T) {
 	nk := a.tileTSize() / 2
 	s := grow(&a.ws.tilesT, k, 2*nk)
@@ -617,6 +618,9 @@ func op32[T Float](x []T, ld int, t bool) linalg.Operand {
 
 // op16 is bf16 x as a product operand.
 func op16(x []uint16, ld int) linalg.Operand { return linalg.Operand{BF16: x, LD: ld} }
+
+// op16T is bf16 x read transposed.
+func op16T(x []uint16, ld int) linalg.Operand { return linalg.Operand{BF16: x, LD: ld, T: true} }
 
 // product is a tile's matrix product: on the worker's core for wide layers
 // when several workers run (gemmSerial), else Gemm.
@@ -762,7 +766,7 @@ func (a *Kernel[T]) rowStats(s, u, t0, t1 int) []T {
 // (p, dp) whatever T. dots (≥ rows) is scratch for the rows' dO·O. When
 // half, the exponentials E and dS go to p16 and dp16 in bf16 for the
 // gradient products, and dts (rows, Dh) gets dO times each row's 1/Σ for
-// dV̂ᵀ += (dO·1/Σ)ᵀ·E.
+// dV̂ += Eᵀ·(dO·1/Σ) (dkT, dvT are then (T, Dh), tileTSize).
 func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd int, dts, kh, vh, o, dkT, dvT []T, s, u, t0, t1, koff int, p16, dp16 []uint16) {
 	Dh, KV, QD := a.headDim, a.kvHeads*a.headDim, a.heads*a.headDim
 	rows, kb := (t1-t0)*a.Stack, max(a.KeyBlock, 1)
@@ -812,9 +816,9 @@ func (a *Kernel[T]) backwardBlocked(p, dp, dots, qt []T, ldq int, dt []T, ldd in
 			clear(drow[:j0])
 			clear(drow[j1:])
 		}
-		if a.half { // dV̂ᵀ += (dO·1/Σ)ᵀ·E
-			a.product16(Dh, w, rows, op32(dts, Dh, true), op16(p16[:rows*w], w), 1, dvT[c0:], a.tokens)
-			a.product16(Dh, w, rows, op32(qt, ldq, true), op16(dp16[:rows*w], w), 1, dkT[c0:], a.tokens)
+		if a.half { // dV̂ += Eᵀ·(dO·1/Σ), dK̂r += dSᵀ·Q (see Backward)
+			a.product16(w, Dh, rows, op16T(p16[:rows*w], w), op32(dts, Dh, false), 1, dvT[c0*Dh:], Dh)
+			a.product16(w, Dh, rows, op16T(dp16[:rows*w], w), op32(qt, ldq, false), 1, dkT[c0*Dh:], Dh)
 			continue
 		}
 		a.product(true, false, Dh, w, rows, dt, ldd, sp, w, 1, dvT[c0:], a.tokens)
@@ -956,14 +960,18 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 					}
 					clear(srow[lo:])
 				}
-				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q; wide layers accumulate the
-				// transposes dV̂ᵀ += dOᵀ·P, dK̂rᵀ += Qᵀ·dS, whose large operand
-				// (P, dS) enters the product untransposed
+				// dV̂ += Pᵀ·dO, dK̂r += dSᵀ·Q; wide layers in float32
+				// accumulate the transposes dV̂ᵀ += dOᵀ·P, dK̂rᵀ += Qᵀ·dS, whose
+				// large operand (P, dS) enters the product untransposed. With
+				// half, the bf16 E and dS are read transposed as they lie, and
+				// the worker's dV̂, dK̂r (T, Dh) take each tile's keys [0, end)
+				// as a dense prefix: oneDNN's bf16 kernels write it in place,
+				// where a strided C costs them a dense copy and an addition.
 				switch {
-				case a.half: // dV̂ᵀ += (dO·1/Σ)ᵀ·E
+				case a.half: // dV̂ += Eᵀ·(dO·1/Σ)
 					scaleRows(dts, dt, Dh, ldd, rows, Dh, st)
-					a.product16(Dh, end, rows, op32(dts, Dh, true), op16(p16[:rows*end], end), 1, dvT, a.tokens)
-					a.product16(Dh, end, rows, op32(qt, ldq, true), op16(dp16[:rows*end], end), 1, dkT, a.tokens)
+					a.product16(end, Dh, rows, op16T(p16[:rows*end], end), op32(dts, Dh, false), 1, dvT, Dh)
+					a.product16(end, Dh, rows, op16T(dp16[:rows*end], end), op32(qt, ldq, false), 1, dkT, Dh)
 				case a.Wide:
 					a.product(true, false, Dh, end, rows, dt, ldd, p, end, 1, dvT, a.tokens)
 					a.product(true, false, Dh, end, rows, qt, ldq, dp, end, 1, dkT, a.tokens)
@@ -973,7 +981,11 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				}
 			}
 		}
-		if a.Wide {
+		switch {
+		case a.half:
+			copyRows(dk[koff:], KV, dkT, a.tokens, Dh)
+			copyRows(dv[koff:], KV, dvT, a.tokens, Dh)
+		case a.Wide:
 			transposeInto(dk[koff:], KV, dkT, a.tokens, Dh)
 			transposeInto(dv[koff:], KV, dvT, a.tokens, Dh)
 		}
@@ -993,6 +1005,14 @@ func transposeInto[T Float](dst []T, ld int, src []T, rows, cols int) {
 				dst[(j0+j)*ld+d] = v
 			}
 		}
+	}
+}
+
+// copyRows writes src (rows, cols) into the first cols columns of dst
+// (rows, ld).
+func copyRows[T Float](dst []T, ld int, src []T, rows, cols int) {
+	for j := range rows {
+		copy(dst[j*ld:j*ld+cols], src[j*cols:(j+1)*cols])
 	}
 }
 

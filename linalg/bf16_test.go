@@ -173,8 +173,8 @@ func TestSoftmaxBF16(t *testing.T) {
 
 // TestGemmBF16: a product with an operand given in bf16 equals the bf16
 // product of its float32 widening (whose rounding is then exact) bit for
-// bit, dense (read as it lies) or strided (reordered), as A or B,
-// transposed or not, threaded or serial; without oneDNN, the float32
+// bit, dense (read as it lies, transposed or not) or strided (reordered),
+// as A or B, transposed or not, threaded or serial; without oneDNN, the float32
 // product of the widening.
 func TestGemmBF16(t *testing.T) {
 	if !HasBF16() {
@@ -215,6 +215,8 @@ func TestGemmBF16(t *testing.T) {
 		{false, true, true, false, false, 64, 512, 256, 64, 520},     // B strided
 		{false, true, false, true, true, 96, 128, 64, 64, 64},        // B dense transposed
 		{true, true, false, false, false, 128, 256, 1024, 1024, 256}, // both
+		{true, false, true, false, true, 512, 128, 256, 512, 128},    // Eᵀ·dO: A dense transposed
+		{true, false, true, false, false, 200, 128, 256, 208, 128},   // A strided transposed
 	}
 	for _, c := range calls {
 		arows, acols := c.m, c.k

@@ -102,12 +102,14 @@ int cskv_gemm_create(cskv_gemm *g, int bf16, int a16, int b16, int ta, int tb, i
 	if (bf16) {
 		// A rounded to a dense row-major (m, k); B to a dense copy in the
 		// orientation it is stored in.
-		// An operand given in bf16 in that layout already is read as it
-		// lies (no reorder, ra or rb NULL).
-		if ((st = strided(&a_md, m, k, k, 0, dnnl_bf16)) ||
+		// An operand given in bf16 densely in either orientation is read
+		// as it lies (no reorder, ra or rb NULL): the brgemm kernels take
+		// a transposed A too (attention's dV̂ = Eᵀ·dO reads its bf16
+		// exponentials E (k, m) so).
+		int a_as_is = a16 && lda == (ta ? m : k), b_as_is = b16 && ldb == (tb ? k : n);
+		if ((st = a_as_is ? strided(&a_md, m, k, lda, ta, dnnl_bf16) : strided(&a_md, m, k, k, 0, dnnl_bf16)) ||
 		    (st = strided(&b_md, k, n, tb ? k : n, tb, dnnl_bf16)))
 			return st;
-		int a_as_is = a16 && !ta && lda == k, b_as_is = b16 && ldb == (tb ? k : n);
 		if ((!a_as_is && (st = reorder(&g->ra, &g->scratch, &g->a_user, &a_md))) ||
 		    (!b_as_is && (st = reorder(&g->rb, &g->scratch, &g->b_user, &b_md))))
 			return st;
