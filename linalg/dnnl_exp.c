@@ -116,8 +116,16 @@ void cskv_softmax2(float *a, long na, float *b, long nb) {
 	softmax2(a, na, b, nb, cskv_exp_shift, &m, &inv);
 }
 
-void cskv_softmax2_lanes(float *a, long na, float *b, long nb, float *m, float *inv) {
-	softmax2(a, na, b, nb, exp_shift_lanes, m, inv);
+// cskv_shift is a softmax row's shift and 1/Σ, returned by value: a Go
+// caller passing pointers to its locals would allocate them on every row.
+typedef struct {
+	float m, inv;
+} cskv_shift;
+
+cskv_shift cskv_softmax2_lanes(float *a, long na, float *b, long nb) {
+	cskv_shift r;
+	softmax2(a, na, b, nb, exp_shift_lanes, &r.m, &r.inv);
+	return r;
 }
 
 // cskv_exp_scale sets x[i] = exp(x[i] − m)·inv: the probabilities of a
@@ -205,7 +213,11 @@ static inline float exp_fma(float v) {
 FMA16_TARGET static inline __m512 exp_fma16(__m512 v) {
 	v = _mm512_max_ps(_mm512_set1_ps(EXP_LO), v); // v < lo ? lo : v, a NaN kept
 	v = _mm512_min_ps(_mm512_set1_ps(EXP_HI), v);
-	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	// n = round(v·log₂e) to nearest even, as by the round instruction: |v·log₂e| < 2²²,
+	// so adding and subtracting 1.5·2²³ rounds it (two cheap additions for
+	// the instruction's two micro-operations on one port)
+	const __m512 magic = _mm512_set1_ps(12582912.0f);
+	__m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)), magic), magic);
 	__m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), v);
 	r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
 	__m512 p = _mm512_set1_ps(1.9875691500e-4f);
@@ -219,14 +231,18 @@ FMA16_TARGET static inline __m512 exp_fma16(__m512 v) {
 // of the exponentials in 16 partial sums (lane j adds elements j, j+16, …
 // of the whole 16-element chunks), added in lane order, then the tail in
 // order; x is only read. The native loop rounds a chunk holding a nonzero
-// denormal with to_bf16 (see denormals), so both loops give the same bits.
+// denormal with to_bf16 (see denormals), so both loops give the same bits;
+// only a chunk with a shifted score below DENORMAL_FROM can hold one
+// (e^−87 ≈ 1.6·10⁻³⁸ is normal), and only such a chunk is tested.
+#define DENORMAL_FROM -87.0f
 FMA16_TARGET static float exp_bf16_native(const float *restrict x, uint16_t *restrict r, long n, float m) {
-	__m512 vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps();
+	__m512 vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps(), lo = _mm512_set1_ps(DENORMAL_FROM);
 	long i = 0;
 	for (; i + 16 <= n; i += 16) {
-		__m512 e = exp_fma16(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm));
+		__m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm);
+		__m512 e = exp_fma16(v);
 		acc = _mm512_add_ps(acc, e);
-		if (denormals(e)) {
+		if (_mm512_cmp_ps_mask(v, lo, _CMP_LT_OQ) && denormals(e)) {
 			float es[16];
 			_mm512_storeu_ps(es, e);
 			for (int j = 0; j < 16; j++) r[i + j] = to_bf16(es[j]);
@@ -274,15 +290,14 @@ static float exp_bf16(const float *x, uint16_t *r, long n, float m) {
 
 // cskv_softmax_exp_bf16 is the softmax of the concatenation of a and b with
 // the normalisation left to the caller: ra, rb = bf16(exp(· − m)) for the
-// largest score m, *invp = 1/Σ of the exponentials (a's sum plus b's, each
+// largest score m, inv = 1/Σ of the exponentials (a's sum plus b's, each
 // as exp_bf16 sums): SoftmaxExpBF16.
-void cskv_softmax_exp_bf16(const float *a, long na, const float *b, long nb, uint16_t *ra, uint16_t *rb, float *mp, float *invp) {
+cskv_shift cskv_softmax_exp_bf16(const float *a, long na, const float *b, long nb, uint16_t *ra, uint16_t *rb) {
 	float m = max_of(b, nb, max_of(a, na, -__builtin_inff()));
 	float sa = 0, sb = 0;
 	if (na) sa = exp_bf16(a, ra, na, m);
 	if (nb) sb = exp_bf16(b, rb, nb, m);
-	*mp = m;
-	*invp = 1 / (sa + sb);
+	return (cskv_shift){m, 1 / (sa + sb)};
 }
 
 // cskv_exp_bf16 sets r[i] = bf16(exp(x[i] − m)) as cskv_softmax_exp_bf16

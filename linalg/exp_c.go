@@ -6,12 +6,13 @@ package linalg
 // #cgo LDFLAGS: -lm
 // float cskv_exp_shift(float *x, long n, float m);
 // void cskv_softmax2(float *a, long na, float *b, long nb);
-// void cskv_softmax2_lanes(float *a, long na, float *b, long nb, float *m, float *inv);
+// typedef struct { float m, inv; } cskv_shift;
+// cskv_shift cskv_softmax2_lanes(float *a, long na, float *b, long nb);
 // void cskv_exp_scale(float *x, long n, float m, float inv);
 // void cskv_scale_diff(float *s, const float *p, long n, float d);
 // void cskv_silu_gate(float *g, const float *u, long n);
 // #include <stdint.h>
-// void cskv_softmax_exp_bf16(const float *a, long na, const float *b, long nb, uint16_t *ra, uint16_t *rb, float *m, float *inv);
+// cskv_shift cskv_softmax_exp_bf16(const float *a, long na, const float *b, long nb, uint16_t *ra, uint16_t *rb);
 // void cskv_exp_bf16(const float *x, uint16_t *r, long n, float m);
 // void cskv_scale_diff_bf16(uint16_t *ds, const float *s, const uint16_t *p, long n, float d, float f);
 // void cskv_adam(float *value, const float *grad, float *m, float *v, long n, float b1, float b2, float eps, float step, float sq);
@@ -32,9 +33,8 @@ func softmax2Vec(a, b []float32) {
 
 func softmax2LanesVec(a, b []float32) (m, inv float32) {
 	pa, pb := cfloats(a), cfloats(b)
-	var cm, ci C.float
-	C.cskv_softmax2_lanes(pa, C.long(len(a)), pb, C.long(len(b)), &cm, &ci)
-	return float32(cm), float32(ci)
+	r := C.cskv_softmax2_lanes(pa, C.long(len(a)), pb, C.long(len(b)))
+	return float32(r.m), float32(r.inv)
 }
 
 func expScaleVec(x []float32, m, inv float32) {
@@ -73,9 +73,8 @@ func cbf16(x []uint16) *C.uint16_t {
 func softmaxExpBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
 	checkBF16("SoftmaxExpBF16", len(a), len(ra))
 	checkBF16("SoftmaxExpBF16", len(b), len(rb))
-	var cm, ci C.float
-	C.cskv_softmax_exp_bf16(cfloats(a), C.long(len(a)), cfloats(b), C.long(len(b)), cbf16(ra), cbf16(rb), &cm, &ci)
-	return float32(cm), float32(ci)
+	r := C.cskv_softmax_exp_bf16(cfloats(a), C.long(len(a)), cfloats(b), C.long(len(b)), cbf16(ra), cbf16(rb))
+	return float32(r.m), float32(r.inv)
 }
 
 func expBF16Vec(x []float32, r []uint16, m float32) {
