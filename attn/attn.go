@@ -694,6 +694,19 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, 
 		po = po[:rows*bw]
 		a.product(false, true, rows, bw, Dh, qt, ldq, ko[koff+b0*KV:], KV, 0, po, bw)
 	}
+	if a.half { // one call for the tile's rows (no soft-cap here: halfIn)
+		span := make([]int32, 4*rows)
+		for r := range rows {
+			t := t0 + r/a.Stack
+			first, lo := a.keys(t)
+			span[4*r], span[4*r+1] = int32(first), int32(lo)
+			if bw > 0 {
+				span[4*r+2], span[4*r+3] = int32(lo-b0), int32(t+1-b0)
+			}
+		}
+		linalg.SoftmaxExpBF16Rows(any(p).([]float32), end, any(po).([]float32), bw, p16, po16, span, any(st).([]float32))
+		return
+	}
 	for r := 0; r < rows; r++ {
 		t := t0 + r/a.Stack
 		row := p[r*end : r*end+end]
@@ -711,23 +724,6 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, 
 			for j, v := range orig {
 				orig[j] = softCap(v, c)
 			}
-		}
-		if a.half {
-			row16 := p16[r*end : r*end+end]
-			var orow16, orig16 []uint16
-			if bw > 0 {
-				orow16 = po16[r*bw : r*bw+bw]
-				orig16 = orow16[lo-b0 : t+1-b0]
-			}
-			m, inv := linalg.SoftmaxExpBF16(any(rec).([]float32), any(orig).([]float32), row16[first:lo], orig16)
-			st[2*r], st[2*r+1] = T(m), T(inv)
-			clear(row16[:first])
-			clear(row16[lo:])
-			if bw > 0 {
-				clear(orow16[:lo-b0])
-				clear(orow16[t+1-b0:])
-			}
-			continue
 		}
 		if a.Wide { // long rows: the one-pass sum (see linalg.Softmax2Lanes)
 			m, inv := softmax2Stats(rec, orig)

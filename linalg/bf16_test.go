@@ -254,3 +254,62 @@ func TestGemmBF16(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftmaxExpBF16Rows: the one-call tile softmax writes, row by row,
+// SoftmaxExpBF16's exponentials, shift and 1/Σ bit for bit, with zeros
+// outside each row's spans, with and without the second part, and empty
+// spans included.
+func TestSoftmaxExpBF16Rows(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, ldo := range []int{0, 7} {
+		const rows, ldp = 6, 37
+		p, po := randSlice(r, rows*ldp), randSlice(r, rows*max(ldo, 1))
+		for i := range p {
+			p[i] *= 9
+		}
+		span := make([]int32, 4*rows)
+		for i := range rows {
+			first := r.IntN(5)
+			lo := first + r.IntN(ldp-first+1)
+			if i == 2 {
+				lo = first // an empty first part
+			}
+			span[4*i], span[4*i+1] = int32(first), int32(lo)
+			if ldo > 0 {
+				of := r.IntN(ldo)
+				span[4*i+2], span[4*i+3] = int32(of), int32(of+r.IntN(ldo-of+1))
+			}
+		}
+		p16, po16 := make([]uint16, rows*ldp), make([]uint16, rows*ldo)
+		for i := range p16 {
+			p16[i] = 0xffff // must be overwritten
+		}
+		for i := range po16 {
+			po16[i] = 0xffff
+		}
+		st := make([]float32, 2*rows)
+		SoftmaxExpBF16Rows(p, ldp, po[:rows*ldo], ldo, p16, po16, span, st)
+		for i := range rows {
+			first, lo, of, ol := int(span[4*i]), int(span[4*i+1]), int(span[4*i+2]), int(span[4*i+3])
+			wa, wb := make([]uint16, ldp), make([]uint16, ldo)
+			var b []float32
+			if ldo > 0 {
+				b = po[i*ldo+of : i*ldo+ol]
+			}
+			m, inv := SoftmaxExpBF16(p[i*ldp+first:i*ldp+lo], b, wa[first:lo], wb[of:ol])
+			if math.Float32bits(st[2*i]) != math.Float32bits(m) || math.Float32bits(st[2*i+1]) != math.Float32bits(inv) {
+				t.Fatalf("ldo %d row %d: shift, 1/Σ %g, %g; want %g, %g", ldo, i, st[2*i], st[2*i+1], m, inv)
+			}
+			for j, w := range wa {
+				if p16[i*ldp+j] != w {
+					t.Fatalf("ldo %d row %d: exponential %d is %#04x, want %#04x", ldo, i, j, p16[i*ldp+j], w)
+				}
+			}
+			for j, w := range wb {
+				if po16[i*ldo+j] != w {
+					t.Fatalf("ldo %d row %d: second part %d is %#04x, want %#04x", ldo, i, j, po16[i*ldo+j], w)
+				}
+			}
+		}
+	}
+}

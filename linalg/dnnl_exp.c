@@ -300,6 +300,31 @@ cskv_shift cskv_softmax_exp_bf16(const float *a, long na, const float *b, long n
 	return (cskv_shift){m, 1 / (sa + sb)};
 }
 
+// cskv_softmax_exp_bf16_rows is cskv_softmax_exp_bf16 on each of rows rows
+// of a tile, in one call (SoftmaxExpBF16Rows): row r reads p[r·ldp + first,
+// r·ldp + lo) and po[r·ldo + ofirst, r·ldo + olast) (span[4r…4r+3] = first,
+// lo, ofirst, olast), writes their exponentials at the same places of p16
+// and po16 and zeros in the rest of its ldp and ldo elements, and its shift
+// and 1/Σ to st[2r], st[2r+1].
+void cskv_softmax_exp_bf16_rows(const float *p, long ldp, const float *po, long ldo, uint16_t *p16, uint16_t *po16,
+                                long rows, const int32_t *span, float *st) {
+	for (long r = 0; r < rows; r++) {
+		const int32_t *sp = span + 4 * r;
+		long first = sp[0], lo = sp[1], of = sp[2], ol = sp[3];
+		uint16_t *q = p16 + r * ldp, *qo = ldo ? po16 + r * ldo : NULL;
+		cskv_shift sh = cskv_softmax_exp_bf16(p + r * ldp + first, lo - first, ldo ? po + r * ldo + of : NULL, ol - of,
+		                                      q + first, qo ? qo + of : NULL);
+		memset(q, 0, (size_t)first * 2);
+		memset(q + lo, 0, (size_t)(ldp - lo) * 2);
+		if (qo) {
+			memset(qo, 0, (size_t)of * 2);
+			memset(qo + ol, 0, (size_t)(ldo - ol) * 2);
+		}
+		st[2 * r] = sh.m;
+		st[2 * r + 1] = sh.inv;
+	}
+}
+
 // cskv_exp_bf16 sets r[i] = bf16(exp(x[i] − m)) as cskv_softmax_exp_bf16
 // does (ExpBF16).
 void cskv_exp_bf16(const float *x, uint16_t *r, long n, float m) { exp_bf16(x, r, n, m); }

@@ -13,6 +13,7 @@ package linalg
 // void cskv_silu_gate(float *g, const float *u, long n);
 // #include <stdint.h>
 // cskv_shift cskv_softmax_exp_bf16(const float *a, long na, const float *b, long nb, uint16_t *ra, uint16_t *rb);
+// void cskv_softmax_exp_bf16_rows(const float *p, long ldp, const float *po, long ldo, uint16_t *p16, uint16_t *po16, long rows, const int32_t *span, float *st);
 // void cskv_exp_bf16(const float *x, uint16_t *r, long n, float m);
 // void cskv_scale_diff_bf16(uint16_t *ds, const float *s, const uint16_t *p, long n, float d, float f);
 // void cskv_adam(float *value, const float *grad, float *m, float *v, long n, float b1, float b2, float eps, float step, float sq);
@@ -75,6 +76,12 @@ func softmaxExpBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
 	checkBF16("SoftmaxExpBF16", len(b), len(rb))
 	r := C.cskv_softmax_exp_bf16(cfloats(a), C.long(len(a)), cfloats(b), C.long(len(b)), cbf16(ra), cbf16(rb))
 	return float32(r.m), float32(r.inv)
+}
+
+func softmaxExpBF16RowsVec(p []float32, ldp int, po []float32, ldo int, p16, po16 []uint16, span []int32, st []float32) {
+	rows := len(span) / 4
+	C.cskv_softmax_exp_bf16_rows(cfloats(p), C.long(ldp), cfloats(po), C.long(ldo), cbf16(p16), cbf16(po16),
+		C.long(rows), (*C.int32_t)(&span[0]), cfloats(st))
 }
 
 func expBF16Vec(x []float32, r []uint16, m float32) {

@@ -18,6 +18,9 @@ func softmaxExpBF16Vec(a, b []float32, ra, rb []uint16) (m, inv float32) {
 	return softmaxExpBF16Go(a, b, ra, rb)
 }
 func expBF16Vec(x []float32, r []uint16, m float32) { expBF16Go(x, r, m) }
+func softmaxExpBF16RowsVec(p []float32, ldp int, po []float32, ldo int, p16, po16 []uint16, span []int32, st []float32) {
+	softmaxExpBF16RowsGo(p, ldp, po, ldo, p16, po16, span, st)
+}
 func scaleDiffBF16Vec(ds []uint16, s []float32, p []uint16, d, f float32) {
 	scaleDiffBF16Go(ds, s, p, d, f)
 }
