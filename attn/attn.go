@@ -267,6 +267,7 @@ type Workspace[T Float] struct {
 	tiles   [][]T      // per worker: p, po, dp, sc, qb, db (tile)
 	tilesT  [][]T      // per worker, Backward of wide layers: dkT, dvT (tileT)
 	tiles16 [][]uint16 // per worker, half: p16, po16, dp16 (tile16)
+	spans   [][]int32  // per worker, half: a tile's rows' key spans for linalg.SoftmaxExpBF16Rows (spanSize)
 }
 
 // Use makes a take its tiles from ws (nil: its own) and returns a.
@@ -457,6 +458,12 @@ func scaleRows[T Float](dst, src []T, ldd, lds, rows, width int, st []T) {
 	}
 }
 
+// spanSize is the elements of a worker's key spans (half): 4 a tile row.
+func (a *Kernel[T]) spanSize() int { return 4 * a.Block * a.Stack }
+
+// span returns worker k's key spans (spanSize).
+func (a *Kernel[T]) span(k int) []int32 { return grow(&a.ws.spans, k, a.spanSize())[:a.spanSize()] }
+
 // tile16 returns worker k's bf16 tiles (tile16Sizes).
 func (a *Kernel[T]) tile16(k int, backward bool) (p16, po16, dp16 []uint16) {
 	sz := a.tile16Sizes(backward)
@@ -500,6 +507,7 @@ func (a *Kernel[T]) prepare(backward bool) bool {
 		a.tile(k-1, backward)
 		if a.half {
 			a.tile16(k-1, backward)
+			a.span(k - 1)
 		}
 		if backward && a.Wide {
 			a.tileT(k - 1)
@@ -579,6 +587,7 @@ func WorkspaceBytes(seqs, tokens int, r Rule, window int, mode kv.WindowMode, bf
 		for _, n := range a.tile16Sizes(backward) {
 			per += 2 * int64(n)
 		}
+		per += 4 * int64(a.spanSize())
 	}
 	if backward && a.Wide {
 		per += 4 * int64(a.tileTSize())
@@ -681,8 +690,9 @@ func (a *Kernel[T]) scatter(x, buf []T, s, u, t0, t1 int) {
 // when st is not nil. When half (st then set), p16 and po16 get the
 // unnormalised exponentials exp(S − shift) in bf16 instead (p and po then
 // hold the scores): the probabilities are them times the row's 1/Σ, which
-// the products' callers apply (scaleRows).
-func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, st []T, p16, po16 []uint16) {
+// the products' callers apply (scaleRows); span (spanSize) is the worker's
+// scratch for the rows' key spans.
+func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, st []T, p16, po16 []uint16, span []int32) {
 	Dh, KV := a.headDim, a.kvHeads*a.headDim
 	g := u * a.Stack / (a.heads / a.kvHeads)
 	rows, end := (t1-t0)*a.Stack, t1
@@ -695,11 +705,11 @@ func (a *Kernel[T]) probs(p, po, qt []T, ldq int, kh, ko []T, s, u, t0, t1 int, 
 		a.product(false, true, rows, bw, Dh, qt, ldq, ko[koff+b0*KV:], KV, 0, po, bw)
 	}
 	if a.half { // one call for the tile's rows (no soft-cap here: halfIn)
-		span := make([]int32, 4*rows)
+		span = span[:4*rows]
 		for r := range rows {
 			t := t0 + r/a.Stack
 			first, lo := a.keys(t)
-			span[4*r], span[4*r+1] = int32(first), int32(lo)
+			span[4*r], span[4*r+1], span[4*r+2], span[4*r+3] = int32(first), int32(lo), 0, 0
 			if bw > 0 {
 				span[4*r+2], span[4*r+3] = int32(lo-b0), int32(t+1-b0)
 			}
@@ -835,8 +845,10 @@ func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, _, _, qb, ob, _ := a.tile(w, false)
 		var p16, po16 []uint16
+		var span []int32
 		if a.half {
 			p16, po16, _ = a.tile16(w, false)
+			span = a.span(w)
 		}
 		koff := s*a.tokens*KV + g*Dh
 		for u := g * perGroup; u < (g+1)*perGroup; u++ {
@@ -851,7 +863,7 @@ func (a *Kernel[T]) Forward(o, q, kh, vh, ko, vo []T) {
 				}
 				qt, ldq := a.rows(qb, q, s, u, t0, t1)
 				st := a.rowStats(s, u, t0, t1)
-				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, st, p16, po16)
+				a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, st, p16, po16, span)
 				ot, ldo := a.dest(ob, o, s, u, t0)
 				b0, bw := a.band(t0, t1)
 				if a.half { // O = (E·V̂ + Eo·Vo)·1/Σ for the exponentials E, Eo
@@ -894,8 +906,10 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 		s, g := task/a.kvHeads, task%a.kvHeads
 		p, po, dp, sc, qb, db, dts := a.tile(w, true)
 		var p16, po16, dp16 []uint16
+		var span []int32
 		if a.half {
 			p16, po16, dp16 = a.tile16(w, true)
+			span = a.span(w)
 		}
 		var dkT, dvT []T
 		if a.Wide {
@@ -920,7 +934,7 @@ func (a *Kernel[T]) Backward(dk, dv, q, kh, vh, ko, vo, o, do []T) {
 				case keep:
 					p, _ = a.stored(s, u, i, t0, t1)
 				default:
-					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, nil, p16, po16)
+					a.probs(p, po, qt, ldq, kh, ko, s, u, t0, t1, nil, p16, po16, span)
 				}
 				dp := dp[:rows*end]
 				st := a.rowStats(s, u, t0, t1)

@@ -326,6 +326,9 @@ func wsBytes[T Float](ws *Workspace[T]) int64 {
 	for _, b := range ws.tiles16 {
 		n += 2 * int64(len(b))
 	}
+	for _, b := range ws.spans {
+		n += 4 * int64(len(b))
+	}
 	return n
 }
 
